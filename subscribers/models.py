@@ -1,0 +1,127 @@
+"""Subscribers, lists, memberships, suppressions and events.
+
+Shaped for a million subscribers: the audience of a campaign is read through the
+``membership`` primary key (list first) joined to ``subscriber`` by primary key, and
+filtered on ``subscriber.status``; nothing on the hot path scans the whole table.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.db import Base, BigId
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check(column: str, enum_cls: type[enum.Enum]) -> CheckConstraint:
+    values = ", ".join(f"'{m.value}'" for m in enum_cls)
+    return CheckConstraint(f"{column} IN ({values})", name=column)
+
+
+class SubscriberStatus(str, enum.Enum):
+    pending = "pending"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+class EventKind(str, enum.Enum):
+    subscribe = "subscribe"
+    confirm = "confirm"
+    unsubscribe = "unsubscribe"
+    bounce = "bounce"
+    complaint = "complaint"
+    open = "open"
+    click = "click"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscriber"
+    __table_args__ = (_check("status", SubscriberStatus),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # lower(email): the key that makes addresses unique case-insensitively.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.pending.value, index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MailingList(Base):
+    __tablename__ = "mailing_list"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "membership"
+    __table_args__ = (Index("ix_membership_subscriber", "subscriber_id"),)
+
+    # (list_id, subscriber_id) is the primary key: freezing an audience walks one list's
+    # members in subscriber order straight off this index.
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Suppression(Base):
+    """An address that must never be mailed or re-imported. Only a hash is kept, so an
+    erased subscriber leaves no address behind."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Event(Base):
+    """Something that happened to a subscriber, with where it came from (one-click,
+    page, mailto, admin, smtp, dsn...)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        _check("kind", EventKind),
+        Index("ix_event_campaign_kind", "campaign_id", "kind"),
+        Index("ix_event_subscriber", "subscriber_id"),
+        Index("ix_event_kind_time", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(32), default="")
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id", ondelete="SET NULL"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
