@@ -1,0 +1,52 @@
+"""Celery configuration from the settings. Results are ignored: delivery state lives in
+the application database, not in Celery (FACTS.md: a database result backend is the
+slow part of any broker)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from mailer.config import Settings
+
+SWEEP_SECONDS = 15.0
+
+
+def celery_config(settings: Settings) -> dict:
+    conf: dict = {
+        "broker_url": settings.broker,
+        "task_ignore_result": True,
+        "result_backend": None,
+        # A task is acknowledged after it ran, and a worker lost mid-task re-queues it
+        # (Redis). Tasks are idempotent: the batch claim in the database decides who sends.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": "newsletter",
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "sweep": {"task": "newsletter.sweep", "schedule": SWEEP_SECONDS},
+        },
+        "timezone": "UTC",
+    }
+    if settings.broker.startswith("filesystem://"):
+        folder = settings.broker_folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "processed").mkdir(exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    elif settings.broker.startswith(("redis://", "rediss://")):
+        # Re-delivery of an unacknowledged task after this long; the database lease
+        # recovers crashed batches much sooner, so this is only a backstop.
+        conf["broker_transport_options"] = {"visibility_timeout": 3600}
+    return conf
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("newsletter")
+    app.conf.update(celery_config(settings))
+    return app

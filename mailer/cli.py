@@ -1,0 +1,357 @@
+"""The ``newsletter`` command. Exit codes: 0 ok, 2 bad input or configuration (one line
+on stderr, never a traceback), 1 anything unexpected."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+import typer
+
+from mailer.config import get_settings
+from mailer.errors import ConfigurationError, InvalidInput, NewsletterError
+
+app = typer.Typer(help="Newsletter delivery: render an issue once, send it to every subscriber exactly once.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+issue_app = typer.Typer(help="Issues: render and preview.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Campaigns: progress, pause, resume, cancel, retry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(issue_app, name="issue")
+app.add_typer(campaign_app, name="campaign")
+
+try:  # the subscriber commands live with the subscribers package
+    from subscribers.cli import app as subscribers_app
+
+    app.add_typer(subscribers_app, name="subscribers", help="Subscribers and lists: add, import, export, list.")
+except ModuleNotFoundError as err:  # pragma: no cover - only while the package grows
+    if err.name != "subscribers.cli":
+        raise
+
+
+def _engine():
+    from mailer.db import check_connection, engine_for
+
+    engine = engine_for(get_settings().database)
+    check_connection(engine)
+    return engine
+
+
+# --- db -------------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or update the database schema (safe to run again)."""
+    from mailer.migrate import upgrade
+
+    upgrade(get_settings().database)
+    typer.echo("database is up to date")
+
+
+# --- issue ----------------------------------------------------------------------------
+
+def _render(path: Path):
+    from mailer.render import render_file
+
+    return render_file(path, get_settings())
+
+
+def sample_message(rendered, settings) -> bytes:
+    """A complete message as a subscriber would receive it, for previews and test sends."""
+    from mailer.message import Recipient, compile_message
+
+    template = compile_message(
+        subject=rendered.subject, from_=settings.from_address, html=rendered.html, text=rendered.text,
+        list_id=f"preview.{settings.sending_domain}", list_name="Preview",
+        feedback_id=f"0:0:newsletter:{settings.sending_domain}",
+    )
+    return template.assemble(Recipient(
+        email="reader@example.com", name="Reader", message_id=f"<preview@{settings.sending_domain}>",
+        unsubscribe_url=f"{settings.base_url}/u/preview", unsubscribe_mailto=f"mailto:unsubscribe@{settings.sending_domain}",
+        preferences_url=f"{settings.base_url}/p/preview",
+    ))
+
+
+@issue_app.command("render")
+def issue_render(
+    path: Annotated[Path, typer.Argument(help="The issue: Markdown with YAML front matter.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, index.txt and message.eml.")],
+) -> None:
+    """Render an issue to HTML, plain text and a sample message; print warnings."""
+    from mailer.render import write_render_outputs
+
+    rendered = _render(path)
+    files = write_render_outputs(rendered, out, sample_message=sample_message(rendered, get_settings()))
+    for warning in rendered.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for f in files:
+        typer.echo(str(f))
+
+
+# --- send -----------------------------------------------------------------------------
+
+def parse_when(value: str, tz: str | None) -> datetime:
+    """An ISO 8601 time; without an offset it is read in ``tz`` (default UTC)."""
+    try:
+        zone = ZoneInfo(tz) if tz else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise InvalidInput(f"unknown time zone {tz!r}") from err
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as err:
+        raise InvalidInput(f"not a time: {value!r} (use e.g. 2026-12-01T09:00+08:00)") from err
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=zone)
+    return when.astimezone(timezone.utc)
+
+
+def queue_issue(path: Path, list_name: str, at: datetime | None = None) -> tuple[int, str, int]:
+    """Render and store the issue, create its campaign for the list, and start it now
+    (or leave it scheduled). Returns (campaign id, status, tasks queued). Running it
+    again finds the same campaign and sends nothing twice."""
+    from mailer import campaigns
+    from mailer.db import transaction
+    from mailer.dispatch import enqueue_campaign
+
+    settings = get_settings()
+    rendered = _render(path)
+    source = path.read_text(encoding="utf-8")
+    engine = _engine()
+    now = datetime.now(timezone.utc)
+    if at is not None and at <= now:
+        raise InvalidInput(f"{at.isoformat()} is in the past")
+    with transaction(engine) as s:
+        mlist = campaigns.find_list(s, list_name)
+        issue = campaigns.store_issue(s, slug=rendered.slug, subject=rendered.subject, preheader=rendered.preheader,
+                                      source=source, html=rendered.html, text_part=rendered.text)
+        campaign, _created = campaigns.create_campaign(s, issue_id=issue.id, list_id=mlist.id, scheduled_at=at)
+        started = 0
+        if at is None:
+            started = campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=settings.batch_size, now=now)
+        cid = campaign.id
+    with transaction(engine) as s:
+        status = campaigns.get_campaign(s, cid).status
+    tasks = enqueue_campaign(cid, -(-started // settings.batch_size)) if started else 0
+    return cid, status, tasks
+
+
+@app.command("send")
+def send(
+    path: Annotated[Path, typer.Argument(help="The issue file (Markdown with front matter).")],
+    list_name: Annotated[str, typer.Option("--list", help="Name of the list to send to.")],
+    at: Annotated[Optional[str], typer.Option("--at", help="Send at this time (ISO 8601) instead of now.")] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset, e.g. Asia/Shanghai.")] = None,
+) -> None:
+    """Send an issue to a list now, or schedule it with --at. Workers do the sending."""
+    when = parse_when(at, tz) if at else None
+    cid, status, tasks = queue_issue(path, list_name, when)
+    if status == "scheduled":
+        typer.echo(f"campaign {cid} scheduled for {when.isoformat()}")
+    elif tasks:
+        typer.echo(f"campaign {cid} is sending ({tasks} tasks queued); follow it with: newsletter campaign status {cid}")
+    else:
+        typer.echo(f"campaign {cid} is already {status}; nothing new was queued")
+
+
+# --- campaign -------------------------------------------------------------------------
+
+def _report(cid: int):
+    from mailer import campaigns
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        return campaigns.campaign_report(s, cid)
+
+
+def _latest_campaign_id() -> int:
+    from mailer import campaigns
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        found = campaigns.list_campaigns(s)
+        if not found:
+            raise InvalidInput("there are no campaigns yet")
+        return found[0].id
+
+
+def format_report(r) -> str:
+    eta = "—" if r.eta_seconds is None else f"{r.eta_seconds:.0f}s"
+    return (f"campaign {r.id} ({r.issue} → {r.list}): {r.status}; {r.sent}/{r.total} sent, {r.failed} failed, "
+            f"{r.bounced} bounced, {r.skipped} skipped, {r.queued} queued; {r.rate_per_minute:.0f}/min, ETA {eta}"
+            + (f"; paused: {r.pause_reason}" if r.status == "paused" and r.pause_reason else ""))
+
+
+def follow(cid: int, *, timeout: float | None = None, interval: float = 0.5) -> object:
+    """Show a live progress bar until the campaign is no longer sending."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    deadline = time.monotonic() + timeout if timeout else None
+    report = _report(cid)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=False) as bar:
+        task = bar.add_task(f"campaign {cid}", total=max(report.total, 1))
+        while True:
+            report = _report(cid)
+            done = report.sent + report.failed + report.bounced + report.skipped
+            bar.update(task, completed=done, total=max(report.total, 1),
+                       description=f"campaign {cid} {report.status}")
+            if report.status not in ("sending", "scheduled") or (deadline and time.monotonic() > deadline):
+                return report
+            time.sleep(interval)
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: Annotated[Optional[int], typer.Argument(help="Campaign id (default: the latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Live progress bar until it finishes.")] = False,
+) -> None:
+    """Sent / failed / queued, rate and ETA of a campaign."""
+    cid = campaign_id or _latest_campaign_id()
+    if as_json:
+        typer.echo(json.dumps(_report(cid).as_dict()))
+        return
+    report = follow(cid) if watch or (sys.stdout.isatty() and _report(cid).status == "sending") else _report(cid)
+    typer.echo(format_report(report))
+
+
+@campaign_app.command("list")
+def campaign_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """All campaigns, newest first."""
+    from mailer import campaigns
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        reports = [campaigns.campaign_report(s, c.id) for c in campaigns.list_campaigns(s)]
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in reports]))
+    for r in [] if as_json else reports:
+        typer.echo(format_report(r))
+
+
+def _change(action: str, cid: int) -> None:
+    from mailer import campaigns
+    from mailer.db import transaction
+    from mailer.dispatch import enqueue_campaign
+
+    with transaction(_engine()) as s:
+        fn = {"pause": campaigns.pause_campaign, "resume": campaigns.resume_campaign,
+              "cancel": campaigns.cancel_campaign}[action]
+        changed = fn(s, campaign_id=cid)
+        status = campaigns.get_campaign(s, cid).status
+    if changed and action == "resume":
+        enqueue_campaign(cid, 1_000_000)
+    typer.echo(f"campaign {cid}: {status}" + ("" if changed else f" (cannot {action} a {status} campaign)"))
+    if not changed:
+        raise typer.Exit(2)
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: int) -> None:
+    """Stop sending at the next message; resume later."""
+    _change("pause", campaign_id)
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: int) -> None:
+    """Send to exactly the deliveries not yet sent."""
+    _change("resume", campaign_id)
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: int) -> None:
+    """Stop for good; unsent deliveries are recorded as skipped."""
+    _change("cancel", campaign_id)
+
+
+@campaign_app.command("retry")
+def campaign_retry(campaign_id: int) -> None:
+    """Queue the failed deliveries of a campaign again."""
+    from mailer import campaigns
+    from mailer.db import transaction
+    from mailer.dispatch import enqueue_campaign
+
+    with transaction(_engine()) as s:
+        n = campaigns.retry_failed(s, campaign_id=campaign_id)
+    if n:
+        enqueue_campaign(campaign_id, n)
+    typer.echo(f"campaign {campaign_id}: {n} failed deliveries queued again")
+
+
+# --- processes ------------------------------------------------------------------------
+
+@app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes.")] = 2,
+    beat: Annotated[bool, typer.Option("--beat", help="Also run the periodic sweep here (one per deployment).")] = False,
+) -> None:
+    """Run a Celery worker (extra arguments go to ``celery worker``)."""
+    _engine()
+    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
+    if beat:
+        cmd.append("--beat")
+    os.execv(sys.executable, cmd + list(ctx.args))
+
+
+@app.command("web")
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the web pages and the API."""
+    import uvicorn
+
+    _engine()
+    uvicorn.run("mailer.web.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command("inbound")
+def inbound() -> None:
+    """Process one message from stdin, as an MTA pipe would (mailto unsubscribes)."""
+    from subscribers.cli import inbound_command
+
+    inbound_command()
+
+
+@app.command("demo")
+def demo(
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Import the example subscribers, send the example issue through a real Celery
+    worker to the outbox folder, and print a summary. Running it again sends nothing twice."""
+    from mailer.demo import run_demo
+
+    raise typer.Exit(run_demo(timeout=timeout))
+
+
+def main() -> None:
+    try:
+        rv = app(standalone_mode=False)
+    except (InvalidInput, ConfigurationError) as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if err.exit_code == 2 else err.exit_code)
+    except NewsletterError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

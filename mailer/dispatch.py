@@ -1,0 +1,93 @@
+"""Glue between the Celery tasks and the engine: builds the engine's plain config from
+the settings, runs batches, and queues tasks. The only module of the send path that
+reads settings."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+from mailer import queries
+from mailer.config import Settings, get_settings
+from mailer.db import engine_for, transaction
+from mailer.ratelimit import limiter_for
+from mailer.sending import EngineConfig, drain, utcnow
+
+# How many tasks one campaign gets at once: enough to keep every worker busy; an extra
+# task is harmless (it finds no batch to claim and ends).
+PARALLEL_TASKS = int(os.environ.get("NEWSLETTER_PARALLEL_TASKS", "8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _signer(selector: str | None, domain: str | None, key: str | None):
+    if not (selector and domain and key):
+        return None
+    from mailer.dkim import DkimSigner, load_private_key
+
+    return DkimSigner(selector, domain, load_private_key(key)).sign
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    sender = settings.from_address
+    return EngineConfig(
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        secret_key=settings.secret_key,
+        base_url=settings.base_url,
+        from_name=sender.display_name,
+        from_addr=sender.addr_spec,
+        sending_domain=settings.sending_domain,
+        lease=timedelta(seconds=settings.lease_seconds),
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        permanent_error_limit=settings.permanent_error_limit,
+        sign=_signer(settings.dkim_selector, settings.dkim_domain, settings.dkim_private_key),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _limiter(rate: float, broker: str):
+    return limiter_for(rate, broker)
+
+
+def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
+    """Send batches of the campaign for a while. Returns True when batches are still
+    ready to claim (the task then queues a successor)."""
+    from mailer.transports import transport_from_settings
+
+    settings = settings or get_settings()
+    engine = engine_for(settings.database)
+    transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+    outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings),
+                     limiter=_limiter(settings.rate_limit, settings.broker))
+    if not outcomes or outcomes[-1].stopped:
+        return False
+    with transaction(engine) as s:
+        return any(cid == campaign_id for cid, _ in queries.claimable_work(s, now=utcnow()))
+
+
+def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None) -> dict[int, int]:
+    """Queue tasks for every sending campaign that has batches ready to claim: pending
+    ones (new, or due for a retry) and claimed ones whose lease ran out (their worker
+    died). This, not the broker, is what recovers from a lost task or a crash."""
+    settings = settings or get_settings()
+    with transaction(engine_for(settings.database)) as s:
+        work = queries.claimable_work(s, now=utcnow(), idle_only=True)
+    queued = {}
+    for campaign_id, ready in work:
+        queued[campaign_id] = min(ready, PARALLEL_TASKS)
+        for _ in range(queued[campaign_id]):
+            enqueue(campaign_id)
+    return queued
+
+
+def enqueue_campaign(campaign_id: int, batches: int) -> int:
+    """Queue the first tasks of a campaign that just started or resumed."""
+    from worker import send_batch
+
+    n = max(1, min(batches, PARALLEL_TASKS))
+    for _ in range(n):
+        send_batch.delay(campaign_id)
+    return n

@@ -1,0 +1,408 @@
+"""An issue as its author writes it: Markdown with YAML front matter.
+
+    ---
+    subject: What happened this week        (required, one line)
+    preheader: The line inbox lists show    (optional)
+    date: 2022-06-14                        (optional)
+    slug: china-ai-weekly-2022-06-14        (optional: else the file name, else the subject)
+    list: Recode China AI                   (optional: the list's display name)
+    ---
+    Intro paragraphs...
+    ## A section
+    ### A story
+    Paragraphs, **bold lead-ins:**, [links](https://...), ![images](https://...).
+
+Parsing is pure: text in, an ``IssueSource`` out, each story already in both forms the
+renderer needs (sanitised HTML and plain text with numbered link references), so the HTML
+and the text part of a message are made from the same parsed content. Raw HTML in the
+Markdown is never passed through: markdown-it runs with ``html`` off (``<script>`` shows
+as text) and its output goes through nh3 as well.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import textwrap
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import nh3
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from mailer.errors import InvalidInput
+
+# A newsletter issue is a few tens of KB of Markdown; Gmail clips HTML over 102 KB anyway.
+# The limit keeps a wrong file (a log, a data dump) from tying up the renderer.
+MAX_ISSUE_BYTES = 1_000_000
+TEXT_WIDTH = 72
+FRONT_MATTER_KEYS = ("subject", "preheader", "date", "slug", "list")
+# RFC 5322 2.1.1: a header line must not exceed 998 characters.
+MAX_SUBJECT_CHARS = 998
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,198}[a-z0-9])?$")
+
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Story:
+    """A ``###`` story (``title`` is "" for paragraphs before a section's first story)."""
+
+    title: str  # plain text
+    title_html: str  # inline HTML (the title may be a link)
+    title_text: str  # for the text part: the title with its links as [n]
+    html: str  # sanitised HTML of the body
+    text: str  # plain text of the body, wrapped, links as [n]
+    links: tuple[str, ...]  # every href, title link first; [n] in ``text`` is links[n-1]
+    images: tuple[Image, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A ``##`` section (``title`` is "" for the intro before the first section)."""
+
+    title: str
+    stories: tuple[Story, ...]
+
+
+@dataclass(frozen=True)
+class IssueSource:
+    slug: str
+    subject: str
+    preheader: str
+    date: _dt.date | None
+    list_name: str
+    body: str  # the Markdown after the front matter
+    sections: tuple[Section, ...]
+
+    @property
+    def stories(self) -> tuple[Story, ...]:
+        return tuple(story for section in self.sections for story in section.stories)
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(link for story in self.stories for link in story.links))
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return tuple(image for story in self.stories for image in story.images)
+
+
+def load_issue(path: str | Path) -> IssueSource:
+    """Read and parse an issue file; every problem is a one-line ``InvalidInput``."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise InvalidInput(f"{path}: is a directory, not an issue file")
+        if size > MAX_ISSUE_BYTES:  # refuse before reading a huge file
+            raise InvalidInput(_too_big(path.name, size))
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise InvalidInput(f"{path}: no such file") from err
+    except PermissionError as err:
+        raise InvalidInput(f"{path}: permission denied") from err
+    except OSError as err:
+        raise InvalidInput(f"{path}: cannot read: {err.strerror or err}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})") from err
+    return parse_issue(text, filename=path.name)
+
+
+def parse_issue(text: str, *, filename: str | None = None) -> IssueSource:
+    """Parse an issue; every problem is a one-line ``InvalidInput``."""
+    where = f"{filename}: " if filename else ""
+    # len() of a str is O(1), so a 10 MB string is refused before any work on it.
+    if len(text) > MAX_ISSUE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_ISSUE_BYTES:
+        raise InvalidInput(where + _too_big("the issue", len(text.encode("utf-8", "surrogatepass"))))
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        raise InvalidInput(where + "no front matter: the issue must start with a '---' line, then 'subject: ...', then '---'")
+    try:
+        meta = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 2})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InvalidInput(f"{where}front matter is not valid YAML{line}: {problem}") from err
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"{where}front matter must be 'key: value' lines, got a {type(meta).__name__}")
+    unknown = sorted(str(key) for key in meta if key not in FRONT_MATTER_KEYS)
+    if unknown:
+        raise InvalidInput(f"{where}unknown front matter key {unknown[0]!r}; known keys: {', '.join(FRONT_MATTER_KEYS)}")
+
+    subject = _one_line_field(meta, "subject", where)
+    if not subject:
+        raise InvalidInput(f"{where}front matter has no subject: add 'subject: ...'")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise InvalidInput(f"{where}subject is {len(subject)} characters; the limit is {MAX_SUBJECT_CHARS}")
+    preheader = _one_line_field(meta, "preheader", where)
+    list_name = _one_line_field(meta, "list", where)
+    issue_date = _date_field(meta.get("date"), where)
+    slug = _slug_field(meta.get("slug"), where) or derive_slug(subject, filename=filename)
+
+    body = text[match.end():]
+    if not body.strip():
+        raise InvalidInput(f"{where}the issue has no content after the front matter")
+    sections = _parse_body(body)
+    return IssueSource(
+        slug=slug,
+        subject=subject,
+        preheader=preheader,
+        date=issue_date,
+        list_name=list_name,
+        body=body,
+        sections=sections,
+    )
+
+
+def derive_slug(subject: str, *, filename: str | None = None) -> str:
+    """A URL-safe slug from the file name (``x/2022-06-14-news.md`` -> ``2022-06-14-news``),
+    else from the subject; a subject with no Latin letters gets a stable hash."""
+    for candidate in (Path(filename).stem if filename else "", subject):
+        slug = _slugify(candidate)
+        if slug:
+            return slug
+    return "issue-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:10]
+
+
+def _slugify(value: str) -> str:
+    ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_only.lower()).strip("-")
+    return slug[:80].rstrip("-")
+
+
+def _too_big(what: str, size: int) -> str:
+    return f"{what} is {size / 1_000_000:.1f} MB; the limit is {MAX_ISSUE_BYTES // 1_000_000} MB"
+
+
+def _one_line_field(meta: dict, key: str, where: str) -> str:
+    value = meta.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise InvalidInput(f"{where}{key} must be text, not a {type(value).__name__}")
+    value = str(value).strip()
+    # A subject goes into a mail header: a CR or LF in it would start a new header
+    # (header injection), so a line break anywhere in these one-line fields is refused.
+    if _CONTROL.search(value.replace("\t", " ")):
+        raise InvalidInput(f"{where}{key} must be one line without control characters (no CR or LF)")
+    return value
+
+
+def _date_field(value, where: str) -> _dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    try:
+        return _dt.date.fromisoformat(str(value).strip())
+    except ValueError as err:
+        raise InvalidInput(f"{where}date {str(value)[:40]!r} is not a date; use YYYY-MM-DD") from err
+
+
+def _slug_field(value, where: str) -> str:
+    if value is None or value == "":
+        return ""
+    slug = str(value).strip()
+    if not SLUG_RE.match(slug):
+        raise InvalidInput(f"{where}slug {slug[:60]!r} must be lower-case letters, digits and '-' (it goes into URLs)")
+    return slug
+
+
+# -- Markdown body -------------------------------------------------------------------
+
+
+def _parse_body(body: str) -> tuple[Section, ...]:
+    env: dict = {}
+    tokens = _md.parse(body, env)
+    sections: list[tuple[str, list[tuple[Token | None, list[Token]]]]] = []
+    current_title = ""
+    current_stories: list[tuple[Token | None, list[Token]]] = []
+
+    def close_section() -> None:
+        stories = [(title, toks) for title, toks in current_stories if title is not None or toks]
+        if current_title or stories:
+            sections.append((current_title, stories))
+
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type == "heading_open" and tok.level == 0 and tok.tag in ("h1", "h2", "h3"):
+            inline = tokens[i + 1]
+            if tok.tag in ("h1", "h2"):
+                close_section()
+                current_title = _inline_plain(inline.children or [])
+                current_stories = []
+            else:
+                current_stories.append((inline, []))
+            i += 3  # heading_open, inline, heading_close
+            continue
+        if not current_stories:
+            current_stories.append((None, []))
+        current_stories[-1][1].append(tok)
+        i += 1
+    close_section()
+    return tuple(
+        Section(title=title, stories=tuple(_make_story(inline, toks, env) for inline, toks in stories))
+        for title, stories in sections
+    )
+
+
+def _make_story(title_inline: Token | None, tokens: list[Token], env: dict) -> Story:
+    links: list[str] = []
+    images: list[Image] = []
+    title = title_html = title_text = ""
+    if title_inline is not None:
+        children = title_inline.children or []
+        title = _inline_plain(children)
+        title_html = _clean(_md.renderer.renderInline(children, _md.options, env))
+        _collect(children, links, images)
+        # The title's link gets a reference too, so the text part carries it.
+        title_text = _inline_text(children, links).strip()
+    for tok in tokens:
+        if tok.type == "inline":
+            _collect(tok.children or [], links, images)
+    html = _clean(_md.renderer.render(tokens, _md.options, env)) if tokens else ""
+    text = _blocks_to_text(tokens, links)
+    return Story(
+        title=title,
+        title_html=title_html,
+        title_text=title_text,
+        html=html,
+        text=text,
+        links=tuple(links),
+        images=tuple(images),
+    )
+
+
+def _clean(html: str) -> str:
+    # markdown-it with html off already escapes raw HTML; nh3 is the second lock on the
+    # door (and keeps hrefs as written: no rel= rewriting, relative links allowed).
+    return nh3.clean(html, link_rel=None)
+
+
+def _collect(children: list[Token], links: list[str], images: list[Image]) -> None:
+    for child in children:
+        if child.type == "link_open":
+            _ref(links, str(child.attrGet("href") or ""))
+        elif child.type == "image":
+            images.append(Image(src=str(child.attrGet("src") or ""), alt=_inline_plain(child.children or []).strip()))
+
+
+def _ref(links: list[str], href: str) -> int:
+    if href not in links:
+        links.append(href)
+    return links.index(href) + 1
+
+
+def _inline_plain(children: list[Token]) -> str:
+    parts: list[str] = []
+    for child in children:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(_inline_plain(child.children or []))
+    return "".join(parts).strip()
+
+
+def _inline_text(children: list[Token], links: list[str]) -> str:
+    """Inline Markdown as plain text: links become ``label [n]`` (a bare URL stays as
+    it is), images ``[image: alt]``, hard breaks newlines."""
+    parts: list[str] = []
+    open_links: list[tuple[str, int]] = []
+    for child in children:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type == "softbreak":
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+        elif child.type == "link_open":
+            open_links.append((str(child.attrGet("href") or ""), len(parts)))
+        elif child.type == "link_close" and open_links:
+            href, start = open_links.pop()
+            label = "".join(parts[start:]).strip()
+            if label not in (href, href.removeprefix("mailto:")):
+                parts.append(f" [{_ref(links, href)}]")
+        elif child.type == "image":
+            alt = _inline_plain(child.children or []).strip()
+            parts.append(f"[image: {alt}]" if alt else "[image]")
+    return "".join(parts)
+
+
+def _blocks_to_text(tokens: list[Token], links: list[str]) -> str:
+    """Block Markdown as plain text: paragraphs wrapped at 72 columns, lists with
+    ``*``/``1.`` markers, quotes with ``> ``, code as it is, indented."""
+    blocks: list[str] = []
+    quote = 0
+    lists: list[list] = []  # [ordered, counter] per open list
+    item_marker: str | None = None
+    heading = False
+    for tok in tokens:
+        kind = tok.type
+        if kind == "blockquote_open":
+            quote += 1
+        elif kind == "blockquote_close":
+            quote -= 1
+        elif kind == "bullet_list_open":
+            lists.append([False, 0])
+        elif kind == "ordered_list_open":
+            lists.append([True, int(tok.attrGet("start") or 1) - 1])
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif kind == "list_item_open":
+            lists[-1][1] += 1
+            item_marker = f"{lists[-1][1]}." if lists[-1][0] else "*"
+        elif kind == "heading_open":
+            heading = True
+        elif kind == "hr":
+            blocks.append("> " * quote + "* * *")
+        elif kind in ("fence", "code_block"):
+            pad = "> " * quote + "    " * (len(lists) + 1)
+            blocks.append("\n".join(pad + line for line in tok.content.rstrip("\n").split("\n")))
+        elif kind == "inline":
+            base = "> " * quote
+            depth = len(lists)
+            cont = base + "    " * depth
+            first = base + "    " * (depth - 1) + f"{item_marker:<3} " if item_marker and depth else cont
+            item_marker = None
+            text = _inline_text(tok.children or [], links)
+            if heading:
+                text = text.upper()
+                heading = False
+            lines = []
+            for n, line in enumerate(text.split("\n")):
+                lines.append(
+                    textwrap.fill(
+                        " ".join(line.split()),
+                        TEXT_WIDTH,
+                        initial_indent=first if n == 0 else cont,
+                        subsequent_indent=cont,
+                        break_long_words=False,  # a URL must stay whole to stay clickable
+                        break_on_hyphens=False,
+                    )
+                )
+            blocks.append("\n".join(lines))
+    return "\n\n".join(block for block in blocks if block.strip())

@@ -1,0 +1,327 @@
+"""The queries that must be right when several workers run them at once.
+
+Every function here takes an open ``Session`` inside a transaction and returns plain
+values. On SQLite every transaction is ``BEGIN IMMEDIATE`` (see ``mailer.db``): one
+writer at a time, so a claim is atomic by construction. On PostgreSQL the claim uses
+``FOR UPDATE SKIP LOCKED`` so concurrent workers take different batches without
+waiting for each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import DateTime, bindparam
+from sqlalchemy import text as _text
+from sqlalchemy.orm import Session
+
+from mailer.models import CampaignStatus
+
+
+_TIME_PARAMS = ("now", "until", "next", "due")
+
+
+def text(sql: str):
+    """``sqlalchemy.text`` with the time parameters typed, so SQLite stores them in the
+    same format as the ORM does and string comparisons of times stay correct."""
+    clause = _text(sql)
+    typed = [bindparam(p, type_=DateTime(timezone=True)) for p in _TIME_PARAMS if f":{p}" in sql]
+    return clause.bindparams(*typed) if typed else clause
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    campaign_id: int
+    seq: int
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+    status: str
+
+
+def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_size: int, now: datetime) -> int:
+    """Create one ``delivery`` per active, non-suppressed member of the list, numbered
+    into batches, and one ``batch`` row per batch. Returns the number of deliveries.
+
+    One INSERT ... SELECT: the database does the work, not a Python loop, so it stays
+    fast at a million subscribers. ``ON CONFLICT DO NOTHING`` on (campaign, subscriber)
+    makes a second run a no-op, so a repeated start cannot queue anyone twice.
+    """
+    session.execute(
+        text(
+            """
+            INSERT INTO delivery (campaign_id, subscriber_id, batch_seq, status, attempts,
+                                  last_reply, message_id, queued_at)
+            SELECT :cid, s.id, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :size,
+                   'queued', 0, '', '', :now
+            FROM membership m JOIN subscriber s ON s.id = m.subscriber_id
+            WHERE m.list_id = :lid AND s.status = 'active'
+            ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
+            """
+        ),
+        {"cid": campaign_id, "lid": list_id, "size": batch_size, "now": now},
+    )
+    session.execute(
+        text(
+            """
+            INSERT INTO batch (campaign_id, seq, status, available_at, worker, claims)
+            SELECT DISTINCT :cid, batch_seq, 'pending', :now, '', 0
+            FROM delivery WHERE campaign_id = :cid
+            ON CONFLICT (campaign_id, seq) DO NOTHING
+            """
+        ),
+        {"cid": campaign_id, "now": now},
+    )
+    total = session.execute(
+        text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid"), {"cid": campaign_id}
+    ).scalar_one()
+    session.execute(text("UPDATE campaign SET total = :n WHERE id = :cid"), {"n": total, "cid": campaign_id})
+    return total
+
+
+def claim_batch(session: Session, *, campaign_id: int, worker: str, now: datetime, lease: timedelta) -> ClaimedBatch | None:
+    """Take one batch of a campaign that is sending: a pending batch whose time has
+    come, or a claimed one whose lease ran out (its worker died). The lease is what
+    gives crash recovery: the broker may lose or repeat the task, the database decides.
+
+    PostgreSQL: the inner SELECT ... FOR UPDATE SKIP LOCKED makes two workers take two
+    different rows without blocking. SQLite: the transaction began IMMEDIATE, so no
+    other writer runs between the SELECT and the UPDATE ... RETURNING.
+    """
+    skip_locked = "" if session.bind.dialect.name == "sqlite" else "FOR UPDATE SKIP LOCKED"
+    row = session.execute(
+        text(
+            f"""
+            UPDATE batch SET status = 'claimed', worker = :worker, lease_until = :until,
+                             claims = claims + 1
+            WHERE id = (
+                SELECT b.id FROM batch b
+                WHERE b.campaign_id = :cid
+                  AND ((b.status = 'pending' AND (b.available_at IS NULL OR b.available_at <= :now))
+                       OR (b.status = 'claimed' AND b.lease_until < :now))
+                  AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = 'sending')
+                ORDER BY b.seq
+                LIMIT 1 {skip_locked}
+            )
+            RETURNING campaign_id, seq, lease_until
+            """
+        ),
+        {"cid": campaign_id, "worker": worker, "now": now, "until": now + lease},
+    ).first()
+    if row is None:
+        return None
+    return ClaimedBatch(campaign_id=row.campaign_id, seq=row.seq, lease_until=now + lease)
+
+
+def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datetime) -> list[Recipient]:
+    """The deliveries of a batch still to send now: queued ones whose retry time has
+    come, and any left 'sending' by a worker that died mid-message (that one message may
+    have reached the relay; sending it again is the one repeat we accept)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, d.status
+            FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id
+            WHERE d.campaign_id = :cid AND d.batch_seq = :seq
+              AND (d.status = 'sending'
+                   OR (d.status = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)))
+            ORDER BY d.id
+            """
+        ),
+        {"cid": campaign_id, "seq": seq, "now": now},
+    ).all()
+    return [Recipient(*row) for row in rows]
+
+
+def mark_sending(session: Session, *, delivery_id: int, campaign_id: int, now: datetime) -> bool:
+    """Mark one delivery as being sent, right before it goes to the relay. Returns False
+    (and marks it skipped) when the subscriber is no longer active, and returns False
+    without a change when the campaign is no longer sending (paused or cancelled):
+    both take effect at the very next message, not the next batch.
+
+    Only one delivery per worker is ever 'sending', so a worker killed mid-message
+    leaves at most one message whose fate is unknown."""
+    running = session.execute(
+        text("SELECT status FROM campaign WHERE id = :cid"), {"cid": campaign_id}
+    ).scalar_one()
+    if running != CampaignStatus.sending.value:
+        return False
+    updated = session.execute(
+        text(
+            """
+            UPDATE delivery SET status = 'sending', updated_at = :now
+            WHERE id = :did AND status IN ('queued', 'sending')
+              AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = 'active')
+            """
+        ),
+        {"did": delivery_id, "now": now},
+    ).rowcount
+    if updated:
+        return True
+    skip_delivery(session, delivery_id=delivery_id, campaign_id=campaign_id, now=now, reason="subscriber is no longer active")
+    return False
+
+
+def skip_delivery(session: Session, *, delivery_id: int, campaign_id: int, now: datetime, reason: str) -> None:
+    n = session.execute(
+        text(
+            """
+            UPDATE delivery SET status = 'skipped', last_reply = :reason, updated_at = :now
+            WHERE id = :did AND status IN ('queued', 'sending')
+            """
+        ),
+        {"did": delivery_id, "now": now, "reason": reason},
+    ).rowcount
+    if n:
+        session.execute(text("UPDATE campaign SET skipped = skipped + 1 WHERE id = :cid"), {"cid": campaign_id})
+
+
+def record_result(
+    session: Session,
+    *,
+    delivery_id: int,
+    campaign_id: int,
+    status: str,
+    code: int | None,
+    reply: str,
+    message_id: str,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+    count_attempt: bool = True,
+) -> None:
+    """Store the outcome of one attempt on its delivery, and move the campaign counter
+    in the same transaction, so counters always equal the counts of deliveries.
+
+    ``WHERE status = 'sending'`` makes a late or repeated record harmless: a delivery
+    already recorded (or skipped by an unsubscribe) is not counted twice."""
+    n = session.execute(
+        text(
+            """
+            UPDATE delivery SET status = :status, last_code = :code, last_reply = :reply,
+                   message_id = :mid, attempts = attempts + :inc, updated_at = :now,
+                   sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END,
+                   next_attempt_at = :next
+            WHERE id = :did AND status = 'sending'
+            """
+        ),
+        {
+            "did": delivery_id, "status": status, "code": code, "reply": reply[:2000],
+            "mid": message_id, "now": now, "next": next_attempt_at, "inc": 1 if count_attempt else 0,
+        },
+    ).rowcount
+    if n and status in ("sent", "failed", "bounced"):
+        session.execute(
+            text(f"UPDATE campaign SET {status} = {status} + 1 WHERE id = :cid"), {"cid": campaign_id}
+        )
+
+
+def release_batch(session: Session, *, campaign_id: int, seq: int, now: datetime, available_at: datetime | None = None) -> str:
+    """End a worker's hold on a batch: 'done' when nothing in it is left to send,
+    otherwise back to 'pending' until the earliest retry time. Returns the new status."""
+    pending = session.execute(
+        text(
+            """
+            SELECT MIN(COALESCE(next_attempt_at, :now)) AS due, COUNT(*) AS n
+            FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq AND status IN ('queued', 'sending')
+            """
+        ),
+        {"cid": campaign_id, "seq": seq, "now": now},
+    ).one()
+    if pending.n == 0:
+        status, due = "done", None
+    else:
+        status = "pending"
+        due = max(filter(None, [_aware(pending.due, now), available_at])) if (pending.due or available_at) else now
+    session.execute(
+        text(
+            "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
+            "WHERE campaign_id = :cid AND seq = :seq"
+        ),
+        {"st": status, "due": due, "cid": campaign_id, "seq": seq},
+    )
+    return status
+
+
+def finish_campaign_if_done(session: Session, *, campaign_id: int, now: datetime) -> bool:
+    """Mark a sending campaign sent once every batch is done. The guarded UPDATE makes
+    it happen once even when two workers finish their last batches together."""
+    n = session.execute(
+        text(
+            """
+            UPDATE campaign SET status = 'sent', finished_at = :now
+            WHERE id = :cid AND status = 'sending'
+              AND NOT EXISTS (SELECT 1 FROM batch WHERE campaign_id = :cid AND status <> 'done')
+            """
+        ),
+        {"cid": campaign_id, "now": now},
+    ).rowcount
+    return bool(n)
+
+
+def claimable_work(session: Session, *, now: datetime, idle_only: bool = False) -> list[tuple[int, int]]:
+    """(campaign id, number of batches ready to claim) for every sending campaign.
+
+    With ``idle_only`` (the periodic sweep), only campaigns nobody is working on: no
+    batch held under a live lease. Those are the ones whose tasks were lost (a broker
+    that drops a dead worker's task) or whose worker died; a campaign being worked on
+    gets its next tasks from the running ones, so the queue does not pile up."""
+    idle = (
+        "AND NOT EXISTS (SELECT 1 FROM batch h WHERE h.campaign_id = c.id "
+        "AND h.status = 'claimed' AND h.lease_until >= :now)" if idle_only else ""
+    )
+    rows = session.execute(
+        text(
+            f"""
+            SELECT b.campaign_id, COUNT(*) FROM batch b JOIN campaign c ON c.id = b.campaign_id
+            WHERE c.status = 'sending'
+              AND ((b.status = 'pending' AND (b.available_at IS NULL OR b.available_at <= :now))
+                   OR (b.status = 'claimed' AND b.lease_until < :now))
+              {idle}
+            GROUP BY b.campaign_id
+            """
+        ),
+        {"now": now},
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def delivery_counts(session: Session, *, campaign_id: int) -> dict[str, int]:
+    rows = session.execute(
+        text("SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid GROUP BY status"),
+        {"cid": campaign_id},
+    ).all()
+    return {status: n for status, n in rows}
+
+
+def _aware(value, now: datetime):
+    """SQLite hands back naive datetimes (or strings) from raw SQL; make them aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=now.tzinfo)
+    return value
+
+
+def mark_bounced(session: Session, *, subscriber_id: int, campaign_id: int, delivery_id: int, reply: str, now: datetime) -> None:
+    """A permanent 'no such user' (5.1.x) marks the address bounced: it is never mailed
+    again (the audience freeze and ``mark_sending`` take only active subscribers)."""
+    n = session.execute(
+        text("UPDATE subscriber SET status = 'bounced', updated_at = :now WHERE id = :sid AND status = 'active'"),
+        {"sid": subscriber_id, "now": now},
+    ).rowcount
+    if n:
+        from subscribers.models import Event
+
+        session.add(Event(kind="bounce", origin="smtp", subscriber_id=subscriber_id, campaign_id=campaign_id,
+                          delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
+        session.flush()

@@ -1,0 +1,292 @@
+"""Render an issue once: Markdown -> Jinja2 -> MJML -> HTML -> CSS inlined.
+
+The output still holds the per-recipient markers of ``mailer.merge`` (greeting name,
+unsubscribe and preferences links); filling them is a string replace per recipient,
+so the expensive steps here (premailer is ~50 ms) run once per issue, not once per
+subscriber. Everything here takes plain values (``RenderContext``) and reads no settings,
+except ``render_file`` and ``context_from_settings``, the one door in from the CLI.
+
+Pipeline, top to bottom in ``render_issue``:
+    IssueSource (mailer.issues) -> templates/email/issue.mjml.j2 -> validate_mjml
+    -> mjml.mjml2html -> premailer.transform -> RenderedIssue (+ issue.txt.j2 for text)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cssutils
+import jinja2
+import mjml
+import premailer
+
+from mailer.errors import InvalidInput
+from mailer.issues import TEXT_WIDTH, IssueSource, load_issue
+from mailer.merge import MARKERS, personalise
+
+# Gmail clips a message whose HTML is over about 102 KB: the rest (the footer with its
+# unsubscribe link) hides behind a "View entire message" link. The markers are shorter
+# than the values they become (an unsubscribe URL is ~100 bytes), hence some headroom.
+GMAIL_CLIP_BYTES = 102 * 1024
+PERSONAL_HEADROOM_BYTES = 1024
+
+ISSUE_TEMPLATE = "email/issue.mjml.j2"
+TEXT_TEMPLATE = "email/issue.txt.j2"
+
+PREVIEW_VALUES = {
+    "name": "Ada",
+    "email": "ada@example.com",
+    "unsubscribe_url": "https://example.com/unsubscribe/preview",
+    "preferences_url": "https://example.com/preferences/preview",
+}
+
+# mjml-python accepts unknown tags silently (FACTS.md); this list is what the reference
+# mjml knows, so a typo in an operator's template is caught here, not by a reader.
+MJML_TAGS = frozenset(
+    """mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font
+    mj-html-attributes mj-html-attribute mj-selector mj-preview mj-style mj-title mj-raw
+    mj-accordion mj-accordion-element mj-accordion-title mj-accordion-text mj-button
+    mj-carousel mj-carousel-image mj-column mj-divider mj-group mj-hero mj-image mj-navbar
+    mj-navbar-link mj-section mj-social mj-social-element mj-spacer mj-table mj-text
+    mj-wrapper mj-include""".split()
+)
+_MJ_TAG = re.compile(r"</?(mj[a-z0-9-]*)\b", re.I)
+
+# cssutils logs every CSS property it does not know (mso-*, -webkit-*) as an error.
+cssutils.log.setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    from_name: str
+    postal_address: str
+    base_url: str
+    list_name: str = ""  # "" -> the issue's ``list:``, else from_name
+    template_folders: list[Path] = field(default_factory=list)
+    web_url: str | None = None  # None -> f"{base_url}/issues/{slug}"
+    lang: str = "en"
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    slug: str
+    subject: str
+    preheader: str
+    html: str  # CSS inlined; per-recipient values are mailer.merge markers
+    text: str  # the plain-text part, same markers
+    mjml: str  # the generated MJML source
+    warnings: tuple[str, ...] = ()
+    web_url: str = ""
+
+
+def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
+    """Render ``source`` into HTML and text; problems a sender should know about come
+    back as ``warnings``, problems that make the issue unsendable as ``InvalidInput``."""
+    env = _environment(tuple(ctx.template_folders) or (_shipped_templates(),))
+    web_url = ctx.web_url or f"{ctx.base_url.rstrip('/')}/issues/{source.slug}"
+    values = {
+        "subject": source.subject,
+        "preheader": source.preheader,
+        "date": _human_date(source),
+        "list_name": ctx.list_name or source.list_name or ctx.from_name,
+        "from_name": ctx.from_name,
+        "postal_address": ctx.postal_address,
+        "web_url": web_url,
+        "sections": source.sections,
+        "markers": MARKERS,
+        "lang": ctx.lang,
+    }
+    mjml_source = _render_template(env, ISSUE_TEMPLATE, values)
+    html = inline_css(compile_mjml(mjml_source))
+    text = _tidy_text(_render_template(env, TEXT_TEMPLATE, values))
+    return RenderedIssue(
+        slug=source.slug,
+        subject=source.subject,
+        preheader=source.preheader,
+        html=html,
+        text=text,
+        mjml=mjml_source,
+        warnings=tuple(check_issue(source, html)),
+        web_url=web_url,
+    )
+
+
+def validate_mjml(source: str) -> None:
+    """Refuse MJML that the renderer cannot compile or that uses unknown tags."""
+    compile_mjml(source)
+
+
+def compile_mjml(source: str) -> str:
+    for name in _MJ_TAG.findall(source):
+        if name.lower() not in MJML_TAGS:
+            raise InvalidInput(f"MJML from the templates uses an unknown tag <{name}>")
+    try:
+        # fonts={}: no Google Fonts <link>; the layout uses the reader's system fonts.
+        return mjml.mjml2html(source, disable_comments=True, fonts={})
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "invalid MJML"
+        raise InvalidInput(f"MJML from the templates is invalid: {reason}") from err
+
+
+def inline_css(html: str) -> str:
+    """Move the CSS of ``<style>`` into ``style=`` attributes (Gmail and Outlook drop or
+    ignore much of ``<style>``); media queries stay in a ``<style>`` block."""
+    return premailer.transform(
+        html,
+        allow_network=False,  # never fetch a stylesheet while rendering
+        strip_important=False,  # MJML's responsive rules rely on !important
+        keep_style_tags=False,  # inlinable rules go; leftovers (@media) are kept
+        remove_classes=False,  # the @media rules select by class
+        disable_validation=True,  # keep overflow-wrap:anywhere, mso-* and friends
+        disable_link_rewrites=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+
+
+def check_issue(source: IssueSource, html: str) -> list[str]:
+    """What a sender should fix before sending, as one-line warnings."""
+    warnings: list[str] = []
+    if not source.subject.strip():
+        warnings.append("no subject")
+    if not source.preheader.strip():
+        warnings.append("no preheader: inbox lists will show the first words of the body instead")
+    size = len(html.encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES - PERSONAL_HEADROOM_BYTES:
+        warnings.append(
+            f"HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest,"
+            " including the unsubscribe link; shorten the issue"
+        )
+    for image in source.images:
+        if not image.alt:
+            warnings.append(f"image {_short(image.src)} has no alt text (many readers block images)")
+        problem = _url_problem(image.src)
+        if problem:
+            warnings.append(f"image {_short(image.src)} {problem}")
+    for link in source.links:
+        problem = _url_problem(link, allow_mailto=True)
+        if problem:
+            warnings.append(f"link {_short(link)} {problem}")
+    return warnings
+
+
+def preview_html(rendered: RenderedIssue, values: Mapping[str, str] | None = None) -> str:
+    """The HTML with sample values in place of the markers, for previews."""
+    return personalise(rendered.html, values or PREVIEW_VALUES, html=True)
+
+
+def preview_text(rendered: RenderedIssue, values: Mapping[str, str] | None = None) -> str:
+    return personalise(rendered.text, values or PREVIEW_VALUES, html=False)
+
+
+def write_render_outputs(rendered: RenderedIssue, out_dir: Path, *, sample_message: bytes | None) -> list[Path]:
+    """Write a preview of the rendered issue (sample values in place of the markers):
+    ``index.html``, ``index.txt`` and, if given, ``message.eml``."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [out_dir / "index.html", out_dir / "index.txt"]
+        written[0].write_text(preview_html(rendered), encoding="utf-8")
+        written[1].write_text(preview_text(rendered), encoding="utf-8")
+        if sample_message is not None:
+            written.append(out_dir / "message.eml")
+            written[-1].write_bytes(sample_message)
+    except OSError as err:
+        raise InvalidInput(f"{out_dir}: cannot write: {err.strerror or err}") from err
+    return written
+
+
+def context_from_settings(settings, *, list_name: str = "", web_url: str | None = None) -> RenderContext:
+    """Build a ``RenderContext`` from ``mailer.config.Settings``."""
+    return RenderContext(
+        from_name=settings.from_address.display_name or settings.from_address.addr_spec,
+        postal_address=settings.postal_address,
+        base_url=settings.base_url,
+        list_name=list_name,
+        template_folders=list(settings.template_folders),
+        web_url=web_url,
+    )
+
+
+def render_file(path: str | Path, settings) -> RenderedIssue:
+    """Load an issue file and render it with the operator's settings."""
+    source = load_issue(path)
+    return render_issue(source, ctx=context_from_settings(settings, list_name=source.list_name))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _shipped_templates() -> Path:
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        # The first folder that has a template wins: the operator's override folder
+        # comes before the shipped templates in Settings.template_folders.
+        loader=jinja2.FileSystemLoader([str(folder) for folder in folders]),
+        autoescape=lambda name: not (name or "").endswith(".txt.j2"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["wrap"] = _wrap
+    env.filters["underline"] = lambda text, char="=": char * min(len(str(text)), TEXT_WIDTH)
+    return env
+
+
+def _render_template(env: jinja2.Environment, name: str, values: dict) -> str:
+    try:
+        return env.get_template(name).render(values)
+    except jinja2.TemplateSyntaxError as err:
+        raise InvalidInput(f"template {err.filename or err.name}, line {err.lineno}: {err.message}") from err
+    except jinja2.TemplateNotFound as err:
+        raise InvalidInput(f"template {err.name} not found in the template folders") from err
+    except jinja2.UndefinedError as err:
+        raise InvalidInput(f"template {name}: {err.message}") from err
+
+
+def _wrap(text: str, prefix: str = "") -> str:
+    return textwrap.fill(
+        " ".join(str(text).split()),
+        TEXT_WIDTH,
+        initial_indent=prefix,
+        subsequent_indent=" " * len(prefix),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() if line != "-- " else line for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+def _human_date(source: IssueSource) -> str:
+    d = source.date
+    return f"{d:%B} {d.day}, {d.year}" if d else ""
+
+
+def _url_problem(url: str, *, allow_mailto: bool = False) -> str:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if allow_mailto and scheme == "mailto":
+        return ""
+    if not scheme or not parts.netloc:
+        return "is relative: a mail client has no page to resolve it against; use an absolute https:// URL"
+    if scheme != "https":
+        return f"is not https ({scheme}://)"
+    return ""
+
+
+def _short(url: str, limit: int = 80) -> str:
+    return repr(url if len(url) <= limit else url[: limit - 1] + "…")

@@ -1,0 +1,1 @@
+"""The FastAPI app: public pages (archive, subscribe, unsubscribe) and the admin API."""

@@ -1,0 +1,52 @@
+"""Where the real services are, and what to do when one is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379")
+CHROMIUM = os.environ.get("NEWSLETTER_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def need(reason: str):
+    """Skip a test whose service is missing, except on CI, where that is a failure."""
+    if in_ci():
+        pytest.fail(f"required on CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_available() -> bool:
+    return _port_open("127.0.0.1", 5432)
+
+
+def redis_available() -> bool:
+    return _port_open("127.0.0.1", 6379)
+
+
+def chromium_path() -> str:
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        need(f"headless Chromium not found at {CHROMIUM}")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

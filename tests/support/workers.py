@@ -1,0 +1,88 @@
+"""Real ``celery worker`` processes for tests, stopped by their fixture."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+class WorkerProcess:
+    """One ``celery -A worker worker`` process with the given environment."""
+
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *, beat: bool = False):
+        self.env = env
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.beat = beat
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "WorkerProcess":
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"{self.name}@%h",
+            "--pool=solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--loglevel=INFO",
+        ]
+        if self.beat:
+            cmd += ["--beat", "-s", str(self.log_path.with_suffix(".beat"))]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited early:\n{self.log()}")
+            if b" ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-whatever, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("NEWSLETTER_")})
+    env.update(extra or {})
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    """Factory: ``start_worker(env_overrides, name=...)`` starts a worker process with
+    the current ``NEWSLETTER_*`` environment plus overrides; all are stopped after."""
+    started: list[WorkerProcess] = []
+
+    def _start(extra: dict[str, str] | None = None, *, name: str | None = None, beat: bool = False) -> WorkerProcess:
+        w = WorkerProcess(worker_env(extra), name or f"w{len(started) + 1}", tmp_path, beat=beat)
+        started.append(w)
+        return w.start()
+
+    yield _start
+    for w in started:
+        w.stop()
