@@ -138,7 +138,7 @@ def compile_mjml(source: str) -> str:
 def inline_css(html: str) -> str:
     """Move the CSS of ``<style>`` into ``style=`` attributes (Gmail and Outlook drop or
     ignore much of ``<style>``); media queries stay in a ``<style>`` block."""
-    return premailer.transform(
+    inlined = premailer.transform(
         html,
         allow_network=False,  # never fetch a stylesheet while rendering
         strip_important=False,  # MJML's responsive rules rely on !important
@@ -148,6 +148,10 @@ def inline_css(html: str) -> str:
         disable_link_rewrites=True,
         cssutils_logging_level=logging.CRITICAL,
     )
+    # lxml drops the doctype; without it a browser (the web archive) renders in quirks mode.
+    if html.lstrip()[:9].lower() == "<!doctype" and not inlined.lstrip()[:9].lower() == "<!doctype":
+        inlined = "<!doctype html>\n" + inlined
+    return inlined
 
 
 def check_issue(source: IssueSource, html: str) -> list[str]:
