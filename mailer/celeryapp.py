@@ -8,9 +8,6 @@ from celery import Celery
 
 from mailer.config import Settings
 
-SWEEP_SECONDS = 15.0
-
-
 def celery_config(settings: Settings) -> dict:
     conf: dict = {
         "broker_url": settings.broker,
@@ -25,7 +22,7 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": "newsletter",
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "sweep": {"task": "newsletter.sweep", "schedule": SWEEP_SECONDS},
+            "sweep": {"task": "newsletter.sweep", "schedule": settings.sweep_seconds},
         },
         "timezone": "UTC",
     }

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     rate_limit: float = Field(0.0, ge=0, description="messages per second over all workers; 0 = none")
     domain_concurrency: int = Field(0, ge=0, description="connections per recipient domain; 0 = no cap")
     permanent_error_limit: int = Field(25, ge=1, description="permanent errors in a row that pause a campaign")
+    sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
     # DKIM: all three or none.
     dkim_selector: str | None = None
     dkim_domain: str | None = None

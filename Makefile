@@ -1,0 +1,38 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Everything else is set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test venv venv-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml package.json
+	$(BIN)/pip install -q -e ".[test]"
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(VENV)/.installed
+venv-test: $(VENV)/.installed-test
+
+## Send the example issue to the example subscribers through a real Celery worker.
+demo: $(VENV)/.installed
+	$(BIN)/newsletter demo
+
+## The whole test suite (PostgreSQL, Redis, Chromium and smtp-sink on this machine).
+test: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/message.py
+	$(BIN)/python bench/send.py
+
+clean:
+	rm -rf var test-artifacts

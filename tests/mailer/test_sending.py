@@ -1,0 +1,251 @@
+"""The delivery engine against a real database (SQLite and PostgreSQL) and a real SMTP
+server (aiosmtpd), in this process. Worker-process tests are in test_workers.py."""
+
+from __future__ import annotations
+
+import email
+import threading
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, text
+
+from mailer import campaigns, queries
+from mailer.db import transaction
+from mailer.models import Campaign, Delivery, Subscriber
+from mailer.sending import EngineConfig, drain, send_batch
+from mailer.transports.smtp import SmtpTransport
+from tests.support.seed import seed_campaign, seed_issue, seed_list
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def config(**kw) -> EngineConfig:
+    base = dict(worker="test-worker", secret_key="s3cret", base_url="https://news.example.com",
+                from_name="Weekly China AI", from_addr="news@example.com", sending_domain="example.com",
+                lease=timedelta(seconds=60), max_attempts=3, retry_base_seconds=0.0, permanent_error_limit=5)
+    base.update(kw)
+    return EngineConfig(**base)
+
+
+def transport_for(sink) -> SmtpTransport:
+    return SmtpTransport.from_url(f"smtp://127.0.0.1:{sink.port}", timeout=10)
+
+
+def assert_counters_match(engine, cid: int) -> dict[str, int]:
+    """The invariant: the counters on the campaign equal the counts of its deliveries."""
+    with transaction(engine) as s:
+        c = s.get(Campaign, cid)
+        counts = queries.delivery_counts(s, campaign_id=cid)
+        assert c.total == sum(counts.values())
+        for status in ("sent", "failed", "bounced", "skipped"):
+            assert getattr(c, status) == counts.get(status, 0), (status, counts)
+    return counts
+
+
+def received(sink) -> Counter:
+    return Counter(rcpt for _from, rcpts, _data in sink.messages for rcpt in rcpts)
+
+
+def test_freeze_takes_active_members_once(engine):
+    list_id = seed_list(engine, 30)
+    seed_list(engine, 5, status="unsubscribed", start=100)
+    seed_list(engine, 5, status="pending", start=200)
+    issue_id = seed_issue(engine)
+    with transaction(engine) as s:
+        c, created = campaigns.create_campaign(s, issue_id=issue_id, list_id=list_id)
+        again, created_again = campaigns.create_campaign(s, issue_id=issue_id, list_id=list_id)
+        assert created and not created_again and again.id == c.id
+        assert campaigns.start_campaign(s, campaign_id=c.id, batch_size=7) == 30
+    with transaction(engine) as s:
+        # A second start of the same campaign freezes nothing more.
+        assert campaigns.start_campaign(s, campaign_id=c.id, batch_size=7) == 0
+        assert queries.freeze_audience(s, campaign_id=c.id, list_id=list_id, batch_size=7,
+                                       now=datetime.now(timezone.utc)) == 30
+        assert s.execute(text("SELECT COUNT(*) FROM batch WHERE campaign_id = :c"), {"c": c.id}).scalar() == 5
+        seqs = s.execute(text("SELECT batch_seq, COUNT(*) FROM delivery WHERE campaign_id = :c GROUP BY batch_seq"),
+                         {"c": c.id}).all()
+        assert sorted(n for _, n in seqs) == [2, 7, 7, 7, 7]
+
+
+def test_empty_list_is_refused_and_nothing_recorded(engine):
+    from mailer.errors import InvalidInput
+
+    list_id = seed_list(engine, 0)
+    issue_id = seed_issue(engine)
+    with pytest.raises(InvalidInput, match="no active subscribers"):
+        with transaction(engine) as s:
+            c, _ = campaigns.create_campaign(s, issue_id=issue_id, list_id=list_id)
+            campaigns.start_campaign(s, campaign_id=c.id, batch_size=10)
+
+
+def test_campaign_sends_every_message_once_with_headers(engine, smtp_sink):
+    cid = seed_campaign(engine, 120, batch_size=50)
+    outcomes = drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert [o.sent for o in outcomes] == [50, 50, 20]
+    got = received(smtp_sink)
+    assert len(got) == 120 and set(got.values()) == {1}
+    counts = assert_counters_match(engine, cid)
+    assert counts == {"sent": 120}
+    with transaction(engine) as s:
+        assert s.get(Campaign, cid).status == "sent"
+        d = s.scalars(select(Delivery).where(Delivery.campaign_id == cid)).first()
+        assert d.last_code == 250 and d.message_id.startswith("<nl.") and d.sent_at is not None
+    mail_from, rcpts, data = smtp_sink.messages[0]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post",
+                   "List-Id", "Feedback-ID", "MIME-Version"):
+        assert msg[header], header
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "https://news.example.com/u/" in msg["List-Unsubscribe"] and "mailto:" in msg["List-Unsubscribe"]
+    assert mail_from.startswith("bounces+") and mail_from.endswith("@example.com")
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_unsubscribe_after_freeze_is_skipped_not_mailed(engine, smtp_sink):
+    cid = seed_campaign(engine, 20, batch_size=50)
+    with transaction(engine) as s:
+        s.execute(text("UPDATE subscriber SET status = 'unsubscribed' WHERE email = 'reader000003@example.com'"))
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    got = received(smtp_sink)
+    assert "reader000003@example.com" not in got and len(got) == 19
+    assert assert_counters_match(engine, cid) == {"sent": 19, "skipped": 1}
+
+
+def test_smtp_replies_are_classified_and_recorded(engine, smtp_sink):
+    smtp_sink.reject["reader000001@example.com"] = (550, "5.1.1 No such user")
+    smtp_sink.reject["reader000002@example.com"] = (550, "5.7.1 Message rejected as spam")
+    smtp_sink.reject["reader000003@example.com"] = (451, "4.3.0 Try again later")
+    cid = seed_campaign(engine, 6, batch_size=50)
+    transport = transport_for(smtp_sink)
+    drain(engine, cid, transport=transport, cfg=config())
+    with transaction(engine) as s:
+        by_email = {e: (st, code, reply, att) for e, st, code, reply, att in s.execute(text(
+            "SELECT s.email, d.status, d.last_code, d.last_reply, d.attempts FROM delivery d "
+            "JOIN subscriber s ON s.id = d.subscriber_id WHERE d.campaign_id = :c"), {"c": cid})}
+        assert by_email["reader000001@example.com"][:2] == ("bounced", 550)
+        assert "5.1.1" in by_email["reader000001@example.com"][2]
+        assert by_email["reader000002@example.com"][:2] == ("failed", 550)  # policy: not the subscriber's fault
+        assert by_email["reader000003@example.com"][:2] == ("queued", 451)
+        statuses = dict(s.execute(text("SELECT email, status FROM subscriber")).all())
+        assert statuses["reader000001@example.com"] == "bounced"
+        assert statuses["reader000002@example.com"] == "active"
+    # The transient one is retried (retry_base_seconds=0) until max_attempts, then failed.
+    drain(engine, cid, transport=transport, cfg=config())
+    drain(engine, cid, transport=transport, cfg=config())
+    with transaction(engine) as s:
+        st, att = s.execute(text("SELECT d.status, d.attempts FROM delivery d JOIN subscriber s "
+                                 "ON s.id = d.subscriber_id WHERE s.email = 'reader000003@example.com'")).one()
+        assert (st, att) == ("failed", 3)
+        assert s.get(Campaign, cid).status == "sent"
+    assert assert_counters_match(engine, cid) == {"sent": 3, "bounced": 1, "failed": 2}
+    assert received(smtp_sink)["reader000000@example.com"] == 1
+
+
+def test_pause_stops_at_next_message_and_resume_sends_the_rest_once(engine, smtp_sink):
+    cid = seed_campaign(engine, 40, batch_size=10)
+    transport = transport_for(smtp_sink)
+    send_batch(engine, cid, transport=transport, cfg=config())
+    with transaction(engine) as s:
+        assert campaigns.pause_campaign(s, campaign_id=cid)
+    assert send_batch(engine, cid, transport=transport, cfg=config()) is None
+    assert len(received(smtp_sink)) == 10
+    with transaction(engine) as s:
+        assert campaigns.resume_campaign(s, campaign_id=cid)
+    drain(engine, cid, transport=transport, cfg=config())
+    got = received(smtp_sink)
+    assert len(got) == 40 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 40}
+
+
+def test_two_concurrent_senders_never_send_twice(engine, smtp_sink, database_url):
+    cid = seed_campaign(engine, 300, batch_size=20)
+    errors = []
+
+    def run(name):
+        try:
+            drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(worker=name))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    got = received(smtp_sink)
+    assert len(got) == 300 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 300}
+
+
+def test_a_dead_workers_batch_is_taken_over_after_its_lease(engine, smtp_sink):
+    """Simulates a worker killed mid-message: its batch is claimed, one delivery is left
+    'sending'. After the lease runs out another worker finishes the batch; the one
+    message whose fate was unknown is the only one that may repeat."""
+    cid = seed_campaign(engine, 10, batch_size=10)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        claim = queries.claim_batch(s, campaign_id=cid, worker="dead", now=now, lease=timedelta(seconds=30))
+        first = queries.batch_recipients(s, campaign_id=cid, seq=claim.seq, now=now)[0]
+        assert queries.mark_sending(s, delivery_id=first.delivery_id, campaign_id=cid, now=now)
+    # Within the lease nobody else can take it.
+    assert send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config()) is None
+    later = lambda: now + timedelta(seconds=31)  # noqa: E731
+    out = send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config(), clock=later)
+    assert out.sent == 10 and out.campaign_finished
+    assert assert_counters_match(engine, cid) == {"sent": 10}
+
+
+def test_too_many_permanent_errors_pause_the_campaign(engine, smtp_sink):
+    for i in range(10):
+        smtp_sink.reject[f"reader{i:06d}@example.com"] = (554, "5.7.0 Authentication required")
+    cid = seed_campaign(engine, 20, batch_size=50)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(permanent_error_limit=5))
+    with transaction(engine) as s:
+        c = s.get(Campaign, cid)
+        assert c.status == "paused" and "permanent errors in a row" in c.pause_reason
+    counts = assert_counters_match(engine, cid)
+    assert counts == {"failed": 5, "queued": 15}
+    assert len(received(smtp_sink)) == 0
+
+
+def test_unreachable_relay_keeps_deliveries_queued(engine, smtp_sink):
+    cid = seed_campaign(engine, 5, batch_size=50)
+    port = smtp_sink.port
+    smtp_sink.stop()
+    dead = SmtpTransport.from_url(f"smtp://127.0.0.1:{port}", timeout=2)
+    outcomes = drain(engine, cid, transport=dead, cfg=config())
+    assert outcomes == [] or outcomes[0].sent == 0
+    counts = assert_counters_match(engine, cid)
+    assert counts == {"queued": 5}
+    with transaction(engine) as s:
+        assert s.execute(text("SELECT MAX(attempts) FROM delivery WHERE campaign_id = :c"), {"c": cid}).scalar() == 0
+    smtp_sink.start()
+    with transaction(engine) as s:  # the batch waits a little before the next try
+        s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert len(received(smtp_sink)) == 5
+    assert assert_counters_match(engine, cid) == {"sent": 5}
+
+
+def test_cancel_records_every_unsent_delivery(engine, smtp_sink):
+    cid = seed_campaign(engine, 30, batch_size=10)
+    send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    with transaction(engine) as s:
+        assert campaigns.cancel_campaign(s, campaign_id=cid)
+    assert assert_counters_match(engine, cid) == {"sent": 10, "skipped": 20}
+
+
+def test_retry_failed_queues_them_again(engine, smtp_sink):
+    smtp_sink.reject["reader000001@example.com"] = (552, "5.2.2 Mailbox full")
+    cid = seed_campaign(engine, 3, batch_size=50)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert assert_counters_match(engine, cid) == {"sent": 2, "failed": 1}
+    del smtp_sink.reject["reader000001@example.com"]
+    with transaction(engine) as s:
+        assert campaigns.retry_failed(s, campaign_id=cid) == 1
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert assert_counters_match(engine, cid) == {"sent": 3}
+    assert set(received(smtp_sink).values()) == {1}
