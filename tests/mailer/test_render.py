@@ -1,0 +1,238 @@
+"""Rendering an issue: the example end to end, markers, warnings, overrides, Unicode."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mailer.config import load_settings
+from mailer.errors import InvalidInput
+from mailer.issues import load_issue, parse_issue
+from mailer.merge import MARKERS, personalise
+from mailer.render import (
+    GMAIL_CLIP_BYTES,
+    RenderContext,
+    preview_html,
+    render_file,
+    render_issue,
+    validate_mjml,
+    write_render_outputs,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "china-ai-weekly-2022-06-14.md"
+SHIPPED = ROOT / "templates"
+
+SAMPLE_SECTIONS = ["News of the Week", "Papers and Project", "Rising Startups"]
+SAMPLE_STORIES = [
+    "Megvii Chief Scientist, ResNet Creator Dies at 45",
+    "Baidu, Geely’s EV Startup Unveils First Self-Driving Robocar Concept ROBO-01",
+    "Alibaba Cloud Unveils New Cloud Infrastructure Processing Unit (CIPU) to Take on CPUs",
+    "Vision GNN: An Image is Worth Graph of Nodes",
+    "Zero and R2D2: A Large-scale Chinese Cross-modal Benchmark and A Vision-Language Framework",
+    "Siamese Image Modeling for Self-Supervised Vision Representation Learning",
+]
+
+
+def context(**overrides) -> RenderContext:
+    values = dict(
+        from_name="Recode China AI",
+        postal_address="Example Media Ltd, 1 Example Street, 00000 Example City",
+        base_url="https://news.example.com",
+        template_folders=[SHIPPED],
+    )
+    values.update(overrides)
+    return RenderContext(**values)
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    return render_issue(load_issue(EXAMPLE), ctx=context())
+
+
+def flat(text: str) -> str:
+    return " ".join(htmllib.unescape(text).split())
+
+
+def test_example_renders_small_and_without_warnings(rendered):
+    assert rendered.slug == "china-ai-weekly-2022-06-14"
+    assert rendered.html.lstrip().lower().startswith("<!doctype html>")
+    assert len(rendered.html.encode("utf-8")) < GMAIL_CLIP_BYTES
+    assert rendered.warnings == ()
+    assert "<mj-preview>Weekly China AI News from June 6 to June 12</mj-preview>" in rendered.mjml
+    assert "Weekly China AI News from June 6 to June 12" in rendered.html
+
+
+def test_every_section_and_story_is_in_html_and_text(rendered):
+    html, text = flat(rendered.html), flat(rendered.text)
+    for title in SAMPLE_SECTIONS:
+        assert title in html
+        assert title.upper() in text
+    for title in SAMPLE_STORIES:
+        assert title in html, title
+        assert title in text, title
+    for lead_in in ["R.I.P.:", "What’s new:", "Futuristic design:", "Pricing?", "Main features:"]:
+        assert f"{lead_in}</strong>" in htmllib.unescape(rendered.html)
+        assert lead_in in text
+    for company in ["Insilico Medicine", "Hai Robotics", "Motovis"]:
+        assert company in html and company in text
+
+
+def test_every_markdown_link_is_in_the_text_part(rendered):
+    urls = re.findall(r"\]\((https?://[^)\s]+)\)", EXAMPLE.read_text(encoding="utf-8"))
+    assert len(urls) >= 8
+    lines = rendered.text.splitlines()
+    for url in urls:
+        assert any(line.endswith(" " + url) and line.startswith("[") for line in lines), url
+    assert "https://news.example.com/issues/china-ai-weekly-2022-06-14" in rendered.text
+
+
+def test_text_part_is_wrapped_and_has_numbered_references(rendered):
+    for line in rendered.text.splitlines():
+        assert len(line) <= 72 or "://" in line, line
+    assert "Deep Residual Learning for Image Recognition [1]" in flat(rendered.text)
+    assert "Links:\n[1] https://arxiv.org/abs/1512.03385" in rendered.text
+
+
+def test_markers_exactly_where_expected(rendered):
+    html, text = rendered.html, rendered.text
+    assert html.count(MARKERS["name"]) == 1 and "Hi __NL_NAME__," in html
+    assert html.count(MARKERS["unsubscribe_url"]) == 1
+    assert re.search(r'<a href="__NL_UNSUBSCRIBE_URL__"[^>]*>Unsubscribe</a>', html)
+    assert html.count(MARKERS["preferences_url"]) == 1
+    assert re.search(r'<a href="__NL_PREFERENCES_URL__"[^>]*>Manage preferences</a>', html)
+    assert text.count(MARKERS["name"]) == 1 and "Hi __NL_NAME__," in text
+    assert text.count(MARKERS["unsubscribe_url"]) == 1 and "Unsubscribe: __NL_UNSUBSCRIBE_URL__" in text
+    assert text.count(MARKERS["preferences_url"]) == 1 and "preferences: __NL_PREFERENCES_URL__" in text
+    # The unsubscribe link comes after the last story: the footer, where readers look.
+    assert html.index(MARKERS["unsubscribe_url"]) > html.index("Motovis")
+    assert text.index(MARKERS["unsubscribe_url"]) > text.index("Motovis")
+    # The footer says who sends it, from where, and why.
+    assert "You are receiving this because you subscribed to Recode China AI." in html
+    assert "Example Media Ltd, 1 Example Street" in html and "Example Media Ltd, 1 Example Street" in text
+    assert 'href="https://news.example.com/issues/china-ai-weekly-2022-06-14"' in html
+
+
+def test_personalise_fills_markers_and_escapes_names(rendered):
+    html = personalise(
+        rendered.html,
+        {"name": "<b>Bob</b>", "unsubscribe_url": "https://u.example/t?a=1&b=2", "preferences_url": "https://p.example/x"},
+        html=True,
+    )
+    assert "<b>Bob</b>" not in html
+    assert "Hi &lt;b&gt;Bob&lt;/b&gt;," in html
+    assert 'href="https://u.example/t?a=1&amp;b=2"' in html
+    assert "__NL_" not in html
+    assert "__NL_" not in preview_html(rendered)
+
+
+def test_warnings_for_a_careless_issue():
+    text = (
+        "---\nsubject: Careless\n---\n"
+        "![](https://img.example/no-alt.png)\n\n"
+        "[plain http](http://insecure.example/page) and [relative](/issues/older) "
+        "and [mail us](mailto:editor@example.com)\n\n"
+        + ("A long paragraph of words that goes on and on. " * 40 + "\n\n") * 90
+    )
+    rendered = render_issue(parse_issue(text), ctx=context())
+    warnings = "\n".join(rendered.warnings)
+    assert "no-alt.png" in warnings and "no alt text" in warnings
+    assert "http://insecure.example/page" in warnings and "not https" in warnings
+    assert "/issues/older" in warnings and "relative" in warnings
+    assert "mailto" not in warnings
+    assert "no preheader" in warnings
+    assert "Gmail clips" in warnings
+    assert all("\n" not in warning for warning in rendered.warnings)
+
+
+def test_no_warnings_when_clean():
+    rendered = render_issue(parse_issue("---\nsubject: Clean\npreheader: p\n---\n[ok](https://ok.example/)\n"), ctx=context())
+    assert rendered.warnings == ()
+
+
+def test_operator_template_override_wins(tmp_path):
+    override = tmp_path / "templates"
+    (override / "email").mkdir(parents=True)
+    footer = (SHIPPED / "email" / "_footer.mjml.j2").read_text(encoding="utf-8")
+    (override / "email" / "_footer.mjml.j2").write_text(
+        footer.replace("You are receiving this", "OPERATOR FOOTER. You are receiving this"), encoding="utf-8"
+    )
+    rendered = render_issue(load_issue(EXAMPLE), ctx=context(template_folders=[override, SHIPPED]))
+    assert "OPERATOR FOOTER" in rendered.html
+    assert "Megvii Chief Scientist" in rendered.html  # the rest still comes from the shipped templates
+    plain = render_issue(load_issue(EXAMPLE), ctx=context())
+    assert "OPERATOR FOOTER" not in plain.html
+
+
+def test_broken_operator_template_is_one_line_invalid_input(tmp_path):
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "_footer.mjml.j2").write_text("<mj-section>{% if %}</mj-section>", encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        render_issue(load_issue(EXAMPLE), ctx=context(template_folders=[tmp_path, SHIPPED]))
+    assert "_footer.mjml.j2" in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "email" / "_footer.mjml.j2").write_text("<mj-sectoin></mj-sectoin>", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="unknown tag <mj-sectoin>"):
+        render_issue(load_issue(EXAMPLE), ctx=context(template_folders=[tmp_path, SHIPPED]))
+
+
+def test_validate_mjml():
+    validate_mjml("<mjml><mj-body><mj-section><mj-column><mj-text>ok</mj-text></mj-column></mj-section></mj-body></mjml>")
+    with pytest.raises(InvalidInput):
+        validate_mjml("<mjml><mj-body><mj-section>")
+    with pytest.raises(InvalidInput):
+        validate_mjml("not mjml at all")
+
+
+def test_unicode_survives():
+    text = (
+        "---\nsubject: 中国AI周报 🚀 Café\npreheader: Élan — 预告 ✨\nlist: Ñandú 新闻\n---\n"
+        "## 新闻 🚀\n\n### 孙剑 (Jian Sun) 😀\n\nCrème brûlée für Jürgen, 孙剑, 😀, naïve.\n"
+    )
+    rendered = render_issue(parse_issue(text), ctx=context())
+    html, plain = htmllib.unescape(rendered.html), rendered.text
+    for fragment in ["中国AI周报 🚀 Café", "Élan — 预告 ✨", "Ñandú 新闻", "新闻 🚀", "孙剑 (Jian Sun) 😀", "Crème brûlée für Jürgen, 孙剑, 😀, naïve."]:
+        assert fragment in html, fragment
+    for fragment in ["中国AI周报 🚀 Café", "Ñandú 新闻", "新闻 🚀", "孙剑 (Jian Sun) 😀", "Crème brûlée für Jürgen, 孙剑, 😀, naïve."]:
+        assert fragment in plain, fragment
+    assert rendered.subject == "中国AI周报 🚀 Café"
+
+
+def test_subject_and_body_are_escaped_in_html():
+    rendered = render_issue(
+        parse_issue('---\nsubject: "Tom & Jerry <script>"\npreheader: "<b>pre</b>"\n---\nHello <script>x</script>\n'),
+        ctx=context(),
+    )
+    assert "<script>" not in rendered.html and "<b>pre</b>" not in rendered.html
+    assert "Tom &amp; Jerry &lt;script&gt;" in rendered.html
+
+
+def test_write_render_outputs(tmp_path, rendered):
+    written = write_render_outputs(rendered, tmp_path / "out", sample_message=b"Subject: x\r\n\r\nbody\r\n")
+    assert [path.name for path in written] == ["index.html", "index.txt", "message.eml"]
+    assert "__NL_" not in written[0].read_text(encoding="utf-8")
+    assert "Megvii" in written[1].read_text(encoding="utf-8")
+    assert written[2].read_bytes().startswith(b"Subject: x")
+    assert [p.name for p in write_render_outputs(rendered, tmp_path / "two", sample_message=None)] == ["index.html", "index.txt"]
+
+
+def test_render_file_reads_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    override = tmp_path / "tpl"
+    shutil.copytree(SHIPPED / "email", override / "email")
+    masthead = override / "email" / "_masthead.mjml.j2"
+    masthead.write_text(masthead.read_text(encoding="utf-8").replace("View in browser", "Read online"), encoding="utf-8")
+    settings = load_settings(
+        base_url="https://letters.example.org/",
+        postal_address="PO Box 42, Utopia",
+        NEWSLETTER_FROM="Dispatch Team <dispatch@example.org>",
+        templates_dir=override,
+    )
+    rendered = render_file(EXAMPLE, settings)
+    assert "PO Box 42, Utopia" in rendered.html and "PO Box 42, Utopia" in rendered.text
+    assert "Dispatch Team" in rendered.text
+    assert "https://letters.example.org/issues/china-ai-weekly-2022-06-14" in rendered.html
+    assert "Read online" in rendered.html
