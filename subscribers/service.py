@@ -1,0 +1,382 @@
+"""What can happen to a subscriber: plain functions over an open ``Session``.
+
+Every function takes keyword-only arguments after the session and leaves committing to
+the caller (``mailer.db.transaction``). None of them sends mail.
+
+Addresses are normalised once, here: the local part as given (email-validator's Unicode
+NFC normalisation), the domain lower-cased and IDNA-encoded to ASCII, so
+``user@Bücher.de`` and ``user@xn--bcher-kva.de`` are the same subscriber and the domain
+can be handed to any SMTP server without SMTPUTF8. ``email_key`` is that, lower-cased:
+the unique key that makes ``Ann@example.com`` and ``ann@example.com`` one person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import mailer.models  # noqa: F401  (Event's foreign keys name campaign and delivery: map them)
+from mailer.errors import ConflictError, InvalidInput, NotFound
+from subscribers.models import (
+    Event,
+    EventKind,
+    MailingList,
+    Membership,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    utcnow,
+)
+
+# Statuses a subscriber only leaves by confirming again themselves (double opt-in).
+GONE = frozenset({SubscriberStatus.unsubscribed.value, SubscriberStatus.bounced.value,
+                  SubscriberStatus.complained.value})
+MAILABLE = frozenset({SubscriberStatus.pending.value, SubscriberStatus.active.value})
+UNSUBSCRIBE_ORIGINS = frozenset({"one-click", "page", "mailto", "admin", "preferences"})
+MAX_NAME = 200
+MAX_LIST_NAME = 100
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address, or ``InvalidInput`` with one line saying why."""
+    if not isinstance(raw, str):
+        raise InvalidInput("an email address must be text")
+    value = raw.strip()
+    if not value:
+        raise InvalidInput("an email address is required")
+    # Header injection: a CR or LF (or any control character) has no business in an
+    # address that will end up in a To: header.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"not an email address: {value!r} contains a control character")
+    if len(value) > 320:
+        raise InvalidInput("not an email address: longer than 320 characters")
+    try:
+        # allow_quoted_local stays False: quoted local parts ("a b"@x) are legal in
+        # RFC 5322 but nobody subscribes with them, and they are how injection starts.
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as err:
+        raise InvalidInput(f"not an email address: {value!r}: {err}") from err
+    return f"{result.local_part}@{result.ascii_domain}"
+
+
+def email_key(email: str) -> str:
+    return email.lower()
+
+
+def email_hash(email: str) -> str:
+    """The suppression key: sha256 of the normalised, lower-cased address. Addresses that
+    do not normalise (a bounce report's odd recipient) are hashed stripped and lower-cased."""
+    try:
+        key = email_key(normalise_email(email))
+    except InvalidInput:
+        key = email.strip().lower()
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def clean_name(raw: str | None) -> str:
+    name = (raw or "").strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInput("a name cannot contain control characters or line breaks")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"a name is at most {MAX_NAME} characters")
+    return name
+
+
+def _dialect_insert(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def ensure_list(session: Session, name: str) -> MailingList:
+    """The list called ``name``, created if it does not exist (safe if two do it at once)."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("a list name is required")
+    if len(name) > MAX_LIST_NAME or any(ord(c) < 32 for c in name):
+        raise InvalidInput(f"not a list name: {name!r}")
+    found = session.scalar(select(MailingList).where(MailingList.name == name))
+    if found is not None:
+        return found
+    insert = _dialect_insert(session)
+    session.execute(
+        insert(MailingList).values(name=name, description="", created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    return session.scalars(select(MailingList).where(MailingList.name == name)).one()
+
+
+def find_list(session: Session, name: str) -> MailingList:
+    found = session.scalar(select(MailingList).where(MailingList.name == name))
+    if found is None:
+        raise NotFound(f"no list called {name!r}")
+    return found
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(normalise_email(email))))
+
+
+def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
+    found = session.get(Subscriber, subscriber_id)
+    if found is None:
+        raise NotFound(f"no subscriber {subscriber_id}")
+    return found
+
+
+def add_membership(session: Session, *, list_id: int, subscriber_id: int) -> None:
+    insert = _dialect_insert(session)
+    session.execute(
+        insert(Membership).values(list_id=list_id, subscriber_id=subscriber_id, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["list_id", "subscriber_id"])
+    )
+
+
+def record_event(session: Session, *, kind: str, origin: str, subscriber_id: int | None,
+                 campaign_id: int | None = None, detail: dict[str, Any] | None = None) -> None:
+    session.add(Event(kind=EventKind(kind).value, origin=origin, subscriber_id=subscriber_id,
+                      campaign_id=campaign_id, detail=detail or {}))
+
+
+def add_subscriber(
+    session: Session,
+    *,
+    email: str,
+    name: str = "",
+    list_name: str | None = None,
+    status: str = "pending",
+    attributes: dict[str, Any] | None = None,
+    origin: str = "admin",
+) -> Subscriber:
+    """Add a subscriber, or update the one with the same address (case-insensitively).
+
+    A suppressed address is refused. An existing subscriber keeps whatever it had that is
+    not given again; ``status="active"`` promotes a pending one. A subscriber who
+    unsubscribed, bounced or complained is never brought back this way
+    (``ConflictError``): only their own fresh confirmation does that.
+    """
+    if status not in MAILABLE:
+        raise InvalidInput(f"a new subscriber is 'pending' or 'active', not {status!r}")
+    address = normalise_email(email)
+    key = email_key(address)
+    name = clean_name(name)
+    if is_suppressed(session, address):
+        raise InvalidInput(f"{address} is on the suppression list and cannot be added")
+    mailing_list = ensure_list(session, list_name) if list_name else None
+    now = utcnow()
+
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=address, email_key=key, name=name, status=status, attributes=dict(attributes or {}),
+            created_at=now, updated_at=now, confirmed_at=now if status == "active" else None,
+        )
+        try:
+            with session.begin_nested():
+                session.add(subscriber)
+                session.flush()
+        except IntegrityError as err:  # added by someone else a moment ago
+            raise ConflictError(f"{address} was added at the same time by someone else; try again") from err
+        record_event(session, kind="subscribe", origin=origin, subscriber_id=subscriber.id,
+                     detail={"list": list_name or "", "status": status})
+    else:
+        if subscriber.status in GONE:
+            raise ConflictError(
+                f"{subscriber.email} is {subscriber.status}; only their own confirmation can bring them back"
+            )
+        if name:
+            subscriber.name = name
+        if attributes:
+            subscriber.attributes = {**(subscriber.attributes or {}), **attributes}
+        if status == "active" and subscriber.status == "pending":
+            subscriber.status = "active"
+            subscriber.confirmed_at = now
+            record_event(session, kind="confirm", origin=origin, subscriber_id=subscriber.id)
+        subscriber.updated_at = now
+    if mailing_list is not None:
+        add_membership(session, list_id=mailing_list.id, subscriber_id=subscriber.id)
+    session.flush()
+    return subscriber
+
+
+def confirm_subscriber(session: Session, *, subscriber_id: int, list_id: int | None, origin: str,
+                       requested_at: datetime | None = None) -> bool:
+    """The subscriber proved they own the address: make them active (from any status,
+    this is the one way back after an unsubscribe) and add them to the list.
+
+    A confirmation requested before the latest unsubscribe is stale and refused, so an
+    old link cannot undo a later unsubscribe. Returns False when nothing changed.
+    """
+    subscriber = get_subscriber(session, subscriber_id)
+    if is_suppressed(session, subscriber.email):
+        raise ConflictError("this address cannot be subscribed")
+    if requested_at is not None and subscriber.unsubscribed_at is not None:
+        unsubscribed_at = subscriber.unsubscribed_at
+        if unsubscribed_at.tzinfo is None:  # SQLite hands back naive UTC datetimes
+            unsubscribed_at = unsubscribed_at.replace(tzinfo=requested_at.tzinfo)
+        if unsubscribed_at > requested_at:
+            raise ConflictError("this confirmation link was superseded by a later unsubscribe")
+    changed = False
+    if subscriber.status != "active":
+        now = utcnow()
+        subscriber.status = "active"
+        subscriber.confirmed_at = now
+        subscriber.updated_at = now
+        record_event(session, kind="confirm", origin=origin, subscriber_id=subscriber.id,
+                     detail={"list_id": list_id} if list_id else {})
+        changed = True
+    if list_id:
+        if session.get(MailingList, list_id) is None:
+            raise NotFound("that list no longer exists")
+        before = session.get(Membership, (list_id, subscriber.id))
+        if before is None:
+            add_membership(session, list_id=list_id, subscriber_id=subscriber.id)
+            changed = True
+    session.flush()
+    return changed
+
+
+def unsubscribe(session: Session, *, subscriber_id: int, campaign_id: int | None = None, origin: str) -> bool:
+    """Stop all mail to a subscriber. Idempotent: True only for the call that changed it.
+
+    One guarded UPDATE, so two one-click POSTs arriving together record one event. The
+    delivery engine re-reads ``subscriber.status`` right before each send, so queued
+    deliveries of running campaigns are skipped without touching them here.
+    A bounced or complained subscriber already gets nothing and keeps that status.
+    """
+    if origin not in UNSUBSCRIBE_ORIGINS:
+        raise InvalidInput(f"unknown unsubscribe origin {origin!r}")
+    now = utcnow()
+    result = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.status.in_(sorted(MAILABLE)))
+        .values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    if result.rowcount != 1:
+        if session.get(Subscriber, subscriber_id) is None:
+            raise NotFound(f"no subscriber {subscriber_id}")
+        return False
+    record_event(session, kind="unsubscribe", origin=origin, subscriber_id=subscriber_id, campaign_id=campaign_id)
+    session.flush()
+    return True
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+
+
+# A suppression reason, and the status it leaves a still-mailable subscriber in: the
+# sending engine reads only ``subscriber.status``, so suppressing must change it too.
+_STATUS_FOR_REASON = {"bounce": "bounced", "bounced": "bounced", "complaint": "complained",
+                      "complained": "complained"}
+
+
+def suppress(session: Session, *, email: str, reason: str) -> None:
+    """Never mail or re-import this address again. Keeps only its hash. A mailable
+    subscriber with the address stops being mailable (bounced, complained or
+    unsubscribed, after the reason)."""
+    reason = (reason or "").strip()[:32] or "manual"
+    insert = _dialect_insert(session)
+    session.execute(
+        insert(Suppression).values(email_hash=email_hash(email), reason=reason, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["email_hash"])
+    )
+    try:
+        key = email_key(normalise_email(email))
+    except InvalidInput:
+        return
+    now = utcnow()
+    status = _STATUS_FOR_REASON.get(reason, "unsubscribed")
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "unsubscribed":
+        values["unsubscribed_at"] = now
+    session.execute(
+        update(Subscriber).where(Subscriber.email_key == key, Subscriber.status.in_(sorted(MAILABLE)))
+        .values(**values).execution_options(synchronize_session="fetch")
+    )
+
+
+def placeholder_email(subscriber_id: int) -> str:
+    return f"erased-{subscriber_id}@invalid"
+
+
+def erase(session: Session, *, subscriber_id: int) -> None:
+    """GDPR erasure. The row is anonymised, not deleted, so delivery records and campaign
+    counters stay consistent; the address survives only as a suppression hash, so a
+    later import cannot bring it back. List memberships and event details (which can
+    hold a signup IP address) go too."""
+    subscriber = get_subscriber(session, subscriber_id)
+    placeholder = placeholder_email(subscriber.id)
+    if subscriber.email_key != placeholder:
+        insert = _dialect_insert(session)
+        session.execute(
+            insert(Suppression).values(email_hash=email_hash(subscriber.email), reason="erased", created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["email_hash"])
+        )
+    now = utcnow()
+    subscriber.email = placeholder
+    subscriber.email_key = placeholder
+    subscriber.name = ""
+    subscriber.attributes = {}
+    if subscriber.status in MAILABLE:
+        subscriber.status = "unsubscribed"
+        subscriber.unsubscribed_at = now
+    subscriber.updated_at = now
+    session.execute(delete(Membership).where(Membership.subscriber_id == subscriber.id))
+    session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(detail={}))
+    session.flush()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def export_subscriber_data(session: Session, subscriber_id: int) -> dict[str, Any]:
+    """Everything kept about one subscriber (GDPR art. 15), as JSON-ready values."""
+    from mailer.models import Campaign, Delivery
+
+    s = get_subscriber(session, subscriber_id)
+    lists = session.scalars(
+        select(MailingList.name).join(Membership, Membership.list_id == MailingList.id)
+        .where(Membership.subscriber_id == s.id).order_by(MailingList.name)
+    ).all()
+    events = session.execute(
+        select(Event.kind, Event.origin, Event.campaign_id, Event.detail, Event.created_at)
+        .where(Event.subscriber_id == s.id).order_by(Event.id)
+    ).all()
+    deliveries = session.execute(
+        select(Delivery.campaign_id, Delivery.status, Delivery.sent_at)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.subscriber_id == s.id).order_by(Delivery.id)
+    ).all()
+    return {
+        "email": s.email,
+        "name": s.name,
+        "status": s.status,
+        "attributes": dict(s.attributes or {}),
+        "created_at": _iso(s.created_at),
+        "confirmed_at": _iso(s.confirmed_at),
+        "unsubscribed_at": _iso(s.unsubscribed_at),
+        "lists": list(lists),
+        "events": [
+            {"kind": k, "origin": o, "campaign_id": c, "detail": d or {}, "at": _iso(t)}
+            for k, o, c, d, t in events
+        ],
+        "deliveries": [{"campaign_id": c, "status": st, "sent_at": _iso(t)} for c, st, t in deliveries],
+    }
+
+
+def change_name(session: Session, *, subscriber_id: int, name: str) -> None:
+    subscriber = get_subscriber(session, subscriber_id)
+    subscriber.name = clean_name(name)
+    subscriber.updated_at = utcnow()
+    session.flush()
