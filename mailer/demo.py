@@ -46,7 +46,7 @@ def stop_worker(proc: subprocess.Popen) -> None:
 def run_demo(*, timeout: float = 300.0) -> int:
     from mailer.cli import _engine, follow, format_report, queue_issue
     from mailer.db import transaction
-    from mailer.dispatch import sweep
+    from mailer.dispatch import enqueue, sweep
     from mailer.migrate import upgrade
     from subscribers.csvio import import_csv
 
@@ -68,9 +68,7 @@ def run_demo(*, timeout: float = 300.0) -> int:
         typer.echo(f"campaign {cid} is already {status}: nothing was sent again. Messages: {where}")
         return 0
     # Tasks of an interrupted earlier run may be gone with the worker; hand them out again.
-    from worker import send_batch
-
-    sweep(enqueue=send_batch.delay)
+    sweep(enqueue=enqueue)
     log_path = settings.var_dir / "demo-worker.log"
     typer.echo(f"starting a Celery worker (log: {log_path})")
     proc = start_worker(log_path)

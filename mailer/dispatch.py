@@ -83,11 +83,23 @@ def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None)
     return queued
 
 
-def enqueue_campaign(campaign_id: int, batches: int) -> int:
-    """Queue the first tasks of a campaign that just started or resumed."""
-    from worker import send_batch
+@functools.lru_cache(maxsize=4)
+def _producer(broker: str, var_dir: str):
+    """A Celery app used only to send tasks by name, so callers (CLI, web) need not
+    import the worker module."""
+    from mailer.celeryapp import make_celery
 
+    return make_celery(get_settings())
+
+
+def enqueue(campaign_id: int, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch", args=[campaign_id])
+
+
+def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None = None) -> int:
+    """Queue the first tasks of a campaign that just started or resumed."""
     n = max(1, min(batches, PARALLEL_TASKS))
     for _ in range(n):
-        send_batch.delay(campaign_id)
+        enqueue(campaign_id, settings)
     return n
