@@ -1,0 +1,238 @@
+"""SMTP relay transport: one connection kept open across sends.
+
+A new connection per message halves the send rate (FACTS.md), so the connection stays
+open and is re-established once when the server drops it. The transaction is driven
+step by step (MAIL, RCPT, DATA) instead of through ``smtplib.SMTP.sendmail`` so we know
+how far it got when something breaks:
+
+- broken before the message content was sent (MAIL, RCPT, the DATA command itself, or a
+  421 "closing" reply to one of them, RFC 5321 §3.8): the server has nothing, so
+  reconnect and try once more;
+- broken after the content was sent but before the final reply: the server may have
+  accepted it. We do not resend; the result has ``code=None`` and the engine decides
+  (at-most-once, RFC 5321 §6.1 leaves duplicates to the sender to avoid).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from mailer.errors import ConfigurationError, InvalidInput, TransientDeliveryError
+from mailer.transports.base import SendResult
+
+Security = Literal["none", "ssl", "starttls"]
+_SCHEMES: dict[str, tuple[Security, int]] = {
+    "smtp": ("none", 25),
+    "smtps": ("ssl", 465),  # RFC 8314 implicit TLS
+    "smtp+starttls": ("starttls", 587),  # RFC 3207
+}
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class _Retry(Exception):
+    """The transaction broke before the server could have the message."""
+
+    def __init__(self, code: int | None, reply: str):
+        super().__init__(reply)
+        self.code = code
+        self.reply = reply
+
+
+def _text(resp: bytes | str) -> str:
+    if isinstance(resp, bytes):
+        resp = resp.decode("utf-8", "replace")
+    return " ".join(resp.split())  # multi-line replies on one line
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, smtplib.SMTPResponseException):
+        return f"{err.smtp_code} {_text(err.smtp_error)}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+class SmtpTransport:
+    name = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        security: Security = "none",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ):
+        self.host = host
+        self.port = port or {"none": 25, "ssl": 465, "starttls": 587}[security]
+        self.security = security
+        self.username = username
+        self.password = password or ""
+        self.timeout = timeout
+        # smtplib's own default context verifies nothing; ours checks the relay's certificate.
+        self.ssl_context = ssl_context
+        self.local_hostname = local_hostname
+        self._conn: smtplib.SMTP | None = None
+        self._needs_rset = False
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 30.0, *, ssl_context: ssl.SSLContext | None = None) -> "SmtpTransport":
+        """``smtp://``, ``smtps://`` or ``smtp+starttls://``, with an optional percent-encoded
+        ``user:password@`` for AUTH."""
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigurationError("NEWSLETTER_SMTP_URL: use smtp://, smtps:// or smtp+starttls://host[:port]")
+        security, default_port = _SCHEMES[parts.scheme]
+        try:
+            port = parts.port or default_port
+        except ValueError as err:
+            raise ConfigurationError(f"NEWSLETTER_SMTP_URL: bad port: {err}") from err
+        return cls(
+            parts.hostname,
+            port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+            ssl_context=ssl_context,
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # --- connection ------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
+
+    def _connect(self) -> smtplib.SMTP:
+        context = self.ssl_context or ssl.create_default_context()
+        conn: smtplib.SMTP | None = None
+        try:
+            if self.security == "ssl":
+                conn = smtplib.SMTP_SSL(self.host, self.port, self.local_hostname, timeout=self.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(self.host, self.port, self.local_hostname, timeout=self.timeout)
+            conn.ehlo()
+            if self.security == "starttls":
+                conn.starttls(context=context)
+                conn.ehlo()
+            if self.username:
+                conn.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as err:
+            _close_quietly(conn)
+            raise TransientDeliveryError(
+                f"SMTP relay {self.where} refused the login for {self.username!r} (NEWSLETTER_SMTP_URL): {_one_line(err)}",
+                code=err.smtp_code,
+                reply=_text(err.smtp_error),
+            ) from err
+        except smtplib.SMTPResponseException as err:
+            _close_quietly(conn)
+            raise TransientDeliveryError(
+                f"SMTP relay {self.where} refused the session: {_one_line(err)}",
+                code=err.smtp_code,
+                reply=_text(err.smtp_error),
+            ) from err
+        except (OSError, smtplib.SMTPException) as err:  # refused, timeout, DNS, TLS, no STARTTLS
+            _close_quietly(conn)
+            raise TransientDeliveryError(f"cannot reach SMTP relay {self.where}: {_one_line(err)}") from err
+        self._needs_rset = False
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        _close_quietly(conn)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                _close_quietly(conn)
+
+    def __enter__(self) -> "SmtpTransport":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- sending ---------------------------------------------------------------------
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+        for what, address in (("envelope sender", envelope_from), ("recipient", recipient)):
+            if _UNSAFE_ADDRESS.search(address):
+                raise InvalidInput(f"{what} {address!r} cannot go into an SMTP command")
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                return self._transaction(self._conn, envelope_from, recipient, message)
+            except _Retry as retry:
+                self._drop()
+                if attempt == 2:
+                    if retry.code is None:
+                        raise TransientDeliveryError(
+                            f"lost the connection to SMTP relay {self.where} twice: {retry.reply}"
+                        ) from retry
+                    return SendResult(retry.code, retry.reply)
+        raise AssertionError("unreachable")
+
+    def _transaction(self, conn: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+        if self._needs_rset:
+            # RFC 5321 §4.1.1.5: clear the failed transaction's state before the next one.
+            _step(conn.rset)
+            self._needs_rset = False
+        for step, arg, ok in ((conn.mail, envelope_from, (250,)), (conn.rcpt, recipient, (250, 251, 252))):
+            code, reply = _step(step, arg)
+            if code not in ok:
+                self._needs_rset = True
+                return SendResult(code, reply)
+        code, reply = _step(conn.docmd, "DATA")
+        if code != 354:
+            self._needs_rset = True
+            return SendResult(code, reply)
+        # From here on the server may end up with the message: no retry.
+        data = message if message.endswith(b"\r\n") else message + b"\r\n"
+        if data.startswith(b".") or b"\n." in data:
+            data = _LEADING_DOT.sub(b"..", data)  # RFC 5321 §4.5.2 transparency
+        try:
+            conn.send(data + b".\r\n")
+            code, resp = conn.getreply()
+        except (OSError, smtplib.SMTPException) as err:
+            self._drop()
+            return SendResult(None, f"connection lost after the message was sent, delivery unknown: {_one_line(err)}")
+        if code == 421:
+            self._drop()
+        elif not 200 <= code < 300:
+            self._needs_rset = True
+        return SendResult(code, _text(resp))
+
+
+def _step(command, *args) -> tuple[int, str]:
+    """One command before the content is sent: a drop or a 421 means "reconnect, retry"."""
+    try:
+        code, resp = command(*args)
+    except (OSError, smtplib.SMTPException) as err:
+        raise _Retry(None, _one_line(err)) from err
+    if code == 421 or code == -1:  # smtplib reports a garbled/missing reply as -1
+        raise _Retry(code if code == 421 else None, _text(resp))
+    return code, _text(resp)
+
+
+def _close_quietly(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass

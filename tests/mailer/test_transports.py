@@ -1,0 +1,196 @@
+"""Transports against a real SMTP server (aiosmtpd), the outbox folder and the memory one."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailer.errors import TransientDeliveryError
+from mailer.replies import classify
+from mailer.transports import (
+    MemoryTransport,
+    OutboxTransport,
+    SendResult,
+    SmtpTransport,
+    Transport,
+    transport_from_settings,
+)
+from tests.support.smtpd import SmtpSink, free_port
+
+FROM = "bounces+d1@example.com"
+
+
+def message(n: int = 0, rcpt: str = "ana@example.org") -> bytes:
+    return (
+        f"From: News <news@example.com>\r\nTo: {rcpt}\r\nSubject: Issue {n}\r\n"
+        f"Message-ID: <{n}@example.com>\r\n\r\nHello {n}\r\n.leading dot\r\n.\r\nend\r\n"
+    ).encode()
+
+
+def test_all_transports_share_the_interface(tmp_path):
+    for t in (SmtpTransport("127.0.0.1", 1), OutboxTransport(tmp_path), MemoryTransport()):
+        assert isinstance(t, Transport) and t.name
+
+
+def test_twenty_messages_over_one_connection(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        results = [transport.send(FROM, f"r{i}@example.org", message(i, f"r{i}@example.org")) for i in range(20)]
+    finally:
+        transport.close()
+    assert all(r.code == 250 for r in results), results
+    received = smtp_sink.wait_for(20)
+    assert len(received) == 20 and smtp_sink.sessions == 1
+    assert {m.session for m in received} == {1}
+    assert smtp_sink.count_by_rcpt() == {f"r{i}@example.org": 1 for i in range(20)}
+    first = email.message_from_bytes(received[0].content, policy=email.policy.default)
+    assert first["Subject"] == "Issue 0" and received[0].mail_from == FROM
+    assert ".leading dot\r\n.\r\nend" in received[0].content.decode()  # dot transparency round trip
+
+
+def test_reconnects_after_the_server_comes_back(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        assert transport.send(FROM, "a@example.org", message(1)).code == 250
+        smtp_sink.stop()  # drops the open connection
+        with pytest.raises(TransientDeliveryError) as err:
+            transport.send(FROM, "b@example.org", message(2))
+        assert "\n" not in str(err.value)
+        smtp_sink.start()
+        assert transport.send(FROM, "c@example.org", message(3)).code == 250
+        assert transport.send(FROM, "d@example.org", message(4)).code == 250
+    finally:
+        transport.close()
+    assert smtp_sink.count_by_rcpt() == {"a@example.org": 1, "c@example.org": 1, "d@example.org": 1}
+    assert smtp_sink.sessions == 2
+
+
+def test_stale_connection_is_replaced_transparently(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        assert transport.send(FROM, "a@example.org", message(1)).code == 250
+        smtp_sink.stop()
+        smtp_sink.start()  # the old connection is dead; the send reconnects once and succeeds
+        assert transport.send(FROM, "b@example.org", message(2)).code == 250
+    finally:
+        transport.close()
+    assert smtp_sink.count_by_rcpt() == {"a@example.org": 1, "b@example.org": 1}
+
+
+def test_rejected_recipient_is_a_result_not_an_exception(smtp_sink):
+    smtp_sink.reject["gone@example.org"] = (550, "5.1.1 <gone@example.org>: Recipient address rejected: User unknown")
+    smtp_sink.reject["later@example.org"] = (451, "4.3.0 try later")
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        gone = transport.send(FROM, "gone@example.org", message(1))
+        later = transport.send(FROM, "later@example.org", message(2))
+        ok = transport.send(FROM, "ok@example.org", message(3))  # after RSET, same connection
+    finally:
+        transport.close()
+    assert gone.code == 550 and gone.reply.startswith("5.1.1")
+    assert classify(gone.code, gone.reply).suppress
+    assert later.code == 451 and classify(later.code, later.reply).kind == "transient"
+    assert ok.code == 250 and ok.accepted
+    assert smtp_sink.count_by_rcpt() == {"ok@example.org": 1} and smtp_sink.sessions == 1
+
+
+def test_drop_after_data_is_unknown_and_not_resent(smtp_sink):
+    smtp_sink.drop_after_data = True
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        result = transport.send(FROM, "a@example.org", message(1))
+        assert result.code is None and "unknown" in result.reply
+        smtp_sink.drop_after_data = False
+        assert transport.send(FROM, "b@example.org", message(2)).code == 250
+    finally:
+        transport.close()
+    assert smtp_sink.count_by_rcpt() == {"b@example.org": 1}
+
+
+def test_auth_with_user_and_password_from_the_url():
+    with SmtpSink(auth=True) as sink:
+        assert "%20" in sink.url  # percent-encoded password
+        transport = SmtpTransport.from_url(sink.url, timeout=10)
+        try:
+            assert transport.send(FROM, "a@example.org", message(1)).code == 250
+        finally:
+            transport.close()
+        wrong = SmtpTransport.from_url(sink.url.replace("s3cret", "wrong"), timeout=10)
+        with pytest.raises(TransientDeliveryError, match="refused the login") as err:
+            wrong.send(FROM, "a@example.org", message(2))
+        assert err.value.code == 535
+        assert sink.count_by_rcpt() == {"a@example.org": 1}
+
+
+@pytest.mark.parametrize("tls", ["starttls", "smtps"])
+def test_tls(tls, tmp_path):
+    with SmtpSink(tls=tls, auth=True, cert_folder=tmp_path) as sink:
+        transport = SmtpTransport.from_url(sink.url, timeout=10, ssl_context=sink.client_context())
+        try:
+            assert transport.send(FROM, "a@example.org", message(1)).code == 250
+            assert transport.send(FROM, "b@example.org", message(2)).code == 250
+        finally:
+            transport.close()
+        assert sink.sessions == 1 and len(sink.messages) == 2
+        # Without trusting the self-signed certificate the connection is refused.
+        untrusting = SmtpTransport.from_url(sink.url, timeout=10)
+        with pytest.raises(TransientDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusting.open()
+
+
+def test_unreachable_relay_is_a_one_line_transient_error():
+    transport = SmtpTransport.from_url(f"smtp://127.0.0.1:{free_port()}", timeout=2)
+    with pytest.raises(TransientDeliveryError) as err:
+        transport.send(FROM, "a@example.org", message(1))
+    assert "cannot reach SMTP relay 127.0.0.1" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.code is None
+
+
+def test_from_url():
+    t = SmtpTransport.from_url("smtp+starttls://us%40er:p%3Ass@relay.example.com", timeout=5)
+    assert (t.host, t.port, t.security, t.username, t.password, t.timeout) == (
+        "relay.example.com", 587, "starttls", "us@er", "p:ss", 5
+    )
+    assert SmtpTransport.from_url("smtps://relay.example.com").port == 465
+    assert SmtpTransport.from_url("smtp://relay.example.com:2525").port == 2525
+
+
+def test_transport_from_settings(tmp_path):
+    assert isinstance(transport_from_settings(None, tmp_path, 5), OutboxTransport)
+    assert isinstance(transport_from_settings("smtp://relay.example.com", tmp_path, 5), SmtpTransport)
+
+
+def test_outbox_writes_one_parseable_file_per_send(tmp_path: Path):
+    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox.open()
+    first = outbox.send(FROM, "ana@example.org", message(1))
+    second = outbox.send(FROM, "ana@example.org", message(1))  # a duplicate send stays visible
+    outbox.close()
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert first.code == second.code == 250 and first.reply != second.reply
+    assert len(files) == 2 and not list((tmp_path / "outbox").glob(".*"))
+    msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert msg["Return-Path"] == f"<{FROM}>"
+    assert msg["Delivered-To"] == msg["X-Original-To"] == "ana@example.org"
+    assert msg["Subject"] == "Issue 1"
+
+
+def test_outbox_strips_line_breaks_from_envelope(tmp_path: Path):
+    outbox = OutboxTransport(tmp_path)
+    outbox.send(FROM, "a@example.org\r\nBcc: x@y", message(1))
+    msg = email.message_from_bytes(next(tmp_path.glob("*.eml")).read_bytes(), policy=email.policy.default)
+    assert msg["Bcc"] is None
+
+
+def test_memory_transport():
+    t = MemoryTransport()
+    t.replies["gone@example.org"] = SendResult(550, "5.1.1 unknown")
+    t.replies["down@example.org"] = TransientDeliveryError("relay down")
+    assert t.send(FROM, "ok@example.org", b"m").code == 250
+    assert t.send(FROM, "gone@example.org", b"m").code == 550
+    with pytest.raises(TransientDeliveryError):
+        t.send(FROM, "down@example.org", b"m")
+    assert t.outbox == [(FROM, "ok@example.org", b"m")]
