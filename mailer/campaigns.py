@@ -77,8 +77,9 @@ def create_campaign(session: Session, *, issue_id: int, list_id: int,
         .values(issue_id=issue_id, list_id=list_id, status=status, scheduled_at=scheduled_at,
                 created_at=utcnow(), pause_reason="", total=0, sent=0, failed=0, bounced=0, skipped=0)
         .on_conflict_do_nothing(index_elements=["issue_id", "list_id"])
+        .returning(Campaign.id)
     )
-    created = bool(result.rowcount)
+    created = result.first() is not None
     campaign = session.scalar(
         select(Campaign).where(Campaign.issue_id == issue_id, Campaign.list_id == list_id)
         .execution_options(populate_existing=True)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from mailer.models import CampaignStatus
 
 
-_TIME_PARAMS = ("now", "until", "next", "due")
+_TIME_PARAMS = ("now", "until", "next", "due", "sent_at")
 
 
 def text(sql: str):
@@ -207,14 +207,14 @@ def record_result(
             """
             UPDATE delivery SET status = :status, last_code = :code, last_reply = :reply,
                    message_id = :mid, attempts = attempts + :inc, updated_at = :now,
-                   sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END,
+                   sent_at = COALESCE(:sent_at, sent_at),
                    next_attempt_at = :next
             WHERE id = :did AND status = 'sending'
             """
         ),
         {
             "did": delivery_id, "status": status, "code": code, "reply": reply[:2000],
-            "mid": message_id, "now": now, "next": next_attempt_at, "inc": 1 if count_attempt else 0,
+            "mid": message_id, "now": now, "next": next_attempt_at, "sent_at": now if status == "sent" else None, "inc": 1 if count_attempt else 0,
         },
     ).rowcount
     if n and status in ("sent", "failed", "bounced"):

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from mailer import queries
 from mailer.db import transaction
-from mailer.errors import TransientDeliveryError
+from mailer.errors import InvalidInput, TransientDeliveryError
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
 from mailer.models import Campaign, Issue, MailingList
 from mailer.ratelimit import Backoff, NoLimit, RateLimiter
@@ -187,6 +187,12 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
             try:
                 result = transport.send(envelope_from, r.email, message)
                 code, reply = result.code, result.reply
+            except InvalidInput as err:
+                # An address that cannot go into an SMTP command: nothing to retry.
+                pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status="failed", code=None,
+                               reply=str(err), message_id="", now=clock())
+                out.failed += 1
+                continue
             except TransientDeliveryError as err:
                 # The relay cannot be reached at all: this delivery goes back to the queue
                 # without using up an attempt, and the batch waits before trying again.
@@ -276,8 +282,7 @@ def drain(engine: Engine, campaign_id: int, *, transport: Transport, cfg: Engine
     started = time.monotonic()
     outcomes: list[BatchOutcome] = []
     backoff = Backoff()
-    transport.open()
-    try:
+    try:  # the transport connects on the first message, so an unreachable relay is recorded on it
         while time.monotonic() - started < time_budget:
             outcome = send_batch(engine, campaign_id, transport=transport, cfg=cfg, limiter=limiter, backoff=backoff)
             if outcome is None:

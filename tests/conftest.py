@@ -18,10 +18,7 @@ from tests.support.services import PG_ADMIN_URL, REDIS_URL, need, postgres_avail
 
 REPO = Path(__file__).resolve().parent.parent
 
-# TODO(backbone): unconditional once tests/support/smtpd.py has landed.
-pytest_plugins = ["tests.support.workers"] + (
-    ["tests.support.smtpd"] if (REPO / "tests" / "support" / "smtpd.py").exists() else []
-)
+pytest_plugins = ["tests.support.smtpd", "tests.support.workers"]
 
 
 @pytest.fixture
