@@ -75,7 +75,7 @@ def status(engine, cid):
 
 
 def received(sink) -> Counter:
-    return Counter(r for _f, rcpts, _d in list(sink.messages) for r in rcpts)
+    return Counter(r for m in list(sink.messages) for r in m.rcpt_tos)
 
 
 def start(engine, n, batch_size=25):
