@@ -30,10 +30,12 @@ def celery_config(settings: Settings) -> dict:
         folder = settings.broker_folder.resolve()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(exist_ok=True)
+        (folder / "control").mkdir(exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     elif settings.broker.startswith(("redis://", "rediss://")):
