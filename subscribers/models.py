@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     func,
@@ -125,3 +127,15 @@ class Event(Base):
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id", ondelete="SET NULL"))
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+
+
+class SignupLimit(Base):
+    """A fixed-window counter for the public signup form, per hashed client address or
+    hashed target address (see ``subscribers.signup``). Migration 0002."""
+
+    __tablename__ = "signup_limit"
+    __table_args__ = (Index("ix_signup_limit_window_start", "window_start"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
