@@ -1,0 +1,65 @@
+"""The `newsletter` command: help texts, exit codes, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ISSUE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "mailer.cli", *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ), input=stdin, timeout=120)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_the_commands():
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("db", "subscribers", "issue", "send", "campaign", "worker", "web", "demo"):
+        assert command in result.stdout
+
+
+@pytest.fixture
+def ready(settings):
+    assert cli("db", "upgrade").returncode == 0
+    assert cli("subscribers", "add", "ana@example.com", "--name", "Ana", "--list", "weekly", "--confirmed").returncode == 0
+    return settings
+
+
+def test_send_bad_inputs_are_one_line_errors(ready, tmp_path):
+    assert_one_line_error(cli("send", ISSUE, "--list", "nope"), "nope")
+    assert_one_line_error(cli("send", tmp_path / "missing.md", "--list", "weekly"), "missing.md")
+    assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "2001-01-01T09:00Z"), "past")
+    assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "next tuesday"), "not a time")
+    assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "2099-01-01T09:00", "--tz", "Mars/Olympus"),
+                          "time zone")
+    broken = tmp_path / "broken.md"
+    broken.write_text("no front matter here\n")
+    assert_one_line_error(cli("send", broken, "--list", "weekly"))
+    assert_one_line_error(cli("campaign", "status"), "no campaigns")
+    assert_one_line_error(cli("campaign", "pause", "999"), "999")
+
+
+def test_send_at_schedules_and_twice_is_the_same_campaign(ready):
+    first = cli("send", ISSUE, "--list", "weekly", "--at", "2099-03-01 09:00", "--tz", "Asia/Shanghai")
+    assert first.returncode == 0, first.stderr
+    assert "scheduled for 2099-03-01T01:00:00+00:00" in first.stdout
+    again = cli("send", ISSUE, "--list", "weekly", "--at", "2099-03-01 09:00", "--tz", "Asia/Shanghai")
+    assert again.returncode == 0 and "campaign 1 " in again.stdout
+    status = cli("campaign", "status", "1", "--json")
+    assert status.returncode == 0 and '"status": "scheduled"' in status.stdout
