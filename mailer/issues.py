@@ -108,6 +108,8 @@ def load_issue(path: str | Path) -> IssueSource:
         size = path.stat().st_size
         if path.is_dir():
             raise InvalidInput(f"{path}: is a directory, not an issue file")
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise InvalidInput(f"{path}: not a regular file")
         if size > MAX_ISSUE_BYTES:  # refuse before reading a huge file
             raise InvalidInput(_too_big(path.name, size))
         data = path.read_bytes()
@@ -204,7 +206,7 @@ def _one_line_field(meta: dict, key: str, where: str) -> str:
     # (header injection), so a line break anywhere in these one-line fields is refused.
     if _CONTROL.search(value.replace("\t", " ")):
         raise InvalidInput(f"{where}{key} must be one line without control characters (no CR or LF)")
-    return value
+    return " ".join(value.split())
 
 
 def _date_field(value, where: str) -> _dt.date | None:
