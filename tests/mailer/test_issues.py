@@ -140,6 +140,10 @@ def test_load_issue_file_problems(tmp_path):
     with pytest.raises(InvalidInput) as err:
         load_issue(tmp_path)
     assert "is a directory" in assert_one_line(err)
+    if Path("/dev/null").exists():
+        with pytest.raises(InvalidInput) as err:
+            load_issue("/dev/null")
+        assert "not a regular file" in assert_one_line(err)
     latin1 = tmp_path / "latin1.md"
     latin1.write_bytes(issue("Caf\xe9\n").encode("latin-1"))
     with pytest.raises(InvalidInput) as err:
