@@ -31,7 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.quoprimime import body_encode as _qp_body_encode
-from email.utils import formatdate
+import time
+from datetime import datetime, timezone
+from email.utils import format_datetime
 
 from mailer.errors import InvalidInput
 from mailer.merge import MARKERS
@@ -224,6 +226,20 @@ def _clean_url(url: str, what: str) -> str:
     return url
 
 
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date_now() -> str:
+    """The current time as an RFC 5322 date in UTC, written ``+0000``: §3.3 reserves
+    ``-0000`` (what ``formatdate(localtime=False)`` writes) for "zone unknown", which some
+    filters score as a forged date. Formatted once per second, not once per message."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, format_datetime(datetime.fromtimestamp(now, timezone.utc)))
+    return _date_cache[1]
+
+
 class MessageTemplate:
     """An issue compiled for sending; ``assemble`` makes one recipient's copy."""
 
@@ -252,7 +268,7 @@ class MessageTemplate:
         unsubscribe_url = _clean_url(r.unsubscribe_url, "unsubscribe URL")
         mailto = _clean_url(r.unsubscribe_mailto, "unsubscribe mailto")
         preferences_url = _clean_url(r.preferences_url, "preferences URL")
-        date = _strip_controls(r.date).strip() if r.date else formatdate(localtime=False)
+        date = _strip_controls(r.date).strip() if r.date else _date_now()
 
         values = {
             "name": name,

@@ -253,3 +253,23 @@ def test_retry_failed_queues_them_again(engine, smtp_sink):
     drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
     assert assert_counters_match(engine, cid) == {"sent": 3}
     assert set(received(smtp_sink).values()) == {1}
+
+
+# --- issue 4 follow-ups ------------------------------------------------------------------
+
+
+def test_date_header_is_utc_written_plus_0000(engine, smtp_sink):
+    """RFC 5322 §3.3: "-0000" means "zone unknown"; we know the zone, so "+0000"."""
+    from email.utils import parsedate_to_datetime
+
+    from mailer.message import _date_now
+
+    assert _date_now().endswith(" +0000")
+    cid = seed_campaign(engine, 2, batch_size=50)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    for m in smtp_sink.messages:
+        msg = email.message_from_bytes(m.content, policy=email.policy.default)
+        assert msg["Date"].endswith(" +0000"), msg["Date"]
+        when = parsedate_to_datetime(msg["Date"])
+        assert when.utcoffset() == timedelta(0)
+        assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 60
