@@ -12,6 +12,8 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -27,7 +29,7 @@ from subscribers.models import Event, MailingList, Membership, Subscriber, Suppr
 
 __all__ = [
     "Base", "Issue", "Campaign", "Batch", "Delivery", "Subscriber", "MailingList",
-    "Membership", "Suppression", "Event",
+    "Membership", "Suppression", "Event", "Schedule", "ScheduleRun",
     "IssueStatus", "CampaignStatus", "BatchStatus", "DeliveryStatus",
 ]
 
@@ -153,3 +155,38 @@ class Delivery(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Schedule(Base):
+    """A list's weekly slot: a day, a local time and an IANA time zone. The slot is a
+    local time, so it stays at 09:00 in Shanghai or New York across daylight saving."""
+
+    __tablename__ = "schedule"
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id", ondelete="CASCADE"), unique=True)
+    weekday: Mapped[int] = mapped_column(Integer)  # Monday = 0, as datetime.weekday()
+    local_time: Mapped[str] = mapped_column(String(5))  # "HH:MM"
+    timezone: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScheduleRun(Base):
+    """What happened at one slot: a campaign started, or the slot was empty. The unique
+    (schedule, slot) makes the dispatcher record each slot once, however many run."""
+
+    __tablename__ = "schedule_run"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "slot_at", name="uq_schedule_run_slot"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
+    slot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(16))  # started | empty | held
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
