@@ -30,3 +30,9 @@ def send_batch(self, campaign_id: int) -> None:
 def sweep() -> None:
     """Every few seconds (beat): hand out work whose task was lost or whose lease ran out."""
     dispatch.sweep(enqueue=send_batch.delay)
+
+
+@app.task(name="newsletter.dispatch")
+def dispatch_due() -> None:
+    """Every minute (beat): start the campaigns whose time has come; record empty slots."""
+    dispatch.dispatch_due()

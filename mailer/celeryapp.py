@@ -23,6 +23,7 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep": {"task": "newsletter.sweep", "schedule": settings.sweep_seconds},
+            "dispatch": {"task": "newsletter.dispatch", "schedule": settings.dispatch_seconds},
         },
         "timezone": "UTC",
     }

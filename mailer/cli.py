@@ -11,7 +11,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 import typer
@@ -27,6 +26,8 @@ campaign_app = typer.Typer(help="Campaigns: progress, pause, resume, cancel, ret
 app.add_typer(db_app, name="db")
 app.add_typer(issue_app, name="issue")
 app.add_typer(campaign_app, name="campaign")
+schedule_app = typer.Typer(help="Weekly schedules of lists.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 
 try:  # the subscriber commands live with the subscribers package
     from subscribers.cli import app as subscribers_app
@@ -96,28 +97,29 @@ def issue_render(
         typer.echo(str(f))
 
 
+@issue_app.command("test")
+def issue_test(
+    path: Annotated[Path, typer.Argument(help="The issue file.")],
+    to: Annotated[list[str], typer.Option("--to", help="Address to send the test to (repeat for more).")],
+) -> None:
+    """Send the real rendered message, marked as a test, to a few addresses."""
+    from mailer.testsend import send_test
+
+    results = send_test(_render(path), to, get_settings())
+    for r in results:
+        typer.echo(f"{r.address}: {r.code} {r.reply}".strip())
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
 # --- send -----------------------------------------------------------------------------
 
-def parse_when(value: str, tz: str | None) -> datetime:
-    """An ISO 8601 time; without an offset it is read in ``tz`` (default UTC)."""
-    try:
-        zone = ZoneInfo(tz) if tz else timezone.utc
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise InvalidInput(f"unknown time zone {tz!r}") from err
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as err:
-        raise InvalidInput(f"not a time: {value!r} (use e.g. 2026-12-01T09:00+08:00)") from err
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=zone)
-    return when.astimezone(timezone.utc)
-
-
-def queue_issue(path: Path, list_name: str, at: datetime | None = None) -> tuple[int, str, int]:
-    """Render and store the issue, create its campaign for the list, and start it now
-    (or leave it scheduled). Returns (campaign id, status, tasks queued). Running it
-    again finds the same campaign and sends nothing twice."""
-    from mailer import campaigns
+def queue_issue(path: Path, list_name: str, at: datetime | None = None, *, next_slot: bool = False) -> tuple[int, str, int]:
+    """Render and store the issue, create its campaign for the list, and start it now,
+    or schedule it (at ``at``, or the list's next free weekly slot). Returns (campaign
+    id, status, tasks queued). Running it again finds the same campaign and sends
+    nothing twice."""
+    from mailer import campaigns, schedules
     from mailer.db import transaction
     from mailer.dispatch import enqueue_campaign
 
@@ -132,9 +134,11 @@ def queue_issue(path: Path, list_name: str, at: datetime | None = None) -> tuple
         mlist = campaigns.find_list(s, list_name)
         issue = campaigns.store_issue(s, slug=rendered.slug, subject=rendered.subject, preheader=rendered.preheader,
                                       source=source, html=rendered.html, text_part=rendered.text)
-        campaign, _created = campaigns.create_campaign(s, issue_id=issue.id, list_id=mlist.id, scheduled_at=at)
         started = 0
-        if at is None:
+        if at is not None or next_slot:
+            campaign = schedules.schedule_campaign(s, issue_id=issue.id, list_id=mlist.id, at=at, now=now)
+        else:
+            campaign, _created = campaigns.create_campaign(s, issue_id=issue.id, list_id=mlist.id)
             started = campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=settings.batch_size, now=now)
         cid = campaign.id
     with transaction(engine) as s:
@@ -149,16 +153,84 @@ def send(
     list_name: Annotated[str, typer.Option("--list", help="Name of the list to send to.")],
     at: Annotated[Optional[str], typer.Option("--at", help="Send at this time (ISO 8601) instead of now.")] = None,
     tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset, e.g. Asia/Shanghai.")] = None,
+    next_slot: Annotated[bool, typer.Option("--next-slot", help="Queue to the list's next free weekly slot.")] = False,
 ) -> None:
-    """Send an issue to a list now, or schedule it with --at. Workers do the sending."""
+    """Send an issue to a list now, or schedule it (--at, --next-slot). Workers do the sending."""
+    from mailer.schedules import parse_when
+
+    if at and next_slot:
+        raise InvalidInput("give --at or --next-slot, not both")
     when = parse_when(at, tz) if at else None
-    cid, status, tasks = queue_issue(path, list_name, when)
+    cid, status, tasks = queue_issue(path, list_name, when, next_slot=next_slot)
     if status == "scheduled":
-        typer.echo(f"campaign {cid} scheduled for {when.isoformat()}")
+        from mailer import campaigns
+        from mailer.db import transaction
+
+        with transaction(_engine()) as s:
+            due = campaigns.get_campaign(s, cid).scheduled_at
+        typer.echo(f"campaign {cid} scheduled for {_iso(due)}")
     elif tasks:
         typer.echo(f"campaign {cid} is sending ({tasks} tasks queued); follow it with: newsletter campaign status {cid}")
     else:
         typer.echo(f"campaign {cid} is already {status}; nothing new was queued")
+
+
+def _iso(value: datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+# --- schedule -------------------------------------------------------------------------
+
+@schedule_app.command("set")
+def schedule_set(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    day: Annotated[str, typer.Option("--day", help="Weekday, e.g. tuesday.")],
+    at: Annotated[str, typer.Option("--time", help="Local time of day, HH:MM.")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone, e.g. Asia/Shanghai.")],
+) -> None:
+    """Set a list's weekly slot (day, local time, time zone)."""
+    from mailer import campaigns, schedules
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        sch = schedules.set_schedule(s, list_id=campaigns.find_list(s, list_name).id, weekday=day, local_time=at, tz=tz)
+        typer.echo(f"{list_name}: every {schedules.WEEKDAYS[sch.weekday]} at {sch.local_time} {sch.timezone}")
+
+
+@schedule_app.command("show")
+def schedule_show(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    weeks: Annotated[int, typer.Option("--weeks", min=1, max=104, help="How many weeks ahead.")] = 6,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The coming weekly slots of a list and what goes out in each."""
+    from mailer import campaigns, schedules
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        mlist = campaigns.find_list(s, list_name)
+        if schedules.schedule_for(s, mlist.id) is None:
+            raise InvalidInput(f"list {list_name!r} has no weekly schedule; set one with: newsletter schedule set")
+        views = schedules.upcoming(s, list_id=mlist.id, now=datetime.now(timezone.utc), weeks=weeks)
+    rows = [{"slot_at": v.slot_at.isoformat(), "campaign": v.campaign_id, "issue": v.issue, "status": v.status}
+            for v in views]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['slot_at']}  " + (f"campaign {r['campaign']} {r['issue']} ({r['status']})" if r["campaign"]
+                                          else "empty"))
+
+
+@app.command("dispatch")
+def dispatch_command() -> None:
+    """Start due campaigns now (beat does this every minute); print what happened."""
+    from mailer.dispatch import dispatch_due
+
+    _engine()
+    report = dispatch_due()
+    typer.echo(f"started {report.started or 'none'}; held {report.held or 'none'}; "
+               f"empty slots {len(report.empty_slots)}")
 
 
 # --- campaign -------------------------------------------------------------------------
@@ -270,6 +342,22 @@ def campaign_resume(campaign_id: int) -> None:
 def campaign_cancel(campaign_id: int) -> None:
     """Stop for good; unsent deliveries are recorded as skipped."""
     _change("cancel", campaign_id)
+
+
+@campaign_app.command("reschedule")
+def campaign_reschedule(
+    campaign_id: int,
+    at: Annotated[str, typer.Option("--at", help="New time (ISO 8601).")],
+    tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset.")] = None,
+) -> None:
+    """Move a draft or scheduled campaign to another time."""
+    from mailer import schedules
+    from mailer.db import transaction
+
+    when = schedules.parse_when(at, tz)
+    with transaction(_engine()) as s:
+        c = schedules.reschedule(s, campaign_id=campaign_id, at=when, now=datetime.now(timezone.utc))
+        typer.echo(f"campaign {c.id} scheduled for {_iso(c.scheduled_at)}")
 
 
 @campaign_app.command("retry")

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     domain_concurrency: int = Field(0, ge=0, description="connections per recipient domain; 0 = no cap")
     permanent_error_limit: int = Field(25, ge=1, description="permanent errors in a row that pause a campaign")
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
+    dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
+    missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
     # DKIM: all three or none.
     dkim_selector: str | None = None
     dkim_domain: str | None = None

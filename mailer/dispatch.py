@@ -103,3 +103,16 @@ def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None =
     for _ in range(n):
         enqueue(campaign_id, settings)
     return n
+
+
+def dispatch_due(settings: Settings | None = None, *, now=None):
+    """Run the scheduler once: start due campaigns (each once, however many run this),
+    hold long-missed ones for the editor, record empty weekly slots."""
+    from mailer.schedules import dispatch_due as _dispatch
+
+    settings = settings or get_settings()
+    return _dispatch(
+        engine_for(settings.database), now=now or utcnow(),
+        missed_limit=timedelta(hours=settings.missed_limit_hours), batch_size=settings.batch_size,
+        enqueue=lambda cid, batches: enqueue_campaign(cid, batches, settings),
+    )
