@@ -180,7 +180,7 @@ def _chunks(rows: Iterator[_Row], size: int) -> Iterator[dict[str, _Row]]:
 
 def _write_chunk(session: Session, chunk: dict[str, _Row], *, list_id: int, status: str, origin: str,
                  list_name: str, report: ImportReport) -> None:
-    hashes = {service.email_hash(r.key): key for key, r in chunk.items()}
+    hashes = {service.hash_key(key): key for key in chunk}
     for h in session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(list(hashes)))):
         chunk.pop(hashes[h], None)
         report.skipped_suppressed += 1
@@ -308,8 +308,16 @@ def import_csv(
     give again. Bad rows are reported by line number and the rest import.
     A missing or unusable header raises ``InvalidInput`` before anything is written.
     """
-    report = ImportReport()
     text = _text_stream(stream)
+    try:
+        return _import(session_factory_or_engine, text, list_name=list_name, confirmed=confirmed, origin=origin)
+    finally:
+        if text is not stream:
+            text.detach()  # leave the caller's binary stream open, as it was given
+
+
+def _import(target, text: IO[str], *, list_name: str, confirmed: bool, origin: str) -> ImportReport:
+    report = ImportReport()
     reader = csv.reader(text)
     try:
         first = next(reader)
@@ -324,10 +332,10 @@ def import_csv(
     header = _Header(first)
     status = "active" if confirmed else "pending"
 
-    with _begin(session_factory_or_engine) as session:
+    with _begin(target) as session:
         list_id = service.ensure_list(session, list_name).id
     for chunk in _chunks(_rows(reader, header, report), CHUNK):
-        with _begin(session_factory_or_engine) as session:
+        with _begin(target) as session:
             _write_chunk(session, chunk, list_id=list_id, status=status, origin=origin,
                          list_name=list_name, report=report)
     return report

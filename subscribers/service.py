@@ -76,6 +76,11 @@ def email_hash(email: str) -> str:
         key = email_key(normalise_email(email))
     except InvalidInput:
         key = email.strip().lower()
+    return hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    """``email_hash`` of an address already normalised and lower-cased (an ``email_key``)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
