@@ -126,3 +126,18 @@ def test_bad_confirmation_links(client, db, settings):
     assert client.get(f"/confirm/{expired}").status_code == 404
     assert client.post(f"/confirm/{expired}").status_code == 404
     assert client.post("/confirm/abc").status_code == 404
+
+
+def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(client, db, smtp):
+    assert client.post("/api/subscribe", json={"email": "flip@example.com"}).status_code == 202
+    link = _mail_link(smtp.wait_for(1)[0])
+    assert client.post(link).status_code == 200
+    sub = _subscriber(db, "flip@example.com")
+    import time
+
+    time.sleep(1.1)  # confirmation tokens carry whole seconds
+    with transaction(db) as s:
+        service.unsubscribe(s, subscriber_id=sub.id, origin="admin")
+    again = client.post(link)
+    assert again.status_code == 404 and "superseded" in again.text
+    assert _subscriber(db, "flip@example.com").status == "unsubscribed"
