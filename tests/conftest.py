@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import PG_ADMIN_URL, REDIS_URL, need, postgres_available, redis_available
+from tests.support.services import PG_ADMIN_URL, REDIS_URL, in_ci, need, postgres_available, redis_available
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,3 +96,14 @@ def settings(monkeypatch, tmp_path, database_url):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On CI a skipped test is a failed test, whatever made it skip: CI must never go
+    green by skipping."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI (CI=true), which counts as a failure: {report.longrepr}"
