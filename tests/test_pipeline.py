@@ -1,0 +1,63 @@
+"""Across packages: the unsubscribe link the engine puts in a message works, and an
+unsubscribe through it stops a delivery still queued in the running campaign."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections import Counter
+from urllib.parse import urlsplit
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from mailer.db import transaction
+from mailer.sending import drain, send_batch
+from mailer.web.app import create_app
+from tests.mailer.test_sending import assert_counters_match, config, transport_for
+from tests.support.seed import seed_campaign
+
+ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def one_click(client: TestClient, url: str):
+    # Exactly what Gmail sends (RFC 8058): a POST with List-Unsubscribe=One-Click, no cookies.
+    client.cookies.clear()
+    return client.post(urlsplit(url).path, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK,
+                       follow_redirects=False)
+
+
+def test_unsubscribe_from_a_message_stops_the_queued_delivery(settings, engine, smtp_sink):
+    cfg = config(secret_key=settings.secret_key, base_url=settings.base_url)
+    cid = seed_campaign(engine, 40, batch_size=10)
+    send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=cfg)  # first batch of 10 goes out
+    first = email.message_from_bytes(smtp_sink.messages[0].content, policy=email.policy.default)
+    https = re.search(r"<(https://[^>]+)>", first["List-Unsubscribe"]).group(1)
+
+    client = TestClient(create_app())
+    response = one_click(client, https)
+    assert response.status_code == 200 and "location" not in response.headers
+    with transaction(engine) as s:
+        assert s.execute(text("SELECT status FROM subscriber WHERE email = :e"),
+                         {"e": first["To"].addresses[0].addr_spec}).scalar() == "unsubscribed"
+
+    # Someone in a later, still queued batch leaves through their own link.
+    from subscribers import tokens
+
+    with transaction(engine) as s:
+        sid, email_addr = s.execute(text(
+            "SELECT s.id, s.email FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+            "WHERE d.campaign_id = :c AND d.status = 'queued' ORDER BY d.id DESC LIMIT 1"), {"c": cid}).one()
+    url = tokens.unsubscribe_url(settings.base_url, tokens.unsubscribe_token(settings.secret_key, sid, cid))
+    assert one_click(client, url).status_code == 200
+    assert one_click(client, url).status_code == 200  # repeats harmlessly
+
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=cfg)
+    got = Counter(r for m in smtp_sink.messages for r in m.rcpt_tos)
+    assert email_addr not in got
+    assert len(got) == 39 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 39, "skipped": 1}
+    with transaction(engine) as s:
+        events = s.execute(text("SELECT origin, campaign_id FROM event WHERE kind = 'unsubscribe'")).all()
+    assert sorted(events) == [("one-click", cid), ("one-click", cid)]
