@@ -9,11 +9,12 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from mailer import queries
 from mailer.config import Settings, get_settings
 from mailer.db import engine_for, transaction
-from mailer.ratelimit import limiter_for
+from mailer.ratelimit import domain_slots_for, limiter_for
 from mailer.sending import EngineConfig, drain, utcnow
 
 # How many tasks one campaign gets at once: enough to keep every worker busy; an extra
@@ -52,6 +53,19 @@ def _limiter(rate: float, broker: str):
     return limiter_for(rate, broker)
 
 
+@functools.lru_cache(maxsize=1)
+def _domain_slots(limit: int, broker: str, folder: str, ttl: float):
+    return domain_slots_for(limit, broker, Path(folder), ttl=ttl)
+
+
+def domain_slots(settings: Settings):
+    """The per-domain cap from ``NEWSLETTER_DOMAIN_CONCURRENCY``. A slot outlives the
+    longest SMTP transaction (connect, MAIL, RCPT, DATA, each up to the timeout) before
+    it expires on its own."""
+    return _domain_slots(settings.domain_concurrency, settings.broker,
+                         str((settings.var_dir / "domain-slots").resolve()), 4 * settings.smtp_timeout + 30)
+
+
 def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
     """Send batches of the campaign for a while. Returns True when batches are still
     ready to claim (the task then queues a successor)."""
@@ -61,7 +75,7 @@ def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
     engine = engine_for(settings.database)
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
     outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings),
-                     limiter=_limiter(settings.rate_limit, settings.broker))
+                     limiter=_limiter(settings.rate_limit, settings.broker), slots=domain_slots(settings))
     if not outcomes or outcomes[-1].stopped:
         return False
     with transaction(engine) as s:

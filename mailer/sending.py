@@ -31,7 +31,7 @@ from mailer.db import transaction
 from mailer.errors import InvalidInput, TransientDeliveryError
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
 from mailer.models import Campaign, Issue, MailingList
-from mailer.ratelimit import Backoff, NoLimit, RateLimiter
+from mailer.ratelimit import Backoff, DomainSlots, NoDomainCap, NoLimit, RateLimiter
 from mailer.replies import classify
 from mailer.transports.base import Transport
 from subscribers import tokens
@@ -142,10 +142,12 @@ def _retry_at(now: datetime, attempts: int, cfg: EngineConfig) -> datetime:
 
 def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,
                limiter: RateLimiter | None = None, backoff: Backoff | None = None,
+               slots: DomainSlots | None = None,
                clock: Callable[[], datetime] = utcnow) -> BatchOutcome | None:
     """Claim one batch of the campaign and send it. Returns None when there is nothing
     to claim (all done, not due yet, or the campaign is not sending)."""
     limiter = limiter or NoLimit()
+    slots = slots or NoDomainCap()
     backoff = backoff or Backoff()
     now = clock()
     with transaction(engine) as s:
@@ -185,7 +187,8 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
             limiter.wait()
             backoff.pause()
             try:
-                result = transport.send(envelope_from, r.email, message)
+                with slots.hold(r.email.rpartition("@")[2]):
+                    result = transport.send(envelope_from, r.email, message)
                 code, reply = result.code, result.reply
             except InvalidInput as err:
                 # An address that cannot go into an SMTP command: nothing to retry.
@@ -275,16 +278,18 @@ def _campaign_status(session, campaign_id: int) -> str:
 
 
 def drain(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,
-          limiter: RateLimiter | None = None, time_budget: float = 60.0) -> list[BatchOutcome]:
+          limiter: RateLimiter | None = None, slots: DomainSlots | None = None,
+          backoff: Backoff | None = None, time_budget: float = 60.0) -> list[BatchOutcome]:
     """Send batches of one campaign until none is left to claim or the time budget is
     spent (then the caller queues another task, so one long campaign cannot hold a
     worker forever and a pause or a new campaign is not starved)."""
     started = time.monotonic()
     outcomes: list[BatchOutcome] = []
-    backoff = Backoff()
+    backoff = backoff or Backoff()
     try:  # the transport connects on the first message, so an unreachable relay is recorded on it
         while time.monotonic() - started < time_budget:
-            outcome = send_batch(engine, campaign_id, transport=transport, cfg=cfg, limiter=limiter, backoff=backoff)
+            outcome = send_batch(engine, campaign_id, transport=transport, cfg=cfg, limiter=limiter,
+                                 backoff=backoff, slots=slots)
             if outcome is None:
                 break
             outcomes.append(outcome)
