@@ -155,8 +155,22 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
         if claim is None:
             return None
         recipients = queries.batch_recipients(s, campaign_id=campaign_id, seq=claim.seq, now=now)
-        prepared = prepare_campaign(s, campaign_id, cfg)
+        try:
+            prepared = prepare_campaign(s, campaign_id, cfg)
+        except InvalidInput as err:
+            prepared, broken = None, err
     out = BatchOutcome(campaign_id=campaign_id, seq=claim.seq)
+    if prepared is None:
+        # The stored issue cannot become a message (a subject with a line break that got
+        # past the issue parser, a bad sender setting): no message of this campaign can
+        # go out, so stop it with the reason instead of failing every task forever.
+        with transaction(engine) as s:
+            from mailer.campaigns import pause_campaign
+
+            pause_campaign(s, campaign_id=campaign_id, reason=f"cannot build the message: {broken}")
+            queries.release_batch(s, campaign_id=campaign_id, seq=claim.seq, now=clock())
+        out.stopped = f"paused: cannot build the message: {broken}"
+        return out
     pending: dict | None = None  # the previous message's outcome, recorded with the next mark
     lease_until = claim.lease_until
     permanent_in_a_row = 0
@@ -179,11 +193,19 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                         break
                     out.skipped += 1
                     continue
-            recipient = recipient_for(r, campaign_id, cfg)
-            message = prepared.template.assemble(recipient)
-            if cfg.sign:
-                message = cfg.sign(message)
-            envelope_from = verp_address(delivery_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
+            try:
+                # A recipient whose address or name cannot go into a message (a non-ASCII
+                # address, which needs SMTPUTF8) fails alone, with the reason recorded.
+                recipient = recipient_for(r, campaign_id, cfg)
+                message = prepared.template.assemble(recipient)
+                if cfg.sign:
+                    message = cfg.sign(message)
+                envelope_from = verp_address(delivery_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
+            except InvalidInput as err:
+                pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status="failed", code=None,
+                               reply=str(err), message_id="", now=clock())
+                out.failed += 1
+                continue
             limiter.wait()
             backoff.pause()
             try:
