@@ -61,3 +61,32 @@ def test_unsubscribe_from_a_message_stops_the_queued_delivery(settings, engine, 
     with transaction(engine) as s:
         events = s.execute(text("SELECT origin, campaign_id FROM event WHERE kind = 'unsubscribe'")).all()
     assert sorted(events) == [("one-click", cid), ("one-click", cid)]
+
+
+def test_unicode_survives_end_to_end_in_the_eml(tmp_path):
+    """Chinese, emoji and accents in subject, preheader, body and the From display name,
+    through `newsletter issue render` to message.eml, parsed back by Python's email."""
+    import os
+    import subprocess
+    import sys
+
+    issue = tmp_path / "weekly.md"
+    issue.write_text(
+        "---\nsubject: 中国AI周报 🚀 Café Crème\npreheader: Élan — 预告 ✨\n---\n"
+        "## 新闻 🚀\n\n### 孙剑 (Jian Sun) 😀\n\nCrème brûlée für Jürgen, 孙剑, naïve.\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(NEWSLETTER_VAR_DIR=str(tmp_path / "var"), NEWSLETTER_FROM="周报 Rédaction 🚀 <news@example.com>")
+    result = subprocess.run([sys.executable, "-m", "mailer.cli", "issue", "render", str(issue), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    msg = email.message_from_bytes((tmp_path / "out" / "message.eml").read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "中国AI周报 🚀 Café Crème"
+    assert msg["From"].addresses[0].display_name == "周报 Rédaction 🚀"
+    html = msg.get_body(("html",)).get_content()
+    plain = msg.get_body(("plain",)).get_content()
+    import html as htmllib
+
+    for part in (htmllib.unescape(html), plain):
+        for fragment in ("新闻 🚀", "孙剑 (Jian Sun) 😀", "Crème brûlée für Jürgen, 孙剑, naïve."):
+            assert fragment in part, fragment
+    assert "Élan — 预告 ✨" in htmllib.unescape(html)
