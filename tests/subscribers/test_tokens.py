@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -58,11 +57,3 @@ def test_urls():
     assert tokens.unsubscribe_url("https://x.example", "abc") == "https://x.example/u/abc"
     assert tokens.preferences_url("https://x.example", "abc") == "https://x.example/p/abc"
     assert tokens.unsubscribe_mailto("abc", "x.example") == "mailto:unsubscribe+abc@x.example"
-
-
-def test_fast_enough_for_every_recipient():
-    start = time.perf_counter()
-    for i in range(20_000):
-        tokens.unsubscribe_token("secret", i + 1, 9)
-    per_token = (time.perf_counter() - start) / 20_000
-    assert per_token < 100e-6  # measured about 5 us; the bound leaves room for slow CI
