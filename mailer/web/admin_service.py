@@ -229,6 +229,9 @@ def campaign_stats(session: Session, campaign_id: int, *, now: datetime | None =
         .group_by(Event.kind)
     ).all())
     stats = report.as_dict()
+    for key in ("scheduled_at", "started_at", "finished_at"):  # SQLite gives naive UTC back
+        if stats[key]:
+            stats[key] = aware(datetime.fromisoformat(stats[key])).isoformat()
     stats.update(
         total=sum(counts.values()) if counts else report.total,
         sent=counts.get("sent", 0), failed=counts.get("failed", 0), bounced=counts.get("bounced", 0),
