@@ -9,6 +9,8 @@ from pathlib import Path
 import jinja2
 from fastapi.templating import Jinja2Templates
 
+from mailer.web.templating import page_templates
+
 from mailer.config import get_settings
 
 
@@ -27,23 +29,8 @@ def _folders() -> tuple[Path, ...]:
     return tuple(get_settings().template_folders)
 
 
-@functools.lru_cache(maxsize=8)
-def _templates(folders: tuple[Path, ...]) -> Jinja2Templates:
-    env = _environment(folders, True)
-    # The site's layout when there is one with the blocks these pages fill; until then
-    # (or if it is shaped otherwise) the subscriber pages use their own.
-    layout = "web/subscribe_layout.html"
-    try:
-        if {"title", "content"} <= set(env.get_template("web/base.html").blocks):
-            layout = "web/base.html"
-    except jinja2.TemplateNotFound:
-        pass
-    env.globals["layout"] = layout
-    return Jinja2Templates(env=env)
-
-
 def web_templates() -> Jinja2Templates:
-    return _templates(_folders())
+    return page_templates(get_settings())
 
 
 def render_email(name: str, context: dict) -> str:

@@ -7,16 +7,12 @@ token that acts for one subscriber), and no tracking of any kind.
 
 from __future__ import annotations
 
-import functools
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from pathlib import Path
 
-import jinja2
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from mailer.config import Settings
@@ -24,6 +20,7 @@ from mailer.issues import parse_issue
 from mailer.merge import FIELDS, personalise
 from mailer.models import Issue, IssueStatus
 from mailer.render import context_from_settings, render_issue
+from mailer.web.templating import page_templates
 from mailer.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
@@ -52,7 +49,7 @@ def list_issues(request: Request, session: SessionDep, settings: SettingsDep) ->
         }
         for issue in _sent_issues(session)
     ]
-    return _templates(tuple(settings.template_folders)).TemplateResponse(
+    return page_templates(settings).TemplateResponse(
         request,
         "web/archive_list.html",
         {
@@ -152,13 +149,3 @@ def _as_utc(when: datetime) -> datetime:
 def _rfc3339(when: datetime) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
-
-@functools.lru_cache(maxsize=8)
-def _templates(folders: tuple[Path, ...]) -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(folder) for folder in folders]),
-        autoescape=jinja2.select_autoescape(["html", "xml"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return Jinja2Templates(env=env)

@@ -18,9 +18,7 @@ def db(settings):
 
 @pytest.fixture
 def client(settings):
-    from subscribers import templating
 
-    templating._templates.cache_clear()
     with TestClient(create_app(), base_url=settings.base_url) as c:
         yield c
 

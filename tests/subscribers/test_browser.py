@@ -25,9 +25,7 @@ def server(settings):
     import uvicorn
 
     from mailer.web.app import create_app
-    from subscribers import templating
 
-    templating._templates.cache_clear()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
