@@ -159,15 +159,23 @@ def _check_plain(value: str, what: str) -> str:
 # --- quoted-printable bodies -----------------------------------------------------------
 
 
+_LEADING_DOT = re.compile(r"(?m)^\.")
+
+
 def _qp_static(segment: str, *, ends_value_slot: bool) -> bytes:
-    """QP-encode one static stretch of a body. When a value follows, end on a soft line
-    break so the value starts at column 0. Lines are kept to 75 characters so a soft break
-    "=" appended to the last one still fits in RFC 2045's 76."""
+    """QP-encode one static stretch of a body (once per issue). When a value follows, end
+    on a soft line break so the value starts at column 0. Lines are kept short enough
+    that a soft break "=" appended to the last one still fits in RFC 2045's 76."""
     if not segment:
         return b""
-    encoded = _qp_body_encode(segment.encode("utf-8").decode("latin-1"), maxlinelen=75, eol=CRLF)
+    encoded = _qp_body_encode(segment.encode("utf-8").decode("latin-1"), maxlinelen=73, eol=CRLF)
     if ends_value_slot and not encoded.endswith(CRLF):
         encoded += "=" + CRLF
+    # A line starting with "." would make the SMTP client dot-stuff the whole message
+    # (RFC 5321 §4.5.2), a regular-expression pass over 50 KB per recipient; "=2E" is the
+    # same character in quoted-printable (RFC 2045 §6.7). Lines were cut at 73 so the two
+    # extra characters still fit in 76.
+    encoded = _LEADING_DOT.sub("=2E", encoded)
     return encoded.encode("ascii")
 
 

@@ -273,3 +273,28 @@ def test_date_header_is_utc_written_plus_0000(engine, smtp_sink):
         when = parsedate_to_datetime(msg["Date"])
         assert when.utcoffset() == timedelta(0)
         assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 60
+
+
+def test_static_body_lines_never_start_with_a_dot():
+    """The SMTP client dot-stuffs a message with a line starting with "." (RFC 5321
+    §4.5.2), a regex pass over the whole message per recipient; the compiled template
+    writes such a dot as "=2E" so that pass is skipped, and decoding is unchanged."""
+    from email.headerregistry import Address
+
+    from mailer.merge import MARKERS, personalise
+    from mailer.message import Recipient, compile_message
+
+    html = "<style>\n.mj-column { width: 100% }\n</style>\n<p>Hi " + MARKERS["name"] + "</p>\n" + \
+        "".join(f"<p>word{i} P.hD. sentence. ending. with. dots.</p>\n" for i in range(200))
+    text_part = "Hi " + MARKERS["name"] + "\n.\n..\n" + "x. " * 400 + "\n"
+    template = compile_message(subject="s", from_=Address("N", addr_spec="news@example.com"), html=html,
+                               text=text_part, list_id="l.example.com", list_name="L", feedback_id="1:1:n:x")
+    raw = template.assemble(Recipient(email="a@example.org", name="Ann", message_id="<1@example.com>",
+                                      unsubscribe_url="https://x.example/u/t"))
+    assert b"\n." not in raw
+    assert all(len(line) <= 76 for line in raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n"))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    plain, rich = [p.get_content() for p in msg.iter_parts()]
+    values = {"name": "Ann", "email": "a@example.org", "unsubscribe_url": "https://x.example/u/t", "preferences_url": ""}
+    assert plain.replace("\r\n", "\n") == personalise(text_part, values, html=False)
+    assert rich.replace("\r\n", "\n") == personalise(html, values, html=True)

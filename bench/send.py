@@ -1,0 +1,311 @@
+"""End-to-end send rate: the example issue to N subscribers through real Celery workers
+into Postfix's ``smtp-sink`` on loopback, next to ``smtp-source`` -> ``smtp-sink`` with
+the same message size in the same run (the ceiling of this machine), plus the peak
+memory of each worker. Prints a small table; asserts nothing.
+
+    .venv/bin/python bench/send.py                       # 20,000 subscribers, 2 workers, embedded
+    .venv/bin/python bench/send.py --subscribers 100000
+    .venv/bin/python bench/send.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench \\
+                                   --broker-url redis://127.0.0.1:6379/5
+    .venv/bin/python bench/send.py --profile --subscribers 5000   # cProfile of drain(), in process
+
+Embedded default: SQLite and the filesystem broker in a temporary folder. Without DKIM.
+Each run uses its own list and issue, so a PostgreSQL database can be reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+EXAMPLE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink(port: int) -> subprocess.Popen:
+    """smtp-sink accepts everything and keeps nothing; 1000 is its listen backlog."""
+    cmd = [SMTP_SINK]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]  # it refuses to run as root without being told which user to be
+    cmd += [f"127.0.0.1:{port}", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("smtp-sink did not start: " + proc.stderr.read().decode(errors="replace"))
+
+
+def smtp_source_rate(port: int, *, messages: int, size: int, sessions: int) -> float:
+    """``smtp-source -d`` keeps each session's connection for all its messages, as our
+    workers do; ``-s`` sessions run in parallel, one per worker."""
+    cmd = [SMTP_SOURCE, "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+           "-f", "bounces@example.com", "-t", "reader@example.org", f"127.0.0.1:{port}"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    return messages / (time.perf_counter() - t0)
+
+
+def configure(args, folder: Path, port: int) -> dict[str, str]:
+    env = {
+        "NEWSLETTER_VAR_DIR": str(folder / "var"),
+        "NEWSLETTER_DATABASE_URL": args.database_url or f"sqlite:///{folder / 'var' / 'newsletter.db'}",
+        "NEWSLETTER_BROKER_URL": args.broker_url or "filesystem://",
+        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "NEWSLETTER_FROM": "Recode China AI <news@example.com>",
+        "NEWSLETTER_BASE_URL": "https://news.example.com",
+        "NEWSLETTER_SECRET_KEY": "bench-secret",
+        "NEWSLETTER_BATCH_SIZE": str(args.batch_size),
+    }
+    for key in [k for k in os.environ if k.startswith("NEWSLETTER_")]:
+        del os.environ[key]
+    os.environ.update(env)
+    from mailer.config import get_settings
+
+    get_settings.cache_clear()
+    return env
+
+
+def seed(engine, n: int, run: str) -> int:
+    """A list of ``n`` active subscribers, inserted in chunks (no ORM objects)."""
+    from sqlalchemy import insert
+
+    from mailer.db import transaction
+    from mailer.models import MailingList, Membership, Subscriber
+    from mailer.queries import text
+
+    with transaction(engine) as s:
+        list_id = s.execute(insert(MailingList).values(name=f"bench-{run}", description="Recode China AI")
+                            .returning(MailingList.id)).scalar_one()
+    chunk = 5000
+    for start in range(0, n, chunk):
+        rows = [{"email": f"r{i:07d}.{run}@example.org", "email_key": f"r{i:07d}.{run}@example.org",
+                 "name": f"Reader {i}", "status": "active", "attributes": {}}
+                for i in range(start, min(n, start + chunk))]
+        with transaction(engine) as s:
+            s.execute(insert(Subscriber), rows)
+    with transaction(engine) as s:
+        s.execute(text("INSERT INTO membership (list_id, subscriber_id, created_at) "
+                       "SELECT :lid, id, :now FROM subscriber WHERE email_key LIKE :pat"),
+                  {"lid": list_id, "pat": f"%.{run}@example.org", "now": _now()})
+    del Membership
+    return list_id
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def prepare(engine, settings, n: int, run: str) -> tuple[int, int, int]:
+    """Seed, store the rendered example issue, create and start the campaign.
+    Returns (campaign id, batches, size in bytes of one assembled message)."""
+    from mailer import campaigns
+    from mailer.db import transaction
+    from mailer.dispatch import engine_config
+    from mailer.render import render_file
+    from mailer.sending import prepare_campaign, recipient_for
+    from mailer import queries
+
+    list_id = seed(engine, n, run)
+    rendered = render_file(EXAMPLE, settings)
+    with transaction(engine) as s:
+        issue = campaigns.store_issue(s, slug=f"{rendered.slug}-{run}", subject=rendered.subject,
+                                      preheader=rendered.preheader, source=EXAMPLE.read_text(encoding="utf-8"),
+                                      html=rendered.html, text_part=rendered.text)
+        campaign, _ = campaigns.create_campaign(s, issue_id=issue.id, list_id=list_id)
+        total = campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=settings.batch_size)
+        cid = campaign.id
+    assert total == n, (total, n)
+    with transaction(engine) as s:
+        cfg = engine_config(settings)
+        prepared = prepare_campaign(s, cid, cfg)
+        r = queries.batch_recipients(s, campaign_id=cid, seq=0, now=_now())[0]
+        size = len(prepared.template.assemble(recipient_for(r, cid, cfg)))
+    return cid, -(-n // settings.batch_size), size
+
+
+def start_workers(env: dict[str, str], count: int, folder: Path) -> list[subprocess.Popen]:
+    procs = []
+    worker_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    for i in range(count):
+        log = open(folder / f"worker{i}.log", "wb")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"bench{i}@%h", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
+            cwd=REPO, env=worker_env, stdout=log, stderr=subprocess.STDOUT))
+    # Ready when each has connected to the broker: give them a moment, then check they live.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(b"ready" in (folder / f"worker{i}.log").read_bytes() or _started(p) for i, p in enumerate(procs)):
+            break
+        time.sleep(0.2)
+    for i, p in enumerate(procs):
+        if p.poll() is not None:
+            raise RuntimeError(f"worker {i} died:\n" + (folder / f"worker{i}.log").read_text(errors="replace"))
+    return procs
+
+
+def _started(proc: subprocess.Popen) -> bool:
+    """A --loglevel=WARNING worker prints nothing when ready; its resident size settles
+    once Celery has imported everything. Good enough to start a stopwatch after."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    return _kb(status, "VmRSS") > 40_000 and time.sleep(1.5) is None
+
+
+def _kb(status: str, field: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_rss_mb(proc: subprocess.Popen) -> float:
+    """VmHWM: the peak resident set size of the process over its life."""
+    return _kb(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
+
+
+def run_workers(args, env, folder, engine, settings, cid: int, batches: int) -> tuple[float, list[float], dict]:
+    from mailer import queries
+    from mailer.db import transaction
+    from mailer.dispatch import enqueue_campaign
+
+    procs = start_workers(env, args.workers, folder)
+    try:
+        t0 = time.perf_counter()
+        enqueue_campaign(cid, batches)
+        while True:
+            with transaction(engine) as s:
+                status = s.execute(queries.text("SELECT status FROM campaign WHERE id = :c"), {"c": cid}).scalar_one()
+            if status != "sending":
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker died; see " + str(folder))
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        peaks = [peak_rss_mb(p) for p in procs]
+        with transaction(engine) as s:
+            counts = queries.delivery_counts(s, campaign_id=cid)
+        return elapsed, peaks, counts
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def profile(engine, settings, cid: int, top: int) -> None:
+    """cProfile of the engine's own loop in this process against smtp-sink."""
+    from mailer.dispatch import engine_config
+    from mailer.sending import drain
+    from mailer.transports import transport_from_settings
+
+    transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    outcomes = drain(engine, cid, transport=transport, cfg=engine_config(settings), time_budget=3600)
+    prof.disable()
+    elapsed = time.perf_counter() - t0
+    sent = sum(o.sent for o in outcomes)
+    print(f"in-process drain(): {sent} messages in {elapsed:.2f} s = {sent / elapsed:.0f} msg/s (under cProfile)")
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out).sort_stats("tottime")
+    stats.print_stats(top)
+    if os.environ.get("BENCH_CALLERS"):
+        stats.print_callers(os.environ["BENCH_CALLERS"])
+    print(out.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
+    parser.add_argument("--broker-url", default="", help="default: the filesystem broker in that folder")
+    parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    for tool in (SMTP_SINK, SMTP_SOURCE):
+        if not os.access(tool, os.X_OK):
+            sys.exit(f"{tool} not found: apt-get install postfix (the daemon need not run)")
+
+    folder = Path(tempfile.mkdtemp(prefix="nl-bench-"))
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        env = configure(args, folder, port)
+        from mailer.config import get_settings
+        from mailer.db import make_engine
+        from mailer.migrate import upgrade
+
+        settings = get_settings()
+        upgrade(settings.database)
+        engine = make_engine(settings.database)
+        run = uuid.uuid4().hex[:8]
+        t0 = time.perf_counter()
+        cid, batches, size = prepare(engine, settings, args.subscribers, run)
+        print(f"seeded {args.subscribers} subscribers and froze the audience in {time.perf_counter() - t0:.1f} s; "
+              f"message size {size / 1000:.1f} KB; database {engine.url.get_backend_name()}, "
+              f"broker {settings.broker.split(':')[0]}")
+        if args.profile:
+            profile(engine, settings, cid, args.top)
+            return
+        ceiling = smtp_source_rate(port, messages=args.subscribers, size=size, sessions=args.workers)
+        elapsed, peaks, counts = run_workers(args, env, folder, engine, settings, cid, batches)
+        rate = counts.get("sent", 0) / elapsed
+        print()
+        print(f"| subscribers | workers | sent | seconds | engine msg/s | smtp-source msg/s | engine/ceiling "
+              f"| peak RSS per worker (MB) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---|")
+        print(f"| {args.subscribers:,} | {args.workers} | {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} "
+              f"| {ceiling:.0f} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
+        other = {k: v for k, v in counts.items() if k != "sent"}
+        if other:
+            print(f"not sent: {other}")
+        engine.dispose()
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(10)
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
