@@ -142,6 +142,7 @@ def test_issue(issue_id: int, body: TestSendIn, session: SessionDep, settings: S
     from mailer.testsend import send_test
 
     rendered = ops.render_source(ops.get_issue(session, issue_id).source, settings)
+    session.rollback()  # hold no database lock (SQLite: the write lock) while talking SMTP
     return [{"address": r.address, "code": r.code, "reply": r.reply, "ok": r.ok}
             for r in send_test(rendered, body.to, settings)]
 
