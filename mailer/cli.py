@@ -28,6 +28,8 @@ app.add_typer(issue_app, name="issue")
 app.add_typer(campaign_app, name="campaign")
 schedule_app = typer.Typer(help="Weekly schedules of lists.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
+admin_app = typer.Typer(help="Dashboard users and API tokens.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 try:  # the subscriber commands live with the subscribers package
     from subscribers.cli import app as subscribers_app
@@ -372,6 +374,62 @@ def campaign_retry(campaign_id: int) -> None:
     if n:
         enqueue_campaign(campaign_id, n)
     typer.echo(f"campaign {campaign_id}: {n} failed deliveries queued again")
+
+
+# --- admin ----------------------------------------------------------------------------
+
+@admin_app.command("create-user")
+def admin_create_user(
+    email: Annotated[str, typer.Argument(help="The editor's address (their sign-in name).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a dashboard user (the password is read from stdin or asked for)."""
+    from mailer import accounts
+    from mailer.db import transaction
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    with transaction(_engine()) as s:
+        user = accounts.create_user(s, email=email, password=password)
+        typer.echo(f"user {user.email} created")
+
+
+@admin_app.command("set-password")
+def admin_set_password(
+    email: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Change a dashboard user's password (signs them out everywhere)."""
+    from mailer import accounts
+    from mailer.db import transaction
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    with transaction(_engine()) as s:
+        accounts.set_password(s, email=email, password=password)
+    typer.echo(f"password of {email} changed")
+
+
+@admin_app.command("create-token")
+def admin_create_token(name: Annotated[str, typer.Argument(help="What the token is for, e.g. ci-deploy.")]) -> None:
+    """Create an API token for /api/admin (printed once; only its hash is stored)."""
+    from mailer import accounts
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        token = accounts.create_token(s, name=name)
+    typer.echo(token.plaintext)
+
+
+@admin_app.command("revoke-token")
+def admin_revoke_token(token_id: int) -> None:
+    """Revoke an API token by id."""
+    from mailer import accounts
+    from mailer.db import transaction
+
+    with transaction(_engine()) as s:
+        accounts.revoke_token(s, token_id=token_id)
+    typer.echo(f"token {token_id} revoked")
 
 
 # --- processes ------------------------------------------------------------------------

@@ -190,3 +190,4 @@ class ScheduleRun(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # started | empty | held
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+import mailer.accounts  # noqa: E402,F401  (admin_user, api_token: migration 0004)

@@ -4,7 +4,7 @@ or from ``config.attributes["connection"]`` when a caller passes an open connect
 from alembic import context
 
 from mailer.db import Base, make_engine
-import mailer.models  # noqa: F401  (registers every table on Base.metadata)
+import mailer.models  # noqa: F401  (registers every table on Base.metadata, accounts included)
 
 config = context.config
 target_metadata = Base.metadata
