@@ -18,7 +18,7 @@ from tests.support.services import PG_ADMIN_URL, REDIS_URL, in_ci, need, postgre
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.support.smtpd", "tests.support.workers"]
+pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser"]
 
 
 @pytest.fixture

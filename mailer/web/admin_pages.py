@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 from zoneinfo import available_timezones
 
-import jinja2
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from mailer import accounts, campaigns, schedules
@@ -41,6 +38,7 @@ from mailer.web.auth import (
     set_visitor,
 )
 from mailer.web.deps import SessionDep, SettingsDep
+from mailer.web.templating import page_templates
 
 router = APIRouter(prefix="/admin", route_class=PageRoute, include_in_schema=False)
 
@@ -76,12 +74,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@functools.lru_cache(maxsize=8)
-def _templates(folders: tuple[Path, ...]) -> Jinja2Templates:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(f) for f in folders]),
-                             autoescape=jinja2.select_autoescape(["html", "xml"]), trim_blocks=True, lstrip_blocks=True)
-    return Jinja2Templates(env=env)
-
 
 @functools.lru_cache(maxsize=1)
 def _zones() -> tuple[str, ...]:
@@ -92,7 +84,7 @@ def render(request: Request, settings: Settings, name: str, *, who: SignedIn | N
            **context) -> HTMLResponse:
     notice = NOTICES.get(request.query_params.get("done", ""))
     values = {"who": who, "csrf": who.csrf if who else "", "notice": notice, "error": None, **context}
-    return _templates(tuple(settings.template_folders)).TemplateResponse(
+    return page_templates(settings).TemplateResponse(
         request, f"web/admin/{name}", values, status_code=status)
 
 

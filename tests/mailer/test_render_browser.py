@@ -7,17 +7,11 @@ except in CI (CI=true), where a missing browser is a failure, not a pass.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # the test extra is not installed
-    sync_playwright = None
 
 from mailer.issues import load_issue, parse_issue
 from mailer.render import RenderContext, preview_html, render_issue
@@ -27,16 +21,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "china-ai-weekly-2022-06-14.md"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 CTX = RenderContext(
     from_name="Recode China AI",
     postal_address="Example Media Ltd, 1 Example Street, 00000 Example City",
@@ -71,25 +55,6 @@ def wide_png(width: int = 1400, height: int = 20) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = (
-        f"{CHROMIUM} is missing (apt-get install chromium)" if not Path(CHROMIUM).exists()
-        else "playwright is not installed (pip install -e .[test])" if sync_playwright is None
-        else ""
-    )
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_page(browser, html: str, width: int, name: str):

@@ -3,7 +3,6 @@ sign up through the form, then unsubscribe with the page's button."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -12,46 +11,14 @@ from sqlalchemy import select
 from mailer.db import transaction
 from subscribers import tokens
 from subscribers.models import Event, Subscriber
-from tests.support.services import chromium_path, free_port
+from tests.support.browser import live_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-
 @pytest.fixture
 def server(settings):
-    import uvicorn
-
-    from mailer.web.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser():
-    executable = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with live_app() as url:
+        yield url
 
 
 def test_signup_and_unsubscribe_in_a_browser(server, browser, settings, db, make_subscriber):

@@ -44,9 +44,6 @@ def admin_token(admin_db) -> str:
 
 @pytest.fixture
 def anon(settings):
-    from mailer.web import admin_pages
-
-    admin_pages._templates.cache_clear()
     with TestClient(create(), base_url=settings.base_url) as client:
         yield client
 

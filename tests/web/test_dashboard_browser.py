@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,66 +13,39 @@ import pytest
 from mailer import schedules
 from mailer.db import transaction
 from tests.support.seed import seed_list
-from tests.support.services import chromium_path, free_port
+from tests.support.browser import live_app
+from tests.support.services import free_port
 from tests.web.conftest import EDITOR_EMAIL, EDITOR_PASSWORD, issue_source
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
 @pytest.fixture
 def admin_server(settings, monkeypatch, smtp_sink, editor_user):
     """uvicorn in a thread, with the test's database and the SMTP sink as relay."""
-    import uvicorn
-
     from mailer.config import get_settings
-    from mailer.web import admin_pages
-    from mailer.web.app import create_app
 
     port = free_port()
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://127.0.0.1:{smtp_sink.port}")
     monkeypatch.setenv("NEWSLETTER_BASE_URL", f"http://127.0.0.1:{port}")
     get_settings.cache_clear()
-    admin_pages._templates.cache_clear()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with live_app(port) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         get_settings.cache_clear()
 
 
-@pytest.fixture
-def chromium():
-    executable = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def test_write_preview_test_send_schedule_in_a_browser(admin_server, chromium, admin_db, smtp_sink, database_url):
+def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, admin_db, smtp_sink, database_url):
     seed_list(admin_db, 3)
     with transaction(admin_db) as s:
         list_id = schedules.list_by_name(s, "weekly").id
         schedules.set_schedule(s, list_id=list_id, weekday="tuesday", local_time="09:00", tz="Asia/Shanghai")
     ARTIFACTS.mkdir(exist_ok=True)
     db = "postgres" if database_url.startswith("postgresql") else "sqlite"
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
     # Anonymous: sent to the sign-in page.
     page.goto(f"{admin_server}/admin/issues/new")
