@@ -96,7 +96,7 @@ def seed(engine, n: int, run: str) -> int:
     from sqlalchemy import insert
 
     from mailer.db import transaction
-    from mailer.models import MailingList, Membership, Subscriber
+    from mailer.models import MailingList, Subscriber
     from mailer.queries import text
 
     with transaction(engine) as s:
@@ -113,7 +113,6 @@ def seed(engine, n: int, run: str) -> int:
         s.execute(text("INSERT INTO membership (list_id, subscriber_id, created_at) "
                        "SELECT :lid, id, :now FROM subscriber WHERE email_key LIKE :pat"),
                   {"lid": list_id, "pat": f"%.{run}@example.org", "now": _now()})
-    del Membership
     return list_id
 
 
