@@ -288,8 +288,8 @@ def main() -> None:
         elapsed, peaks, counts = run_workers(args, env, folder, engine, settings, cid, batches)
         rate = counts.get("sent", 0) / elapsed
         print()
-        print(f"| subscribers | workers | sent | seconds | engine msg/s | smtp-source msg/s | engine/ceiling "
-              f"| peak RSS per worker (MB) |")
+        print("| subscribers | workers | sent | seconds | engine msg/s | smtp-source msg/s | engine/ceiling "
+              "| peak RSS per worker (MB) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---|")
         print(f"| {args.subscribers:,} | {args.workers} | {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} "
               f"| {ceiling:.0f} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
