@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -462,10 +461,20 @@ def web(
 
 @app.command("inbound")
 def inbound() -> None:
-    """Process one message from stdin, as an MTA pipe would (mailto unsubscribes)."""
-    from subscribers.cli import inbound_command
+    """Process one message from stdin, as an MTA pipe would: a bounce or complaint
+    (VERP address, RFC 3464 / RFC 5965 report) or a mailto unsubscribe."""
+    import io
 
-    inbound_command()
+    from mailer.bounces import handle_inbound, is_bounce
+    from subscribers.cli import inbound_command
+    from subscribers.tokens import secrets_from_settings
+
+    raw = sys.stdin.buffer.read()
+    if is_bounce(raw, os.environ):
+        typer.echo(handle_inbound(_engine(), raw, secret_keys=secrets_from_settings(get_settings()),
+                                  environ=os.environ))
+    else:
+        inbound_command(io.BytesIO(raw))
 
 
 @app.command("demo")
@@ -490,9 +499,12 @@ def main() -> None:
     except click.exceptions.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2 if err.exit_code == 2 else err.exit_code)
+    except (click.ClickException, typer.BadParameter) as err:
+        # typer raises its own BadParameter for a value it could not convert (e.g. a
+        # campaign id that is not a number): a usage error like click's.
+        show = getattr(err, "show", None)
+        show() if show else typer.echo(f"error: {err}", err=True)
+        sys.exit(getattr(err, "exit_code", 2))
     except NewsletterError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)

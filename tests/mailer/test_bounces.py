@@ -12,9 +12,8 @@ from mailer.db import transaction
 from mailer.errors import InvalidInput
 from mailer.models import Delivery, Event, Subscriber
 from mailer.sending import delivery_token, drain
-from mailer.transports.memory import MemoryTransport
 from subscribers.models import Suppression
-from tests.mailer.test_sending import assert_counters_match, config
+from tests.mailer.test_sending import assert_counters_match, config, transport_for
 from tests.support.seed import seed_campaign
 
 pytestmark = pytest.mark.timeout(120)
@@ -234,10 +233,10 @@ Message-ID: {message_id}
 
 
 @pytest.fixture
-def sent(engine):
+def sent(engine, smtp_sink):
     """A campaign of 5, all accepted by the relay: (engine, campaign id, deliveries)."""
     cid = seed_campaign(engine, 5, batch_size=50)
-    drain(engine, cid, transport=MemoryTransport(), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
     with transaction(engine) as s:
         rows = s.execute(select(Delivery.id, Subscriber.email, Delivery.message_id, Delivery.subscriber_id)
                          .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -395,3 +394,45 @@ def test_is_bounce_routes_verp_and_reports_only(sent):
     assert is_bounce(sample(ARF, rows[0], feedback_type="abuse", original_mail_from=""))
     assert not is_bounce(b"From: a@example.org\r\nTo: unsubscribe+tok@example.com\r\nSubject: unsubscribe\r\n\r\n")
     assert is_bounce(b"From: a@example.org\r\nTo: x@example.com\r\n\r\n", {"ORIGINAL_RECIPIENT": "bounces+1-ab@example.com"})
+
+
+def test_newsletter_inbound_routes_bounces_and_mailto_unsubscribes(settings, engine, smtp_sink):
+    """`newsletter inbound` reads what an MTA pipe gives it: a DSN to the VERP address is
+    a bounce; a message to unsubscribe+TOKEN@ is an unsubscribe; anything else is a
+    one-line error with exit code 2."""
+    import os
+    import subprocess
+    import sys
+
+    from mailer.sending import drain
+    from subscribers import tokens
+    from tests.mailer.test_sending import config, transport_for
+    from tests.support.seed import seed_campaign
+
+    cid = seed_campaign(engine, 2, batch_size=10)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(secret_key=settings.secret_key))
+    first = smtp_sink.messages[0]
+    dsn = (f"From: MAILER-DAEMON@mx.example.net\r\nTo: {first.mail_from}\r\nSubject: Undelivered Mail\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+           "--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+           "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+           f"Final-Recipient: rfc822; {first.rcpt_tos[0]}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+           "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n--b--\r\n").encode()
+
+    def inbound(raw: bytes):
+        return subprocess.run([sys.executable, "-m", "mailer.cli", "inbound"], input=raw, capture_output=True,
+                              env=dict(os.environ), timeout=60)
+
+    bounced = inbound(dsn)
+    assert bounced.returncode == 0, bounced.stderr
+    with transaction(engine) as s:
+        assert s.execute(text("SELECT status FROM subscriber WHERE email = :e"),
+                         {"e": first.rcpt_tos[0]}).scalar() == "bounced"
+        other_id = s.execute(text("SELECT id FROM subscriber WHERE email <> :e"), {"e": first.rcpt_tos[0]}).scalar()
+    token = tokens.unsubscribe_token(settings.secret_key, other_id, cid)
+    mailto = f"From: x@example.com\r\nTo: unsubscribe+{token}@example.com\r\nSubject: unsubscribe\r\n\r\n".encode()
+    assert inbound(mailto).returncode == 0
+    with transaction(engine) as s:
+        assert s.execute(text("SELECT status FROM subscriber WHERE id = :i"), {"i": other_id}).scalar() == "unsubscribed"
+    junk = inbound(b"From: x@example.com\r\nTo: someone@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+    assert junk.returncode == 2 and len(junk.stderr.decode().strip().splitlines()) == 1

@@ -193,48 +193,47 @@ def test_domain_slots_for_settings(tmp_path, redis_url):
 # --- in the engine ---------------------------------------------------------------------
 
 
-def test_engine_domain_cap_is_global_across_senders(engine, tmp_path):
-    """One shared counter around every sender's transport: never two in flight."""
-    from mailer.transports.memory import MemoryTransport
-
+def test_engine_domain_cap_is_global_across_senders(engine, tmp_path, smtp_sink):
+    """One shared counter around every sender's connection: with a cap of 1, the relay
+    never receives two messages for the domain at once, although three senders run."""
     cid = seed_campaign(engine, 60, batch_size=10)
-    lock = threading.Lock()
-    state = {"now": 0, "max": 0}
-
-    class Slow(MemoryTransport):
-        def send(self, envelope_from, recipient, message):
-            with lock:
-                state["now"] += 1
-                state["max"] = max(state["max"], state["now"])
-            time.sleep(0.002)
-            with lock:
-                state["now"] -= 1
-            return super().send(envelope_from, recipient, message)
-
+    smtp_sink.delay = 0.005
     slots = FileDomainSlots(tmp_path / "slots", 1)
-    senders = [Slow() for _ in range(3)]
     threads = [threading.Thread(target=drain, args=(engine, cid),
-                                kwargs=dict(transport=senders[i], cfg=config(worker=f"w{i}"), slots=slots))
+                                kwargs=dict(transport=transport_for(smtp_sink), cfg=config(worker=f"w{i}"), slots=slots))
                for i in range(3)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(60)
-    assert state["max"] == 1
-    assert sum(len(s.outbox) for s in senders) == 60
+    assert smtp_sink.max_in_flight == 1
+    assert len(received(smtp_sink)) == 60
     assert assert_counters_match(engine, cid) == {"sent": 60}
 
 
-def test_engine_respects_the_shared_rate_limit(engine, redis_url):
+def test_without_a_cap_senders_overlap(engine, smtp_sink):
+    """The control for the test above: the same three senders without a cap do overlap."""
+    cid = seed_campaign(engine, 60, batch_size=10)
+    smtp_sink.delay = 0.005
+    threads = [threading.Thread(target=drain, args=(engine, cid),
+                                kwargs=dict(transport=transport_for(smtp_sink), cfg=config(worker=f"w{i}")))
+               for i in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert smtp_sink.max_in_flight > 1
+    assert assert_counters_match(engine, cid) == {"sent": 60}
+
+
+def test_engine_respects_the_shared_rate_limit(engine, redis_url, smtp_sink):
     """With a fake clock that moves only when the engine sleeps, 25 messages at 10 per
     second land 10, 10 and 5 in three windows."""
-    from mailer.transports.memory import MemoryTransport
-
     client = redis.Redis.from_url(redis_url)
     t = FakeTime(5000.0)
     limiter = RedisRateLimiter(client, 10, key="t:engine", clock=t.clock, sleep=t.sleep)
     cid = seed_campaign(engine, 25, batch_size=10)
-    drain(engine, cid, transport=MemoryTransport(), cfg=config(), limiter=limiter)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(), limiter=limiter)
     assert window_counts(client, "t:engine") == {5000: 10, 5001: 10, 5002: 5}
     assert assert_counters_match(engine, cid) == {"sent": 25}
 

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 
 from mailer import campaigns, queries
 from mailer.db import transaction
-from mailer.models import Campaign, Delivery, Subscriber
+from mailer.models import Campaign, Delivery
 from mailer.sending import EngineConfig, drain, send_batch
 from mailer.transports.smtp import SmtpTransport
 from tests.support.seed import seed_campaign, seed_issue, seed_list

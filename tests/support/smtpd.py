@@ -103,8 +103,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.sink.delay:
-            await asyncio.sleep(self.sink.delay)
+        self.sink.in_flight += 1
+        self.sink.max_in_flight = max(self.sink.max_in_flight, self.sink.in_flight)
+        try:
+            if self.sink.delay:
+                await asyncio.sleep(self.sink.delay)
+        finally:
+            self.sink.in_flight -= 1
         if self.sink.drop_after_data:
             # The message arrived but the reply never does: "delivery unknown" for the client.
             server.transport.close()
@@ -146,6 +151,8 @@ class SmtpSink:
         self.sessions = 0
         self.reject: dict[str, tuple[int, str]] = {}
         self.delay = 0.0
+        self.in_flight = 0  # messages being received right now (over all connections)
+        self.max_in_flight = 0
         self.drop_after_data = False
         self._lock = threading.Lock()
         self._controller: Controller | None = None
