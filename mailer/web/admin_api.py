@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from mailer import campaigns, schedules
 from mailer.db import engine_for
-from mailer.models import Campaign, Issue, MailingList
+from mailer.models import Issue, MailingList
 from mailer.render import preview_html, preview_text
 from mailer.web import admin_service as ops
 from mailer.web.auth import ApiRoute, api_token
