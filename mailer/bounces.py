@@ -36,7 +36,7 @@ from email.utils import getaddresses
 
 from sqlalchemy.engine import Engine
 
-from mailer import queries_extra
+from mailer import queries
 from mailer.db import transaction
 from mailer.errors import InvalidInput, NotFound
 from mailer.message import parse_verp
@@ -278,11 +278,11 @@ def handle_inbound(engine: Engine, raw: bytes, *, secret_keys: Sequence[str],
     from subscribers.models import Event
 
     with transaction(engine) as s:
-        ref = queries_extra.find_delivery(s, delivery_id=delivery_id)
+        ref = queries.find_delivery(s, delivery_id=delivery_id)
         if ref is None:
             raise NotFound(f"no delivery {delivery_id}")
         if report.kind == "complaint":
-            changed = queries_extra.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="complained",
+            changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="complained",
                                                           now=now)
             service.suppress(s, email=ref.email, reason="complaint")
             s.add(Event(kind="complaint", origin="arf", subscriber_id=ref.subscriber_id,
@@ -302,9 +302,9 @@ def handle_inbound(engine: Engine, raw: bytes, *, secret_keys: Sequence[str],
         if not verdict.suppress:
             what = "temporary" if verdict.kind != "permanent" else "permanent, not the address"
             return f"delivery {delivery_id}: {what} ({reply}); recorded as an event"
-        moved = queries_extra.bounce_sent_delivery(s, delivery_id=ref.delivery_id, campaign_id=ref.campaign_id,
+        moved = queries.bounce_sent_delivery(s, delivery_id=ref.delivery_id, campaign_id=ref.campaign_id,
                                                    code=report.code, reply=f"DSN: {reply}", now=now)
-        changed = queries_extra.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="bounced", now=now)
+        changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="bounced", now=now)
         service.suppress(s, email=ref.email, reason="bounce")
         return (f"delivery {delivery_id}: bounced ({reply}); "
                 + ("delivery moved from sent to bounced" if moved else f"delivery stays {ref.status}") + "; "

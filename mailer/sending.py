@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from mailer import queries, queries_extra
+from mailer import queries
 from mailer.db import transaction
 from mailer.errors import InvalidInput, TransientDeliveryError
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
@@ -187,11 +187,11 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                         pending = None
                     if lease_until - now < cfg.lease / 2:
                         lease_until = now + cfg.lease
-                        if not queries_extra.renew_lease(conn, campaign_id=campaign_id, seq=claim.seq,
+                        if not queries.renew_lease(conn, campaign_id=campaign_id, seq=claim.seq,
                                                          worker=cfg.worker, until=lease_until):
                             out.stopped = "lease lost"
                             break
-                    marked = queries_extra.mark_sending(conn, delivery_id=r.delivery_id, campaign_id=campaign_id,
+                    marked = queries.mark_sending(conn, delivery_id=r.delivery_id, campaign_id=campaign_id,
                                                         now=now)
                     if marked == "stopped":
                         out.stopped = "campaign no longer sending"
@@ -286,13 +286,13 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
 
 
 def _record(conn, p: dict) -> None:
-    queries_extra.record_result(
+    queries.record_result(
         conn, delivery_id=p["delivery_id"], campaign_id=p["campaign_id"], status=p["status"],
         code=p["code"], reply=p["reply"], message_id=p["message_id"], now=p["now"],
         next_attempt_at=p.get("next_attempt_at"), count_attempt=p.get("count_attempt", True),
     )
     if p.get("suppress"):
-        queries_extra.mark_bounced(conn, subscriber_id=p["subscriber_id"], campaign_id=p["campaign_id"],
+        queries.mark_bounced(conn, subscriber_id=p["subscriber_id"], campaign_id=p["campaign_id"],
                                    delivery_id=p["delivery_id"], reply=p["reply"], now=p["now"])
 
 

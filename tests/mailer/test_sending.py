@@ -193,7 +193,7 @@ def test_a_dead_workers_batch_is_taken_over_after_its_lease(engine, smtp_sink):
     with transaction(engine) as s:
         claim = queries.claim_batch(s, campaign_id=cid, worker="dead", now=now, lease=timedelta(seconds=30))
         first = queries.batch_recipients(s, campaign_id=cid, seq=claim.seq, now=now)[0]
-        assert queries.mark_sending(s, delivery_id=first.delivery_id, campaign_id=cid, now=now)
+        assert queries.mark_sending(s, delivery_id=first.delivery_id, campaign_id=cid, now=now) == "sending"
     # Within the lease nobody else can take it.
     assert send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config()) is None
     later = lambda: now + timedelta(seconds=31)  # noqa: E731
