@@ -15,6 +15,10 @@ FIELDS = ("name", "email", "unsubscribe_url", "preferences_url")
 MARKERS = {field: f"__NL_{field.upper()}__" for field in FIELDS}
 
 
+# "Hi there," rather than "Hi ," for a subscriber who gave no name.
+NAME_FALLBACK = "there"
+
+
 def marker(field: str) -> str:
     return MARKERS[field]
 
@@ -28,6 +32,6 @@ def personalise(body: str, values: Mapping[str, str], *, html: bool) -> str:
     """
     for field, mark in MARKERS.items():
         if mark in body:
-            value = values.get(field, "")
+            value = values.get(field, "") or (NAME_FALLBACK if field == "name" else "")
             body = body.replace(mark, _html.escape(value, quote=True) if html else value)
     return body

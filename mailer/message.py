@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 
 from mailer.errors import InvalidInput
-from mailer.merge import MARKERS
+from mailer.merge import MARKERS, NAME_FALLBACK
 
 CRLF = "\r\n"
 # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998.
@@ -279,7 +279,7 @@ class MessageTemplate:
         date = _strip_controls(r.date).strip() if r.date else _date_now()
 
         values = {
-            "name": name,
+            "name": name or NAME_FALLBACK,
             "email": email,
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": preferences_url,

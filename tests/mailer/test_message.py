@@ -261,3 +261,17 @@ def test_verp():
     assert parse_verp("news@example.com") is None
     with pytest.raises(InvalidInput):
         verp_address("a@b", "example.com")
+
+
+def test_a_subscriber_without_a_name_is_greeted_by_the_fallback():
+    from mailer.merge import NAME_FALLBACK, personalise
+
+    template = compile_message(subject="S", from_=Address("News", addr_spec="news@example.com"),
+                               html="<p>Hi __NL_NAME__,</p>", text="Hi __NL_NAME__,", list_id="l.example.com",
+                               list_name="L", feedback_id="1:1:n:example.com")
+    msg = email.message_from_bytes(template.assemble(Recipient(
+        email="a@example.com", name="", message_id="<1@example.com>", unsubscribe_url="https://x/u/1")),
+        policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().strip() == f"Hi {NAME_FALLBACK},"
+    assert msg["To"].addresses[0].display_name == ""
+    assert personalise("Hi __NL_NAME__,", {}, html=False) == f"Hi {NAME_FALLBACK},"
