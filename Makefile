@@ -32,6 +32,8 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/message.py
+	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/send.py
 
 clean:

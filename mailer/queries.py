@@ -381,3 +381,54 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
         conn.execute(insert(Event.__table__).values(
             kind="bounce", origin="smtp", subscriber_id=subscriber_id, campaign_id=campaign_id,
             delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
+
+
+# PostgreSQL only: the previous message's outcome, its campaign counter and the mark of
+# the next delivery in ONE statement (one round trip, its own transaction). The same
+# guards as record_result and mark_sending: the record only touches a delivery still
+# 'sending', the counter moves only with it, the mark only takes a queued delivery of an
+# active subscriber while the campaign is sending. Data-modifying WITH clauses all see
+# the snapshot from before the statement and touch different rows here (the previous and
+# the next delivery differ), which PostgreSQL allows.
+_RECORD_AND_MARK = text(
+    """
+    WITH rec AS (
+        UPDATE delivery SET status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
+               attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
+               next_attempt_at = :next
+        WHERE id = :prev AND status = 'sending'
+        RETURNING status
+    ), counted AS (
+        UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = 'sent'),
+                            failed = failed + (SELECT COUNT(*) FROM rec WHERE status = 'failed'),
+                            bounced = bounced + (SELECT COUNT(*) FROM rec WHERE status = 'bounced')
+        WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN ('sent', 'failed', 'bounced'))
+        RETURNING id
+    ), marked AS (
+        UPDATE delivery SET status = 'sending', updated_at = :now
+        WHERE id = :did AND status IN ('queued', 'sending')
+          AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = 'active')
+          AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = 'sending')
+        RETURNING id
+    )
+    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM counted)
+    """
+).bindparams(bindparam("rnow", type_=DateTime(timezone=True)))
+
+
+def record_and_mark(conn, *, previous: dict | None, delivery_id: int, campaign_id: int, now: datetime) -> bool:
+    """Record ``previous`` (the outcome dict the engine keeps, or None) and mark the next
+    delivery 'sending', atomically, on PostgreSQL. True when the delivery is marked.
+    False means nothing was marked (the subscriber left or the campaign stopped) — the
+    previous outcome IS recorded then — and the caller sorts out which with
+    ``mark_sending`` in a transaction of its own."""
+    p = previous or {}
+    status = p.get("status", "sent")
+    marked, _counted = conn.execute(_RECORD_AND_MARK, {
+        "prev": p.get("delivery_id", -1), "status": status, "code": p.get("code"),
+        "reply": (p.get("reply") or "")[:2000], "mid": p.get("message_id", ""),
+        "inc": 1 if p.get("count_attempt", True) else 0, "rnow": p.get("now", now),
+        "sent_at": p.get("now", now) if status == "sent" else None, "next": p.get("next_attempt_at"),
+        "did": delivery_id, "cid": campaign_id, "now": now,
+    }).one()
+    return bool(marked)
