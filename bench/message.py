@@ -67,7 +67,7 @@ def recipient(i: int) -> Recipient:
         unsubscribe_url=f"https://news.example.com/u/{i:08d}.AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
         unsubscribe_mailto=f"mailto:unsubscribe+{i:08d}.AbCdEf@news.example.com",
         preferences_url=f"https://news.example.com/p/{i:08d}.AbCdEfGhIjKl",
-        date="Mon, 02 Mar 2026 09:00:00 -0000",
+        date="Mon, 02 Mar 2026 09:00:00 +0000",
     )
 
 
