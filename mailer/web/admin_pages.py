@@ -39,6 +39,7 @@ from mailer.web.auth import (
 )
 from mailer.web.deps import SessionDep, SettingsDep
 from mailer.web.templating import page_templates
+from subscribers import signup
 
 router = APIRouter(prefix="/admin", route_class=PageRoute, include_in_schema=False)
 
@@ -98,6 +99,10 @@ def see_other(url: str) -> RedirectResponse:
 
 # --- sign-in ----------------------------------------------------------------------------
 
+LOGIN_PER_CLIENT = signup.Limit("login-client", 30, 900)
+LOGIN_PER_ACCOUNT = signup.Limit("login-account", 10, 900)
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     visitor = read_visitor(request, settings)
@@ -113,6 +118,15 @@ def login_page(request: Request, settings: SettingsDep) -> HTMLResponse:
 def login(request: Request, session: SessionDep, settings: SettingsDep,
           form: Annotated[object, Depends(login_form)]) -> HTMLResponse:
     email, password = str(form.get("email") or ""), str(form.get("password") or "")
+    client = request.client.host if request.client else ""
+    # Password guessing: a few tries per network and per account, counted in the same
+    # database table as signups (works without Redis, atomic on both databases).
+    if not (signup.hit(session, LOGIN_PER_CLIENT, client) & signup.hit(session, LOGIN_PER_ACCOUNT, email.lower())):
+        session.commit()
+        visitor = read_visitor(request, settings)
+        return render(request, settings, "login.html", who=None, status=429, csrf=visitor.csrf, email=email,
+                      error="Too many sign-in attempts; try again in a few minutes.")
+    session.commit()
     user = accounts.verify_password(session, email=email, password=password)
     if user is None:
         visitor = read_visitor(request, settings)

@@ -57,6 +57,18 @@ def test_sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session(anon, editor
     assert replay.get("/admin", follow_redirects=False).status_code == 303  # the old cookie is dead
 
 
+def test_password_guessing_is_throttled_per_account(anon, editor_user):
+    page = anon.get("/admin/login")
+    token = csrf_of(page.text)
+    codes = [anon.post("/admin/login", data={"email": EDITOR_EMAIL, "password": f"guess {i}", "csrf_token": token}
+                       ).status_code for i in range(12)]
+    assert codes[:10] == [400] * 10 and codes[10:] == [429, 429]
+    # Even the right password waits now: the account is throttled, not just the wrong guesses.
+    right = anon.post("/admin/login", data={"email": EDITOR_EMAIL, "password": EDITOR_PASSWORD, "csrf_token": token},
+                      follow_redirects=False)
+    assert right.status_code == 429 and "Too many sign-in attempts" in right.text
+
+
 def test_a_form_posted_without_its_csrf_token_is_refused(dashboard, admin_db):
     seed_list(admin_db, 1)
     home = dashboard.get("/admin")
