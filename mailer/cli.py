@@ -451,12 +451,16 @@ def worker(
 def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    forwarded_allow_ips: Annotated[str, typer.Option(
+        help="Proxies whose X-Forwarded-For is trusted (the client address signup and sign-in limits "
+             "count by), comma separated.")] = "127.0.0.1",
 ) -> None:
     """Serve the web pages and the API."""
     import uvicorn
 
     _engine()
-    uvicorn.run("mailer.web.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("mailer.web.app:create_app", factory=True, host=host, port=port, proxy_headers=True,
+                forwarded_allow_ips=forwarded_allow_ips)
 
 
 @app.command("inbound")
