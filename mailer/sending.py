@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.headerregistry import Address
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -36,9 +36,6 @@ from mailer.ratelimit import Backoff, DomainSlots, NoDomainCap, NoLimit, RateLim
 from mailer.replies import classify
 from mailer.transports.base import Transport
 from subscribers import tokens
-
-log = logging.getLogger(__name__)
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -73,7 +70,6 @@ class BatchOutcome:
     stopped: str = ""  # why the batch ended early: paused, relay unreachable, lease lost
     batch_status: str = ""
     campaign_finished: bool = False
-    replies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,8 +90,6 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     key = (campaign_id, str(issue.updated_at))
     if key not in _prepared:
         mlist = session.get(MailingList, campaign.list_id)
-        from email.headerregistry import Address
-
         template = compile_message(
             subject=issue.subject,
             from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
@@ -313,7 +307,7 @@ def _record(conn, p: dict) -> None:
     )
     if p.get("suppress"):
         queries.mark_bounced(conn, subscriber_id=p["subscriber_id"], campaign_id=p["campaign_id"],
-                                   delivery_id=p["delivery_id"], reply=p["reply"], now=p["now"])
+                             delivery_id=p["delivery_id"], reply=p["reply"], now=p["now"])
 
 
 def drain(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,
