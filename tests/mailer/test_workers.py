@@ -174,3 +174,26 @@ def test_same_start_command_twice_sends_once(stack, smtp_sink, start_worker):
     got = received(smtp_sink)
     assert len(got) == 60 and set(got.values()) == {1}
     assert assert_counters_match(engine, cids[0]) == {"sent": 60}
+
+
+def test_beat_starts_a_scheduled_campaign_at_its_time(stack, smtp_sink, start_worker):
+    """No one runs `send`: beat's dispatcher starts the campaign when its time comes."""
+    from datetime import datetime, timedelta, timezone
+
+    from mailer import schedules
+    from tests.support.seed import seed_issue
+
+    engine = stack
+    list_id = seed_list(engine, 50)
+    issue_id = seed_issue(engine)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        cid = schedules.schedule_campaign(s, issue_id=issue_id, list_id=list_id, at=now + timedelta(seconds=3),
+                                          now=now).id
+    start_worker(name="w1", beat=True, extra={"NEWSLETTER_DISPATCH_SECONDS": "1"})
+    wait_for(lambda: status(engine, cid) == "sent", what="the scheduled campaign sent by beat")
+    with transaction(engine) as s:
+        started = s.get(Campaign, cid).started_at
+    assert schedules._aware(started) >= now + timedelta(seconds=3)  # not before its time
+    got = received(smtp_sink)
+    assert len(got) == 50 and set(got.values()) == {1}
