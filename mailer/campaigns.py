@@ -96,8 +96,8 @@ def active_audience_size(session: Session, list_id: int) -> int:
 
 
 def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: datetime | None = None) -> int:
-    """Move a draft or scheduled campaign to 'sending' and freeze its audience, in one
-    transaction. The guarded UPDATE means only the first of several concurrent or
+    """Move a draft or scheduled campaign to 'sending', publish its issue in the archive
+    and freeze its audience, in one transaction. The guarded UPDATE means only the first of several concurrent or
     repeated starts freezes anything; the others return 0. Returns the audience size."""
     now = now or utcnow()
     campaign = get_campaign(session, campaign_id)
@@ -112,6 +112,9 @@ def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: 
     ).rowcount
     if not moved:
         return 0
+    # From the first message on, the issue's "view in browser" link must work: it is
+    # published in the archive now.
+    session.execute(text("UPDATE issue SET status = 'sent' WHERE id = :iid"), {"iid": campaign.issue_id})
     return queries.freeze_audience(session, campaign_id=campaign_id, list_id=campaign.list_id,
                                    batch_size=batch_size, now=now)
 

@@ -90,3 +90,20 @@ def test_unicode_survives_end_to_end_in_the_eml(tmp_path):
         for fragment in ("新闻 🚀", "孙剑 (Jian Sun) 😀", "Crème brûlée für Jürgen, 孙剑, naïve."):
             assert fragment in part, fragment
     assert "Élan — 预告 ✨" in htmllib.unescape(html)
+
+
+def test_a_started_campaign_publishes_its_issue_in_the_archive(settings, engine, smtp_sink):
+    """The "view in browser" link of every message must work from the first message on."""
+    from mailer import campaigns
+    from tests.support.seed import seed_issue, seed_list
+
+    list_id = seed_list(engine, 3)
+    issue_id = seed_issue(engine, slug="weekly-42")
+    client = TestClient(create_app())
+    with transaction(engine) as s:
+        c, _ = campaigns.create_campaign(s, issue_id=issue_id, list_id=list_id)
+    assert client.get("/issues/weekly-42").status_code == 404  # a draft does not leak
+    with transaction(engine) as s:
+        campaigns.start_campaign(s, campaign_id=c.id, batch_size=10)
+    assert client.get("/issues/weekly-42").status_code == 200
+    assert "weekly-42" in client.get("/issues/").text
