@@ -134,7 +134,8 @@ def queue_issue(path: Path, list_name: str, at: datetime | None = None, *, next_
     with transaction(engine) as s:
         mlist = campaigns.find_list(s, list_name)
         issue = campaigns.store_issue(s, slug=rendered.slug, subject=rendered.subject, preheader=rendered.preheader,
-                                      source=source, html=rendered.html, text_part=rendered.text)
+                                      source=source, html=rendered.html, text_part=rendered.text,
+                                      issue_date=rendered.date)
         started = 0
         if at is not None or next_slot:
             campaign = schedules.schedule_campaign(s, issue_id=issue.id, list_id=mlist.id, at=at, now=now)

@@ -84,6 +84,7 @@ class RenderedIssue:
     mjml: str  # the generated MJML source
     warnings: tuple[str, ...] = ()
     web_url: str = ""
+    date: str = ""  # the issue's own date (ISO 8601) from its front matter, if it has one
 
 
 def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
@@ -115,6 +116,7 @@ def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
         mjml=mjml_source,
         warnings=tuple(check_issue(source, html)),
         web_url=web_url,
+        date=source.date.isoformat() if source.date else "",
     )
 
 

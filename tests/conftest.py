@@ -104,6 +104,7 @@ def pytest_runtest_makereport(item, call):
     green by skipping."""
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)  # fixtures look at it (a browser's screenshots on failure)
     if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped on CI (CI=true), which counts as a failure: {report.longrepr}"

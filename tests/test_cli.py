@@ -63,3 +63,15 @@ def test_send_at_schedules_and_twice_is_the_same_campaign(ready):
     assert again.returncode == 0 and "campaign 1 " in again.stdout
     status = cli("campaign", "status", "1", "--json")
     assert status.returncode == 0 and '"status": "scheduled"' in status.stdout
+
+
+def test_a_sent_issue_is_in_the_archive_under_its_own_date(ready):
+    from fastapi.testclient import TestClient
+
+    from mailer.web.app import create_app
+
+    sent = cli("send", ISSUE, "--list", "weekly")
+    assert sent.returncode == 0, sent.stderr
+    page = TestClient(create_app()).get("/issues/")
+    assert page.status_code == 200
+    assert "Megvii Chief Scientist" in page.text and "2022-06-14" in page.text

@@ -113,12 +113,7 @@ def update_issue(session: Session, *, issue_id: int, source: str, settings: Sett
 def _store(session: Session, rendered: RenderedIssue, source: str) -> Issue:
     return campaigns.store_issue(session, slug=rendered.slug, subject=rendered.subject, preheader=rendered.preheader,
                                  source=source, html=rendered.html, text_part=rendered.text,
-                                 issue_date=_issue_date(source))
-
-
-def _issue_date(source: str) -> str:
-    parsed = parse_issue(source)
-    return parsed.date.isoformat() if parsed.date else ""
+                                 issue_date=rendered.date)
 
 
 def delete_issue(session: Session, *, issue_id: int) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
 @pytest.fixture
-def browser():
+def browser(request):
+    """Headless Chromium. When the test fails, every page it left open is saved as a
+    screenshot in test-artifacts/ (named after the test) to show what the browser saw."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -29,8 +35,21 @@ def browser():
         launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield launched
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                _screenshots(launched, request.node.name)
         finally:
             launched.close()
+
+
+def _screenshots(launched, test_name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in test_name)
+    for i, page in enumerate(p for context in launched.contexts for p in context.pages):
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"failed-{safe}-{i}.png"), full_page=True)
+        except Exception:  # a crashed page: nothing to show
+            pass
 
 
 @contextlib.contextmanager
