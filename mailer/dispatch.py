@@ -49,8 +49,8 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 @functools.lru_cache(maxsize=1)
-def _limiter(rate: float, broker: str):
-    return limiter_for(rate, broker)
+def _limiter(rate: float, broker: str, folder: str):
+    return limiter_for(rate, broker, Path(folder))
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,7 +75,7 @@ def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
     engine = engine_for(settings.database)
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
     outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings),
-                     limiter=_limiter(settings.rate_limit, settings.broker), slots=domain_slots(settings))
+                     limiter=_limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve())), slots=domain_slots(settings))
     if not outcomes or outcomes[-1].stopped:
         return False
     with transaction(engine) as s:

@@ -2,7 +2,8 @@
 
 - A global send rate (``NEWSLETTER_RATE_LIMIT`` messages per second over every worker):
   fixed windows counted in Redis, so every worker on every machine shares one budget;
-  a local limiter when there is no Redis (the embedded setup, one machine).
+  without Redis (the embedded setup, one machine) a ``flock``-ed file that the worker
+  processes of the machine share.
 - A per-recipient-domain concurrency cap (``NEWSLETTER_DOMAIN_CONCURRENCY``): at most N
   messages to one domain in flight at once, over every worker. In Redis a sorted set
   per domain whose members expire, so the slot of a worker killed mid-send frees itself;
@@ -56,6 +57,49 @@ class LocalRateLimiter:
                 self.sleep(self._next - now)
                 now = self._next
             self._next = max(self._next, now) + self.interval
+
+
+class FileRateLimiter:
+    """At most ``rate`` messages per second over every worker process of this machine
+    (the embedded setup has no Redis): the next free instant is kept in one file that
+    each process updates under an exclusive ``flock``, so the budget is shared, not
+    multiplied by the number of workers."""
+
+    # A stored instant this far ahead cannot come from waiting workers: the wall clock
+    # went back (or the file is stale); start afresh instead of sleeping that long.
+    STALE_AFTER = 60.0
+
+    def __init__(self, path: Path, rate: float, clock=time.time, sleep=time.sleep):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.path, self.interval, self.clock, self.sleep = Path(path), 1.0 / rate, clock, sleep
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def reserve(self) -> float:
+        """Take the next free instant; returns how long to wait for it (0.0: go now)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 64, 0)
+            now = self.clock()
+            try:
+                free = float(raw or b"0")
+            except ValueError:
+                free = 0.0
+            if free - now > self.STALE_AFTER:
+                free = now
+            slot = max(free, now)
+            data = repr(slot + self.interval).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            return slot - now
+        finally:
+            os.close(fd)  # drops the lock
+
+    def wait(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            self.sleep(delay)
 
 
 # KEYS[1] key prefix; ARGV: capacity, window length (ms), now (ms, or -1: Redis's clock).
@@ -258,14 +302,18 @@ def _is_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://"))
 
 
-def limiter_for(rate: float, broker_url: str) -> RateLimiter:
-    """Redis-shared when the broker is Redis (production, several machines), local otherwise."""
+def limiter_for(rate: float, broker_url: str, folder: Path | None = None) -> RateLimiter:
+    """Redis-shared when the broker is Redis (production, several machines); otherwise
+    shared by the processes of this machine through a file under ``folder``, or, with
+    no folder, this process only."""
     if rate <= 0:
         return NoLimit()
     if _is_redis(broker_url):
         import redis
 
         return RedisRateLimiter(redis.Redis.from_url(broker_url), rate)
+    if folder is not None:
+        return FileRateLimiter(Path(folder) / "send-rate", rate)
     return LocalRateLimiter(rate)
 
 

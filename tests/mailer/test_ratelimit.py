@@ -18,6 +18,7 @@ import redis
 from mailer.ratelimit import (
     Backoff,
     FileDomainSlots,
+    FileRateLimiter,
     LocalRateLimiter,
     NoDomainCap,
     NoLimit,
@@ -27,7 +28,12 @@ from mailer.ratelimit import (
     limiter_for,
 )
 from mailer.sending import drain
-from tests.mailer.test_sending import assert_counters_match, config, received, transport_for
+from tests.mailer.test_sending import (
+    assert_counters_match,
+    config,
+    received,
+    transport_for,
+)
 from tests.support.seed import seed_campaign
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,10 +110,39 @@ def test_redis_limiter_is_shared_by_two_processes(redis_url):
     assert len(counts) >= 3  # 60 messages at 20 per window need at least three windows
 
 
-def test_limiter_for_picks_redis_for_a_redis_broker(redis_url):
+def test_limiter_for_picks_redis_for_a_redis_broker(redis_url, tmp_path):
     assert isinstance(limiter_for(0, redis_url), NoLimit)
     assert isinstance(limiter_for(5, "filesystem://"), LocalRateLimiter)
-    assert isinstance(limiter_for(5, redis_url), RedisRateLimiter)
+    assert isinstance(limiter_for(5, "filesystem://", tmp_path), FileRateLimiter)
+    assert isinstance(limiter_for(5, redis_url, tmp_path), RedisRateLimiter)
+
+
+def _reserve_many(path: str, n: int, out) -> None:
+    # A clock that stands still: every reservation must get a slot of its own, so the
+    # delays handed out over all processes are 0, 1, 2, ... intervals, none twice.
+    limiter = FileRateLimiter(path, 10, clock=lambda: 1000.0, sleep=lambda _s: None)
+    out.put([round(limiter.reserve(), 6) for _ in range(n)])
+
+
+def test_file_limiter_is_shared_by_the_processes_of_one_machine(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_reserve_many, args=(str(tmp_path / "rate"), 25, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    delays = sorted(out.get(timeout=60) + out.get(timeout=60))
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert delays == [round(i * 0.1, 6) for i in range(50)]
+
+
+def test_file_limiter_ignores_a_stale_instant(tmp_path):
+    (tmp_path / "rate").write_text("99999999999.0")  # far ahead: a clock that went back, or garbage
+    limiter = FileRateLimiter(tmp_path / "rate", 10, clock=lambda: 1000.0)
+    assert limiter.reserve() == 0.0 and limiter.reserve() == pytest.approx(0.1)
+    (tmp_path / "rate").write_text("not a number")
+    assert FileRateLimiter(tmp_path / "rate", 10, clock=lambda: 1000.0).reserve() == 0.0
 
 
 # --- per-domain concurrency ------------------------------------------------------------
