@@ -97,8 +97,9 @@ def active_audience_size(session: Session, list_id: int) -> int:
 
 def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: datetime | None = None) -> int:
     """Move a draft or scheduled campaign to 'sending', publish its issue in the archive
-    and freeze its audience, in one transaction. The guarded UPDATE means only the first of several concurrent or
-    repeated starts freezes anything; the others return 0. Returns the audience size."""
+    and freeze its audience, in one transaction. The guarded UPDATE means only the first
+    of several concurrent or repeated starts freezes anything; the others return 0.
+    Returns the audience size."""
     now = now or utcnow()
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in ("draft", "scheduled"):

@@ -10,18 +10,7 @@ import pytest
 
 from mailer.errors import InvalidInput
 from mailer.issues import MAX_ISSUE_BYTES, derive_slug, load_issue, parse_issue
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "china-ai-weekly-2022-06-14.md"
-
-SAMPLE_SECTIONS = ["News of the Week", "Papers and Project", "Rising Startups"]
-SAMPLE_STORIES = [
-    "Megvii Chief Scientist, ResNet Creator Dies at 45",
-    "Baidu, Geely’s EV Startup Unveils First Self-Driving Robocar Concept ROBO-01",
-    "Alibaba Cloud Unveils New Cloud Infrastructure Processing Unit (CIPU) to Take on CPUs",
-    "Vision GNN: An Image is Worth Graph of Nodes",
-    "Zero and R2D2: A Large-scale Chinese Cross-modal Benchmark and A Vision-Language Framework",
-    "Siamese Image Modeling for Self-Supervised Vision Representation Learning",
-]
+from tests.support.example import EXAMPLE, SAMPLE_SECTIONS, SAMPLE_STORIES
 
 
 def issue(body: str = "Hello.\n", **meta: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html as htmllib
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -22,20 +21,10 @@ from mailer.render import (
     validate_mjml,
     write_render_outputs,
 )
+from tests.support.example import EXAMPLE, ROOT, SAMPLE_SECTIONS, SAMPLE_STORIES
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "china-ai-weekly-2022-06-14.md"
 SHIPPED = ROOT / "templates"
 
-SAMPLE_SECTIONS = ["News of the Week", "Papers and Project", "Rising Startups"]
-SAMPLE_STORIES = [
-    "Megvii Chief Scientist, ResNet Creator Dies at 45",
-    "Baidu, Geely’s EV Startup Unveils First Self-Driving Robocar Concept ROBO-01",
-    "Alibaba Cloud Unveils New Cloud Infrastructure Processing Unit (CIPU) to Take on CPUs",
-    "Vision GNN: An Image is Worth Graph of Nodes",
-    "Zero and R2D2: A Large-scale Chinese Cross-modal Benchmark and A Vision-Language Framework",
-    "Siamese Image Modeling for Self-Supervised Vision Representation Learning",
-]
 
 
 def context(**overrides) -> RenderContext:
