@@ -11,14 +11,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from mailer.config import get_settings
 from mailer.errors import ConfigurationError, InvalidInput, NewsletterError
 
 app = typer.Typer(help="Newsletter delivery: render an issue once, send it to every subscriber exactly once.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 issue_app = typer.Typer(help="Issues: render and preview.", no_args_is_help=True)
 campaign_app = typer.Typer(help="Campaigns: progress, pause, resume, cancel, retry.", no_args_is_help=True)
@@ -440,7 +440,7 @@ def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes.")] = 2,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the periodic sweep here (one per deployment).")] = False,
 ) -> None:
-    """Run a Celery worker (extra arguments go to ``celery worker``)."""
+    """Run a Celery worker (extra arguments go to 'celery worker')."""
     _engine()
     cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
     if beat:
@@ -486,8 +486,12 @@ def inbound() -> None:
 def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
 ) -> None:
-    """Import the example subscribers, send the example issue through a real Celery
-    worker to the outbox folder, and print a summary. Running it again sends nothing twice."""
+    """Send the example issue to the example subscribers through a real worker (no server needed).
+
+    Imports examples/subscribers.csv, renders the example issue, starts a Celery worker on
+    the embedded broker, sends to the outbox folder and prints a summary. Running it
+    again sends nothing twice.
+    """
     from mailer.demo import run_demo
 
     raise typer.Exit(run_demo(timeout=timeout))
@@ -499,16 +503,20 @@ def main() -> None:
     except (InvalidInput, ConfigurationError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except (click.ClickException, typer.BadParameter) as err:
-        # typer raises its own BadParameter for a value it could not convert (e.g. a
-        # campaign id that is not a number): a usage error like click's.
-        show = getattr(err, "show", None)
-        show() if show else typer.echo(f"error: {err}", err=True)
+    except typer.TyperException as err:
+        # A usage error (unknown command or option, a campaign id that is not a number):
+        # one line, like every other user error. (typer bundles its own click, so these
+        # are not click.ClickException.)
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as written
+            typer.echo(message, err=True)
+        else:
+            typer.echo(f"error: {' '.join(message.split())} (see --help)", err=True)
         sys.exit(getattr(err, "exit_code", 2))
     except NewsletterError as err:
         typer.echo(f"error: {err}", err=True)

@@ -75,3 +75,13 @@ def test_a_sent_issue_is_in_the_archive_under_its_own_date(ready):
     page = TestClient(create_app()).get("/issues/")
     assert page.status_code == 200
     assert "Megvii Chief Scientist" in page.text and "2022-06-14" in page.text
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["campaign", "pause", "abc"], "Invalid value"),
+    (["send"], "Missing argument"),
+    (["bogus"], "No such command"),
+    (["db", "upgrade", "--bogus"], "No such option"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args, fragment):
+    assert_one_line_error(cli(*args), fragment)
