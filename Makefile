@@ -25,8 +25,10 @@ venv-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(BIN)/newsletter demo
 
-## The whole test suite (PostgreSQL, Redis, Chromium and smtp-sink on this machine).
+## The architecture contracts (.importlinter), then the whole test suite (PostgreSQL,
+## Redis, Chromium and smtp-sink on this machine).
 test: $(VENV)/.installed-test
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-test

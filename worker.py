@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from mailer import dispatch
 from mailer.celeryapp import make_celery
-from mailer.config import get_settings
-from mailer.errors import TransientDeliveryError
+from mailer.core.config import get_settings
+from mailer.core.errors import TransientDeliveryError
 
 app = make_celery(get_settings())
 

@@ -47,7 +47,7 @@ def generate(path: Path, rows: int, seed: int = 1) -> list[str]:
 
 
 def run_one(rows: int, database_url: str | None, trace: bool) -> dict:
-    from mailer.db import make_engine, transaction
+    from mailer.core.db import make_engine, transaction
     from mailer.migrate import upgrade
     from subscribers import csvio, service
 

@@ -85,7 +85,7 @@ def configure(args, folder: Path, port: int) -> dict[str, str]:
     for key in [k for k in os.environ if k.startswith("NEWSLETTER_")]:
         del os.environ[key]
     os.environ.update(env)
-    from mailer.config import get_settings
+    from mailer.core.config import get_settings
 
     get_settings.cache_clear()
     return env
@@ -95,9 +95,9 @@ def seed(engine, n: int, run: str) -> int:
     """A list of ``n`` active subscribers, inserted in chunks (no ORM objects)."""
     from sqlalchemy import insert
 
-    from mailer.db import transaction
-    from mailer.models import MailingList, Subscriber
+    from mailer.core.db import transaction
     from mailer.queries import text
+    from subscribers.models import MailingList, Subscriber
 
     with transaction(engine) as s:
         list_id = s.execute(insert(MailingList).values(name=f"bench-{run}", description="Recode China AI")
@@ -125,12 +125,11 @@ def _now():
 def prepare(engine, settings, n: int, run: str) -> tuple[int, int, int]:
     """Seed, store the rendered example issue, create and start the campaign.
     Returns (campaign id, batches, size in bytes of one assembled message)."""
-    from mailer import campaigns
-    from mailer.db import transaction
+    from mailer import campaigns, queries
+    from mailer.core.db import transaction
     from mailer.dispatch import engine_config
     from mailer.render import render_file
     from mailer.sending import prepare_campaign, recipient_for
-    from mailer import queries
 
     list_id = seed(engine, n, run)
     rendered = render_file(EXAMPLE, settings)
@@ -195,7 +194,7 @@ def peak_rss_mb(proc: subprocess.Popen) -> float:
 
 def run_workers(args, env, folder, engine, settings, cid: int, batches: int) -> tuple[float, list[float], dict]:
     from mailer import queries
-    from mailer.db import transaction
+    from mailer.core.db import transaction
     from mailer.dispatch import enqueue_campaign
 
     procs = start_workers(env, args.workers, folder)
@@ -268,8 +267,8 @@ def main() -> None:
     sink = start_sink(port)
     try:
         env = configure(args, folder, port)
-        from mailer.config import get_settings
-        from mailer.db import make_engine
+        from mailer.core.config import get_settings
+        from mailer.core.db import make_engine
         from mailer.migrate import upgrade
 
         settings = get_settings()

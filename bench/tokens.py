@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import time
 
-from subscribers import tokens
+from mailer.core import signing
 
 
 def main(n: int = 50_000) -> None:
     start = time.perf_counter()
     for i in range(n):
-        tokens.unsubscribe_token("secret", i + 1, 9)
+        signing.unsubscribe_token("secret", i + 1, 9)
     made = (time.perf_counter() - start) / n
-    token = tokens.unsubscribe_token("secret", 1, 9)
+    token = signing.unsubscribe_token("secret", 1, 9)
     start = time.perf_counter()
     for _ in range(n):
-        tokens.read_unsubscribe_token(["secret"], token)
+        signing.read_unsubscribe_token(["secret"], token)
     read = (time.perf_counter() - start) / n
     print(f"unsubscribe_token: {made * 1e6:.1f} µs/recipient; read_unsubscribe_token: {read * 1e6:.1f} µs")
 

@@ -1,4 +1,4 @@
-"""Dashboard users and API tokens (migration 0004).
+"""Dashboard users and API tokens (the tables are in ``mailer.models``).
 
 Passwords are hashed with scrypt (RFC 7914, stdlib ``hashlib.scrypt``) and a per-user
 random salt; the parameters are stored with the hash so they can be raised later
@@ -6,23 +6,25 @@ without invalidating existing users. API tokens are 32 random bytes shown once; 
 their SHA-256 is kept: a token is already high-entropy, so a slow hash would add cost
 to every API request and no protection.
 
-Plain functions over an open ``Session``; the caller commits (``mailer.db.transaction``).
+Plain functions over an open ``Session``; the caller commits (``mailer.core.db.transaction``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from mailer.db import Base, BigId
-from mailer.errors import ConflictError, InvalidInput, NotFound
+from mailer.core import signing
+from mailer.core.clock import utcnow
+from mailer.core.errors import ConflictError, InvalidInput, NotFound
+from mailer.models import AdminUser, ApiToken
+from subscribers.service import normalise_email
 
 # OWASP suggests N=2^17 (128 MiB per hash); N=2^15 keeps a sign-in near 0.1 s and
 # 32 MiB, still memory-hard enough to make GPU guessing costly.
@@ -33,35 +35,6 @@ MAX_PASSWORD = 1024  # scrypt of a megabyte-long "password" is a cheap denial of
 TOKEN_PREFIX = "nl_"
 # last_used_at is informative; writing it on every API call would turn reads into writes.
 LAST_USED_PRECISION = timedelta(minutes=1)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class AdminUser(Base):
-    """Someone who may sign in to the dashboard. ``session_epoch`` goes up on sign-out,
-    which invalidates every session cookie issued before (cookies are stateless)."""
-
-    __tablename__ = "admin_user"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
-    password_hash: Mapped[str] = mapped_column(String(255))
-    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class ApiToken(Base):
-    __tablename__ = "api_token"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("admin_user.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- passwords (pure) -------------------------------------------------------------------
@@ -92,7 +65,7 @@ def password_matches(password: str, stored: str) -> bool:
         actual = _scrypt(password[:MAX_PASSWORD], base64.b64decode(salt), int(n), int(r), int(p))
     except (ValueError, TypeError):
         return False
-    return hmac.compare_digest(actual, expected)
+    return signing.same(actual, expected)
 
 
 def check_password_rules(password: str) -> None:
@@ -110,8 +83,6 @@ _DUMMY_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(b'0' * 16)}${_b64(
 # --- users ------------------------------------------------------------------------------
 
 def _email_key(email: str) -> str:
-    from subscribers.service import normalise_email
-
     return normalise_email(email).lower()
 
 
@@ -200,8 +171,6 @@ def check_token(session: Session, plaintext: str | None, *, now: datetime | None
         return None
     now = now or utcnow()
     last = token.last_used_at
-    if last is not None and last.tzinfo is None:  # SQLite keeps naive UTC
-        last = last.replace(tzinfo=timezone.utc)
     if last is None or now - last >= LAST_USED_PRECISION:
         token.last_used_at = now
         session.flush()

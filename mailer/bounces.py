@@ -4,7 +4,7 @@ A relay's 250 only means "I will try". When the receiving system later gives up 
 sends a delivery status notification (DSN, RFC 3464: ``multipart/report;
 report-type=delivery-status``, one ``Action:``/``Status:`` block per recipient) to the
 envelope sender, which is the delivery's VERP address ``bounces+<id>-<mac>@domain``
-(``mailer.sending.delivery_token``). Complaints ("this is spam") arrive from feedback
+(``mailer.core.signing.verp_token``). Complaints ("this is spam") arrive from feedback
 loops as ARF reports (RFC 5965: ``report-type=feedback-report``).
 
 What is recorded, in one transaction:
@@ -25,38 +25,52 @@ from __future__ import annotations
 
 import email
 import email.policy
-import hmac
+import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import getaddresses
 
 from sqlalchemy.engine import Engine
 
 from mailer import queries
-from mailer.db import transaction
-from mailer.errors import InvalidInput, NotFound
+from mailer.core import signing
+from mailer.core.clock import utcnow
+from mailer.core.db import transaction
+from mailer.core.errors import InvalidInput, NotFound
 from mailer.message import parse_verp
-from mailer.replies import Verdict, classify
+from mailer.replies import Kind, Verdict, classify
+from subscribers import service
+from subscribers.links import delivered_to
+from subscribers.models import Event, EventKind, SubscriberStatus, SuppressionReason
 
-# Where an MTA pipe puts the envelope recipient (Postfix local(8) and pipe(8), Exim).
-RECIPIENT_ENV = ("ORIGINAL_RECIPIENT", "RECIPIENT")
-_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc")
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 _DIAG_CODE = re.compile(r"^\s*(?:smtp|x-[\w-]+)\s*;\s*([245]\d\d)\b", re.IGNORECASE)
-# Message-IDs we write (mailer.sending.message_id): <nl.CAMPAIGN.DELIVERY.MAC@domain>
-_OUR_MESSAGE_ID = re.compile(r"<nl\.(\d+)\.(\d+)\.([0-9a-f]+)@([^>]+)>")
-_TOKEN = re.compile(r"^(\d+)-([0-9a-f]+)$")
+
+
+class DsnAction(enum.StrEnum):
+    """RFC 3464 §2.3.3: what the reporting MTA did for a recipient."""
+
+    failed = "failed"
+    delayed = "delayed"
+    delivered = "delivered"
+    relayed = "relayed"
+    expanded = "expanded"
+
+
+class ReportKind(enum.StrEnum):
+    bounce = "bounce"
+    complaint = "complaint"
+    none = "none"  # nothing to record: an auto-reply, a "delivered" notice
 
 
 @dataclass(frozen=True)
 class Report:
     """What an inbound message says about one delivery."""
 
-    kind: str  # "bounce", "complaint", or "none" (nothing to record: auto-reply, "delivered")
+    kind: ReportKind
     status: str = ""  # RFC 3463 code, "5.1.1"
     action: str = ""  # RFC 3464 Action: failed, delayed...
     diagnostic: str = ""  # Diagnostic-Code text, or the feedback type of a complaint
@@ -67,51 +81,11 @@ class Report:
     original_senders: tuple[str, ...] = ()  # envelope senders of the quoted original (VERP)
 
 
-# --- tokens ----------------------------------------------------------------------------
-
-
-def verify_token(token: str, secret_keys: Sequence[str]) -> int | None:
-    """The delivery id of a VERP token made with one of ``secret_keys``, else None."""
-    from mailer.sending import delivery_token
-
-    m = _TOKEN.match(token.strip().lower())
-    if not m:
-        return None
-    delivery_id = int(m.group(1))
-    for secret in secret_keys:
-        if hmac.compare_digest(delivery_token(secret, delivery_id), f"{delivery_id}-{m.group(2)}"):
-            return delivery_id
-    return None
-
-
-def _verify_message_id(value: str, secret_keys: Sequence[str]) -> int | None:
-    from mailer.sending import message_id
-
-    m = _OUR_MESSAGE_ID.search(value)
-    if not m:
-        return None
-    campaign_id, delivery_id, domain = int(m.group(1)), int(m.group(2)), m.group(4)
-    for secret in secret_keys:
-        if hmac.compare_digest(message_id(secret, campaign_id, delivery_id, domain), m.group(0)):
-            return delivery_id
-    return None
-
-
-def recipients_of(message: Message, environ: Mapping[str, str] | None = None,
-                  envelope_to: Iterable[str] = ()) -> list[str]:
-    """Every address the message was delivered to, envelope first."""
-    env = environ or {}
-    found = [*envelope_to, *(env[k] for k in RECIPIENT_ENV if env.get(k))]
-    for header in _RECIPIENT_HEADERS:
-        found.extend(str(v) for v in message.get_all(header, []))
-    return [addr for _, addr in getaddresses(found) if addr]
-
-
 def is_bounce(raw: bytes, environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``newsletter inbound`` should hand this message to ``handle_inbound``:
     it went to a ``bounces+`` address, or it is a delivery or feedback report."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    if any(parse_verp(a) for a in recipients_of(message, environ)):
+    if any(parse_verp(a) for a in delivered_to(message, environ)):
         return True
     return message.get_content_type() == "multipart/report" and (
         (message.get_param("report-type") or "").lower() in ("delivery-status", "feedback-report"))
@@ -196,7 +170,7 @@ def read_report(message: Message) -> Report:
         if fields is not None:
             senders += tuple(v for v in (_value(fields, "Original-Mail-From"),) if v)
         # RFC 5965 §7.3: "not-spam" undoes a complaint; it is not one.
-        kind = "none" if feedback_type == "not-spam" else "complaint"
+        kind = ReportKind.none if feedback_type == "not-spam" else ReportKind.complaint
         return Report(kind=kind, diagnostic=feedback_type,
                       recipient=_value(fields, "Original-Rcpt-To") if fields is not None else "",
                       reporter=_value(fields, "Reporting-MTA") if fields is not None else str(message.get("From", "")),
@@ -208,29 +182,29 @@ def read_report(message: Message) -> Report:
         per_message = blocks[0] if blocks else Message()
         for block in blocks[1:] or blocks:
             action = _value(block, "Action").lower()
-            if action not in ("failed", "delayed"):
+            if action not in (DsnAction.failed, DsnAction.delayed):
                 continue  # delivered, relayed, expanded: good news, nothing to record
             status = _value(block, "Status")
             m = _STATUS.match(status)
             diagnostic = _after_type(_value(block, "Diagnostic-Code"))
             code_m = _DIAG_CODE.match(_value(block, "Diagnostic-Code"))
-            return Report(kind="bounce", status=".".join(m.groups()) if m else "", action=action,
+            return Report(kind=ReportKind.bounce, status=".".join(m.groups()) if m else "", action=action,
                           diagnostic=diagnostic, code=int(code_m.group(1)) if code_m else None,
                           recipient=_after_type(_value(block, "Final-Recipient")
                                                 or _value(block, "Original-Recipient")),
                           reporter=_after_type(_value(per_message, "Reporting-MTA")),
                           original_message_ids=ids, original_senders=senders)
-        return Report(kind="none", action="delivered", original_message_ids=ids, original_senders=senders)
+        return Report(kind=ReportKind.none, action=DsnAction.delivered, original_message_ids=ids, original_senders=senders)
 
     # Not a report. RFC 3834 §5: auto-replies go to the envelope sender too, and say so.
     auto = (str(message.get("Auto-Submitted", "")).lower().startswith("auto-replied")
             or message.get("X-Autoreply") or str(message.get("Precedence", "")).lower() == "auto_reply")
     if auto:
-        return Report(kind="none", action="auto-reply", original_message_ids=ids, original_senders=senders)
+        return Report(kind=ReportKind.none, action="auto-reply", original_message_ids=ids, original_senders=senders)
     status, code = _status_from_text(_first_text(message))
     if not status:
-        return Report(kind="none", action="no delivery status", original_message_ids=ids, original_senders=senders)
-    return Report(kind="bounce", status=status, action="failed", code=code, diagnostic=_first_text(message)[:500].strip(),
+        return Report(kind=ReportKind.none, action="no delivery status", original_message_ids=ids, original_senders=senders)
+    return Report(kind=ReportKind.bounce, status=status, action=DsnAction.failed, code=code, diagnostic=_first_text(message)[:500].strip(),
                   reporter=str(message.get("From", "")), original_message_ids=ids, original_senders=senders)
 
 
@@ -247,13 +221,13 @@ def verdict_for(report: Report) -> Verdict:
 
 
 def _delivery_id(message: Message, report: Report, secret_keys: Sequence[str], environ, envelope_to) -> int:
-    tokens = [t for a in [*recipients_of(message, environ, envelope_to), *report.original_senders]
+    tokens = [t for a in [*delivered_to(message, environ, envelope_to), *report.original_senders]
               if (t := parse_verp(a))]
     for token in tokens:
-        if (did := verify_token(token, secret_keys)) is not None:
+        if (did := signing.read_verp_token(secret_keys, token)) is not None:
             return did
     for mid in report.original_message_ids:
-        if (did := _verify_message_id(mid, secret_keys)) is not None:
+        if (did := signing.read_message_id(secret_keys, mid)) is not None:
             return did
     if tokens:
         raise InvalidInput("the bounce address is not valid (its token does not verify)")
@@ -271,47 +245,43 @@ def handle_inbound(engine: Engine, raw: bytes, *, secret_keys: Sequence[str],
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     report = read_report(message)
     delivery_id = _delivery_id(message, report, secret_keys, environ, envelope_to)
-    if report.kind == "none":
+    if report.kind == ReportKind.none:
         return f"delivery {delivery_id}: nothing to record ({report.action or report.diagnostic})"
-    now = now or datetime.now(timezone.utc)
-    from subscribers import service
-    from subscribers.models import Event
-
+    now = now or utcnow()
     with transaction(engine) as s:
         ref = queries.find_delivery(s, delivery_id=delivery_id)
         if ref is None:
             raise NotFound(f"no delivery {delivery_id}")
-        if report.kind == "complaint":
-            changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="complained",
-                                                          now=now)
-            service.suppress(s, email=ref.email, reason="complaint")
-            s.add(Event(kind="complaint", origin="arf", subscriber_id=ref.subscriber_id,
+        if report.kind == ReportKind.complaint:
+            changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id,
+                                                    status=SubscriberStatus.complained, now=now)
+            service.suppress(s, email=ref.email, reason=SuppressionReason.complaint)
+            s.add(Event(kind=EventKind.complaint, origin="arf", subscriber_id=ref.subscriber_id,
                         campaign_id=ref.campaign_id, delivery_id=ref.delivery_id,
                         detail={"feedback_type": report.diagnostic, "reporter": report.reporter[:200]},
                         created_at=now))
             return (f"delivery {delivery_id}: complaint ({report.diagnostic}); subscriber "
-                    + ("marked complained" if changed else f"was already {_status(s, ref.subscriber_id)}"))
+                    + ("marked complained" if changed else f"was already {_status_of(s, ref)}"))
 
         verdict = verdict_for(report)
         reply = " ".join(f"{report.status} {report.diagnostic}".split())
         detail = {"status": report.status, "action": report.action, "diagnostic": report.diagnostic[:500],
-                  "reporter": report.reporter[:200], "permanent": verdict.kind == "permanent",
+                  "reporter": report.reporter[:200], "permanent": verdict.kind == Kind.permanent,
                   "suppress": verdict.suppress}
-        s.add(Event(kind="bounce", origin="dsn", subscriber_id=ref.subscriber_id, campaign_id=ref.campaign_id,
+        s.add(Event(kind=EventKind.bounce, origin="dsn", subscriber_id=ref.subscriber_id, campaign_id=ref.campaign_id,
                     delivery_id=ref.delivery_id, detail=detail, created_at=now))
         if not verdict.suppress:
-            what = "temporary" if verdict.kind != "permanent" else "permanent, not the address"
+            what = "temporary" if verdict.kind != Kind.permanent else "permanent, not the address"
             return f"delivery {delivery_id}: {what} ({reply}); recorded as an event"
         moved = queries.bounce_sent_delivery(s, delivery_id=ref.delivery_id, campaign_id=ref.campaign_id,
                                                    code=report.code, reply=f"DSN: {reply}", now=now)
-        changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status="bounced", now=now)
-        service.suppress(s, email=ref.email, reason="bounce")
+        changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status=SubscriberStatus.bounced,
+                                                now=now)
+        service.suppress(s, email=ref.email, reason=SuppressionReason.bounce)
         return (f"delivery {delivery_id}: bounced ({reply}); "
                 + ("delivery moved from sent to bounced" if moved else f"delivery stays {ref.status}") + "; "
-                + ("subscriber marked bounced" if changed else f"subscriber was already {_status(s, ref.subscriber_id)}"))
+                + ("subscriber marked bounced" if changed else f"subscriber was already {_status_of(s, ref)}"))
 
 
-def _status(session, subscriber_id: int) -> str:
-    from mailer.queries import text
-
-    return session.execute(text("SELECT status FROM subscriber WHERE id = :sid"), {"sid": subscriber_id}).scalar_one()
+def _status_of(session, ref: queries.DeliveryRef) -> str:
+    return queries.subscriber_status(session, subscriber_id=ref.subscriber_id)

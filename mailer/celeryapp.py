@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from mailer.config import Settings
+from mailer.core.config import Settings
+
 
 def celery_config(settings: Settings) -> dict:
     conf: dict = {

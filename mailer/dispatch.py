@@ -12,22 +12,22 @@ from datetime import timedelta
 from pathlib import Path
 
 from mailer import queries
-from mailer.config import Settings, get_settings
-from mailer.db import engine_for, transaction
+from mailer.celeryapp import make_celery
+from mailer.core.clock import utcnow
+from mailer.core.config import Settings, get_settings
+from mailer.core.db import engine_for, transaction
+from mailer.dkim import DkimSigner, load_private_key
 from mailer.ratelimit import domain_slots_for, limiter_for
-from mailer.sending import EngineConfig, drain, utcnow
-
-# How many tasks one campaign gets at once: enough to keep every worker busy; an extra
-# task is harmless (it finds no batch to claim and ends).
-PARALLEL_TASKS = int(os.environ.get("NEWSLETTER_PARALLEL_TASKS", "8"))
+from mailer.schedules import DispatchReport
+from mailer.schedules import dispatch_due as _dispatch_due
+from mailer.sending import EngineConfig, drain
+from mailer.transports import transport_from_settings
 
 
 @functools.lru_cache(maxsize=1)
 def _signer(selector: str | None, domain: str | None, key: str | None):
     if not (selector and domain and key):
         return None
-    from mailer.dkim import DkimSigner, load_private_key
-
     return DkimSigner(selector, domain, load_private_key(key)).sign
 
 
@@ -69,17 +69,16 @@ def domain_slots(settings: Settings):
 def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
     """Send batches of the campaign for a while. Returns True when batches are still
     ready to claim (the task then queues a successor)."""
-    from mailer.transports import transport_from_settings
-
     settings = settings or get_settings()
     engine = engine_for(settings.database)
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
-    outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings),
-                     limiter=_limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve())), slots=domain_slots(settings))
+    limiter = _limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve()))
+    outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
+                     slots=domain_slots(settings))
     if not outcomes or outcomes[-1].stopped:
         return False
     with transaction(engine) as s:
-        return any(cid == campaign_id for cid, _ in queries.claimable_work(s, now=utcnow()))
+        return queries.claimable_batches(s, campaign_id=campaign_id, now=utcnow()) > 0
 
 
 def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None) -> dict[int, int]:
@@ -91,7 +90,7 @@ def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None)
         work = queries.claimable_work(s, now=utcnow(), idle_only=True)
     queued = {}
     for campaign_id, ready in work:
-        queued[campaign_id] = min(ready, PARALLEL_TASKS)
+        queued[campaign_id] = min(ready, settings.parallel_tasks)
         for _ in range(queued[campaign_id]):
             enqueue(campaign_id)
     return queued
@@ -101,8 +100,6 @@ def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None)
 def _producer(broker: str, var_dir: str):
     """A Celery app used only to send tasks by name, so callers (CLI, web) need not
     import the worker module."""
-    from mailer.celeryapp import make_celery
-
     return make_celery(get_settings())
 
 
@@ -112,20 +109,20 @@ def enqueue(campaign_id: int, settings: Settings | None = None) -> None:
 
 
 def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None = None) -> int:
-    """Queue the first tasks of a campaign that just started or resumed."""
-    n = max(1, min(batches, PARALLEL_TASKS))
+    """Queue the first tasks of a campaign that just started, resumed or is retrying:
+    one per claimable batch, at most ``NEWSLETTER_PARALLEL_TASKS``, at least one."""
+    settings = settings or get_settings()
+    n = max(1, min(batches, settings.parallel_tasks))
     for _ in range(n):
         enqueue(campaign_id, settings)
     return n
 
 
-def dispatch_due(settings: Settings | None = None, *, now=None):
+def dispatch_due(settings: Settings | None = None, *, now=None) -> DispatchReport:
     """Run the scheduler once: start due campaigns (each once, however many run this),
     hold long-missed ones for the editor, record empty weekly slots."""
-    from mailer.schedules import dispatch_due as _dispatch
-
     settings = settings or get_settings()
-    return _dispatch(
+    return _dispatch_due(
         engine_for(settings.database), now=now or utcnow(),
         missed_limit=timedelta(hours=settings.missed_limit_hours), batch_size=settings.batch_size,
         enqueue=lambda cid, batches: enqueue_campaign(cid, batches, settings),

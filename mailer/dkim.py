@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mailer.errors import ConfigurationError, InvalidInput
+from mailer.core.errors import ConfigurationError, InvalidInput
 
 # Every header a receiver or a mailbox provider relies on. RFC 8058 §4 requires
 # List-Unsubscribe and List-Unsubscribe-Post to be covered by the signature.

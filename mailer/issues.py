@@ -34,7 +34,7 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from mailer.errors import InvalidInput
+from mailer.core.errors import InvalidInput
 
 # A newsletter issue is a few tens of KB of Markdown; Gmail clips HTML over 102 KB anyway.
 # The limit keeps a wrong file (a log, a data dump) from tying up the renderer.
@@ -103,6 +103,12 @@ class IssueSource:
 
 def load_issue(path: str | Path) -> IssueSource:
     """Read and parse an issue file; every problem is a one-line ``InvalidInput``."""
+    return parse_issue(read_issue_file(path), filename=Path(path).name)
+
+
+def read_issue_file(path: str | Path) -> str:
+    """An issue file's text; a missing, unreadable, huge or non-UTF-8 file is a one-line
+    ``InvalidInput`` naming it."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -123,7 +129,7 @@ def load_issue(path: str | Path) -> IssueSource:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidInput(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})") from err
-    return parse_issue(text, filename=path.name)
+    return text
 
 
 def parse_issue(text: str, *, filename: str | None = None) -> IssueSource:

@@ -27,15 +27,15 @@ import binascii
 import html as _html
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.quoprimime import body_encode as _qp_body_encode
-import time
-from datetime import datetime, timezone
 from email.utils import format_datetime
 
-from mailer.errors import InvalidInput
+from mailer.core.errors import InvalidInput
 from mailer.merge import MARKERS, NAME_FALLBACK
 
 CRLF = "\r\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from mailer.db import check_connection, make_engine
+from mailer.core.db import check_connection, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

@@ -1,9 +1,13 @@
-"""Issues, campaigns, batches and deliveries: the sending side of the data model.
+"""The sending side of the data model, with its status enums: issues, campaigns,
+batches, deliveries, weekly schedules, and the dashboard's users and API tokens.
 
 A campaign is one issue sent to one list. Starting it freezes its audience into one
 ``delivery`` row per recipient, numbered into batches; workers claim a ``batch`` row
 under a lease, and record one outcome per delivery. The counters on ``campaign`` are
 updated in the same transaction as the deliveries they count, so they always agree.
+
+Status values exist here and in ``subscribers.models`` only, as enums; the code and
+the SQL of ``mailer.queries`` use the members, never the bare strings.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -24,23 +28,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.db import Base, BigId
-from subscribers.models import Event, MailingList, Membership, Subscriber, Suppression, _check, utcnow
-
-__all__ = [
-    "Base", "Issue", "Campaign", "Batch", "Delivery", "Subscriber", "MailingList",
-    "Membership", "Suppression", "Event", "Schedule", "ScheduleRun",
-    "IssueStatus", "CampaignStatus", "BatchStatus", "DeliveryStatus",
-]
+from mailer.core.clock import utcnow
+from mailer.core.db import Base, BigId, UtcDateTime, enum_check
+from subscribers.models import Event
 
 
-class IssueStatus(str, enum.Enum):
+class IssueStatus(enum.StrEnum):
     draft = "draft"
     ready = "ready"
-    sent = "sent"
+    sent = "sent"  # a campaign of it started: it is in the public archive
 
 
-class CampaignStatus(str, enum.Enum):
+class CampaignStatus(enum.StrEnum):
     draft = "draft"
     scheduled = "scheduled"
     sending = "sending"
@@ -49,13 +48,19 @@ class CampaignStatus(str, enum.Enum):
     cancelled = "cancelled"
 
 
-class BatchStatus(str, enum.Enum):
+# Not started yet: can be moved, started (or held) by the dispatcher.
+NOT_STARTED = (CampaignStatus.draft, CampaignStatus.scheduled)
+# Mailing or has mailed the stored copy of its issue, which then can no longer change.
+STARTED = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.sent)
+
+
+class BatchStatus(enum.StrEnum):
     pending = "pending"  # waiting for a worker (or for its retry time)
     claimed = "claimed"  # a worker holds it until lease_until
     done = "done"
 
 
-class DeliveryStatus(str, enum.Enum):
+class DeliveryStatus(enum.StrEnum):
     queued = "queued"
     sending = "sending"
     sent = "sent"
@@ -64,12 +69,23 @@ class DeliveryStatus(str, enum.Enum):
     skipped = "skipped"  # left the list (or was suppressed) after the audience was frozen
 
 
-FINAL_DELIVERY_STATES = ("sent", "failed", "bounced", "skipped")
+# The outcomes a campaign counts (its counter columns have these names).
+COUNTED = (DeliveryStatus.sent, DeliveryStatus.failed, DeliveryStatus.bounced, DeliveryStatus.skipped)
+# Not yet final: still to be sent (or its fate unknown after a crash).
+UNSENT = (DeliveryStatus.queued, DeliveryStatus.sending)
+
+
+class SlotOutcome(enum.StrEnum):
+    """What happened at a weekly slot (``schedule_run.outcome``)."""
+
+    started = "started"
+    empty = "empty"
+    held = "held"
 
 
 class Issue(Base):
     __tablename__ = "issue"
-    __table_args__ = (_check("status", IssueStatus),)
+    __table_args__ = (enum_check("status", IssueStatus),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     slug: Mapped[str] = mapped_column(String(200), unique=True)
@@ -79,17 +95,17 @@ class Issue(Base):
     # Rendered once; per-recipient merge fields are still markers in these.
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default=IssueStatus.draft.value)
+    status: Mapped[str] = mapped_column(String(16), default=IssueStatus.draft)
     issue_date: Mapped[str] = mapped_column(String(32), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    rendered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Campaign(Base):
     __tablename__ = "campaign"
     __table_args__ = (
-        _check("status", CampaignStatus),
+        enum_check("status", CampaignStatus),
         # One issue goes to one list once: a repeated start finds this campaign
         # instead of creating a second one.
         UniqueConstraint("issue_id", "list_id", name="uq_campaign_issue_list"),
@@ -99,11 +115,11 @@ class Campaign(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="RESTRICT"))
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id", ondelete="RESTRICT"))
-    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.draft.value)
-    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.draft)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     pause_reason: Mapped[str] = mapped_column(Text, default="")
     # Counters, kept in the same transactions as the deliveries they count.
     total: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,7 +132,7 @@ class Campaign(Base):
 class Batch(Base):
     __tablename__ = "batch"
     __table_args__ = (
-        _check("status", BatchStatus),
+        enum_check("status", BatchStatus),
         UniqueConstraint("campaign_id", "seq", name="uq_batch_campaign_seq"),
         # claim_batch looks for the next claimable batch of one campaign.
         Index("ix_batch_claim", "campaign_id", "status", "available_at"),
@@ -125,9 +141,9 @@ class Batch(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.pending.value)
-    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.pending)
+    available_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     worker: Mapped[str] = mapped_column(String(200), default="")
     claims: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -135,7 +151,7 @@ class Batch(Base):
 class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (
-        _check("status", DeliveryStatus),
+        enum_check("status", DeliveryStatus),
         UniqueConstraint("campaign_id", "subscriber_id", name="uq_delivery_campaign_subscriber"),
         # A worker reads one batch's unsent deliveries; status pages count by status.
         Index("ix_delivery_batch", "campaign_id", "batch_seq", "status"),
@@ -146,15 +162,21 @@ class Delivery(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
     batch_seq: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.queued.value)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_code: Mapped[int | None] = mapped_column(Integer)
     last_reply: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(String(255), default="")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queued_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+# A subscriber's events name the campaign and the delivery they came from; the sending
+# side owns those tables, so it declares these keys (``subscribers`` stays below it).
+Event.__table__.append_constraint(ForeignKeyConstraint(["campaign_id"], ["campaign.id"], ondelete="SET NULL"))
+Event.__table__.append_constraint(ForeignKeyConstraint(["delivery_id"], ["delivery.id"], ondelete="SET NULL"))
 
 
 class Schedule(Base):
@@ -172,12 +194,12 @@ class Schedule(Base):
     local_time: Mapped[str] = mapped_column(String(5))  # "HH:MM"
     timezone: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ScheduleRun(Base):
-    """What happened at one slot: a campaign started, or the slot was empty. The unique
-    (schedule, slot) makes the dispatcher record each slot once, however many run."""
+    """What happened at one slot (a ``SlotOutcome``). The unique (schedule, slot) makes
+    the dispatcher record each slot once, however many run."""
 
     __tablename__ = "schedule_run"
     __table_args__ = (
@@ -186,8 +208,35 @@ class ScheduleRun(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
-    slot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    outcome: Mapped[str] = mapped_column(String(16))  # started | empty | held
+    slot_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-import mailer.accounts  # noqa: E402,F401  (admin_user, api_token: migration 0004)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AdminUser(Base):
+    """Someone who may sign in to the dashboard (``mailer.accounts``). ``session_epoch``
+    goes up on sign-out, which invalidates every session cookie issued before (cookies
+    are stateless). Migration 0004."""
+
+    __tablename__ = "admin_user"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    password_hash: Mapped[str] = mapped_column(String(255))
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for ``/api/admin``; only its SHA-256 is kept."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("admin_user.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -1,32 +1,69 @@
-"""The queries that must be right when several workers run them at once.
+"""Every SQL statement that decides who gets what, or changes a campaign's state.
 
-Every function here takes an open ``Session`` inside a transaction and returns plain
-values. On SQLite every transaction is ``BEGIN IMMEDIATE`` (see ``mailer.db``): one
-writer at a time, so a claim is atomic by construction. On PostgreSQL the claim uses
-``FOR UPDATE SKIP LOCKED`` so concurrent workers take different batches without
-waiting for each other.
+Each function takes an open ``Session`` (or, on the per-message path, a ``Connection``)
+inside a transaction, and returns plain values; the caller commits. The comment on each
+says why it is safe when several workers, beats, web requests or CLI runs execute it at
+once. The ground rules:
+
+- SQLite: every transaction is ``BEGIN IMMEDIATE`` (``mailer.core.db``): one writer at a
+  time, so a read followed by a write in one transaction is atomic by construction.
+- PostgreSQL: a state change is a guarded ``UPDATE ... WHERE status IN (...)``: the row
+  lock makes a second, concurrent change see the new status and change nothing; a claim
+  uses ``FOR UPDATE SKIP LOCKED`` so concurrent workers take different rows.
+- Inserts that must happen once conflict on a unique key (``ON CONFLICT DO NOTHING``).
+
+Status values come from the enums of ``mailer.models`` and ``subscribers.models``, also
+inside the SQL text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, bindparam
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import text as _text
 from sqlalchemy.orm import Session
 
+from mailer.core.clock import as_utc
+from mailer.core.db import UtcDateTime, dialect_name, insert_for
+from mailer.models import (
+    UNSENT,
+    BatchStatus,
+    Campaign,
+    CampaignStatus,
+    DeliveryStatus,
+    Issue,
+    IssueStatus,
+    ScheduleRun,
+    SlotOutcome,
+)
+from mailer.outcomes import Outcome
+from subscribers.models import (
+    MAILABLE,
+    Event,
+    EventKind,
+    Membership,
+    Subscriber,
+    SubscriberStatus,
+)
 
-
-_TIME_PARAMS = ("now", "until", "next", "due", "sent_at")
+D, B, C, S = DeliveryStatus, BatchStatus, CampaignStatus, SubscriberStatus
+_TIME_PARAMS = ("now", "until", "next", "due", "sent_at", "rnow", "since", "start", "end")
 
 
 def text(sql: str):
-    """``sqlalchemy.text`` with the time parameters typed, so SQLite stores them in the
-    same format as the ORM does and string comparisons of times stay correct."""
+    """``sqlalchemy.text`` with the time parameters typed, so SQLite stores and compares
+    them in the same format as the ORM does."""
     clause = _text(sql)
-    typed = [bindparam(p, type_=DateTime(timezone=True)) for p in _TIME_PARAMS if f":{p}" in sql]
+    typed = [bindparam(p, type_=UtcDateTime()) for p in _TIME_PARAMS if f":{p}" in sql]
     return clause.bindparams(*typed) if typed else clause
+
+
+def _in(values: Iterable[str]) -> str:
+    """``('a', 'b')`` for statuses from an enum (never user input)."""
+    return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
 
 
 @dataclass(frozen=True)
@@ -46,9 +83,57 @@ class Recipient:
     status: str
 
 
+# --- starting a campaign -------------------------------------------------------------------
+
+def insert_campaign(session: Session, *, issue_id: int, list_id: int, scheduled_at: datetime | None,
+                    now: datetime) -> tuple[int, bool]:
+    """The campaign of this issue for this list, created if there is none yet: (id,
+    created). ``ON CONFLICT`` on (issue, list): two concurrent calls agree on one row."""
+    insert_ = insert_for(session)
+    status = C.scheduled if scheduled_at else C.draft
+    created = session.execute(
+        insert_(Campaign)
+        .values(issue_id=issue_id, list_id=list_id, status=status, scheduled_at=scheduled_at, created_at=now,
+                pause_reason="", total=0, sent=0, failed=0, bounced=0, skipped=0)
+        .on_conflict_do_nothing(index_elements=["issue_id", "list_id"])
+        .returning(Campaign.id)
+    ).first() is not None
+    campaign_id = session.scalar(select(Campaign.id).where(Campaign.issue_id == issue_id, Campaign.list_id == list_id))
+    return campaign_id, created
+
+
+def count_audience(session: Session, *, list_id: int) -> int:
+    """Active members of a list: who a campaign started now would mail."""
+    return session.scalar(
+        select(func.count()).select_from(Membership)
+        .join(Subscriber, Subscriber.id == Membership.subscriber_id)
+        .where(Membership.list_id == list_id, Subscriber.status == S.active)
+    )
+
+
+def transition_campaign(session: Session, *, campaign_id: int, from_: Iterable[CampaignStatus],
+                        to: CampaignStatus, **values) -> bool:
+    """Move a campaign from one of ``from_`` to ``to`` (setting ``values`` with it), or
+    change nothing. The one guarded status change: two starts, a start and a cancel, or
+    two beats racing change the campaign once, because the second ``UPDATE`` waits for
+    the first one's row lock (PostgreSQL) or write lock (SQLite) and then no longer
+    matches its ``WHERE status IN``. True for the call that changed it."""
+    moved = session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(list(from_)))
+        .values(status=to, **values)
+    ).rowcount
+    return bool(moved)
+
+
+def publish_issue(session: Session, *, issue_id: int) -> None:
+    """An issue whose campaign started is in the public archive: its "view in browser"
+    link must work from the first message. Idempotent."""
+    session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.sent))
+
+
 def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_size: int, now: datetime) -> int:
-    """Create one ``delivery`` per active, non-suppressed member of the list, numbered
-    into batches, and one ``batch`` row per batch. Returns the number of deliveries.
+    """Create one ``delivery`` per active member of the list, numbered into batches, and
+    one ``batch`` row per batch. Returns the number of deliveries.
 
     One INSERT ... SELECT: the database does the work, not a Python loop, so it stays
     fast at a million subscribers. ``ON CONFLICT DO NOTHING`` on (campaign, subscriber)
@@ -56,13 +141,13 @@ def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_s
     """
     session.execute(
         text(
-            """
+            f"""
             INSERT INTO delivery (campaign_id, subscriber_id, batch_seq, status, attempts,
                                   last_reply, message_id, queued_at)
             SELECT :cid, s.id, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :size,
-                   'queued', 0, '', '', :now
+                   '{D.queued}', 0, '', '', :now
             FROM membership m JOIN subscriber s ON s.id = m.subscriber_id
-            WHERE m.list_id = :lid AND s.status = 'active'
+            WHERE m.list_id = :lid AND s.status = '{S.active}'
             ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
             """
         ),
@@ -70,9 +155,9 @@ def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_s
     )
     session.execute(
         text(
-            """
+            f"""
             INSERT INTO batch (campaign_id, seq, status, available_at, worker, claims)
-            SELECT DISTINCT :cid, batch_seq, 'pending', :now, '', 0
+            SELECT DISTINCT :cid, batch_seq, '{B.pending}', :now, '', 0
             FROM delivery WHERE campaign_id = :cid
             ON CONFLICT (campaign_id, seq) DO NOTHING
             """
@@ -86,6 +171,89 @@ def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_s
     return total
 
 
+# --- changing a running campaign -----------------------------------------------------------
+
+def skip_unsent(session: Session, *, campaign_id: int, reason: str, now: datetime) -> int:
+    """A cancelled campaign's queued deliveries end as 'skipped' with the reason, and the
+    counter moves with them, so every delivery still ends in a recorded state. Only
+    'queued' ones: a delivery a worker holds ('sending') is recorded by that worker,
+    whose next mark then sees the campaign is no longer sending."""
+    n = session.execute(
+        text(f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
+             f"WHERE campaign_id = :cid AND status = '{D.queued}'"),
+        {"cid": campaign_id, "now": now, "reason": reason},
+    ).rowcount
+    session.execute(text("UPDATE campaign SET skipped = skipped + :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    return n
+
+
+def requeue_failed(session: Session, *, campaign_id: int, now: datetime) -> int:
+    """Queue the failed deliveries of a campaign again, with their attempts reset; their
+    batches become claimable and a finished campaign sends again. The counter moves with
+    the deliveries in the same transaction; ``WHERE status = 'failed'`` makes a second,
+    concurrent retry find nothing. Returns how many were queued."""
+    n = session.execute(
+        text(f"UPDATE delivery SET status = '{D.queued}', attempts = 0, next_attempt_at = NULL, updated_at = :now "
+             f"WHERE campaign_id = :cid AND status = '{D.failed}'"),
+        {"cid": campaign_id, "now": now},
+    ).rowcount
+    if not n:
+        return 0
+    session.execute(text("UPDATE campaign SET failed = failed - :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    session.execute(
+        text(f"UPDATE batch SET status = '{B.pending}', available_at = :now "
+             f"WHERE campaign_id = :cid AND status = '{B.done}' AND seq IN "
+             f"(SELECT DISTINCT batch_seq FROM delivery WHERE campaign_id = :cid AND status = '{D.queued}')"),
+        {"cid": campaign_id, "now": now},
+    )
+    transition_campaign(session, campaign_id=campaign_id, from_=[C.sent], to=C.sending, finished_at=None)
+    return n
+
+
+def claimable_batches(session: Session, *, campaign_id: int, now: datetime) -> int:
+    """How many batches of a sending campaign a worker could claim now (to size the tasks
+    queued on a resume or a retry: one per batch, up to ``NEWSLETTER_PARALLEL_TASKS``).
+    A read only: the claims themselves decide who sends what."""
+    return session.execute(
+        text(f"SELECT COUNT(*) FROM batch WHERE campaign_id = :cid AND {_CLAIMABLE} "
+             f"AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')"),
+        {"cid": campaign_id, "now": now},
+    ).scalar_one()
+
+
+# --- the dispatcher ------------------------------------------------------------------------
+
+def due_campaigns(session: Session, *, now: datetime) -> list[tuple[int, datetime]]:
+    """(id, scheduled_at) of scheduled campaigns whose time has come, oldest first. A read
+    only: each one is then started (or held) by its own guarded ``transition_campaign``,
+    so two dispatchers reading the same list still start each campaign once."""
+    rows = session.execute(
+        text(f"SELECT id, scheduled_at FROM campaign WHERE status = '{C.scheduled}' AND scheduled_at <= :now "
+             "ORDER BY scheduled_at"), {"now": now},
+    ).all()
+    return [(cid, as_utc(at)) for cid, at in rows]
+
+
+def record_slot(session: Session, *, schedule_id: int, slot_at: datetime, outcome: SlotOutcome,
+                campaign_id: int | None, now: datetime) -> bool:
+    """Record what happened at one weekly slot, once: the unique (schedule, slot) makes
+    every later or concurrent dispatcher's insert a no-op. True for the one that did."""
+    insert_ = insert_for(session)
+    return session.execute(
+        insert_(ScheduleRun).values(schedule_id=schedule_id, slot_at=slot_at, outcome=outcome,
+                                    campaign_id=campaign_id, created_at=now)
+        .on_conflict_do_nothing(index_elements=["schedule_id", "slot_at"])
+        .returning(ScheduleRun.id)
+    ).first() is not None
+
+
+# --- workers: claiming and releasing batches ----------------------------------------------
+
+# A batch a worker may take: pending and due, or claimed by a worker whose lease ran out.
+_CLAIMABLE = (f"((status = '{B.pending}' AND (available_at IS NULL OR available_at <= :now)) "
+              f"OR (status = '{B.claimed}' AND lease_until < :now))")
+
+
 def claim_batch(session: Session, *, campaign_id: int, worker: str, now: datetime, lease: timedelta) -> ClaimedBatch | None:
     """Take one batch of a campaign that is sending: a pending batch whose time has
     come, or a claimed one whose lease ran out (its worker died). The lease is what
@@ -95,22 +263,22 @@ def claim_batch(session: Session, *, campaign_id: int, worker: str, now: datetim
     different rows without blocking. SQLite: the transaction began IMMEDIATE, so no
     other writer runs between the SELECT and the UPDATE ... RETURNING.
     """
-    skip_locked = "" if session.bind.dialect.name == "sqlite" else "FOR UPDATE SKIP LOCKED"
+    skip_locked = "" if dialect_name(session) == "sqlite" else "FOR UPDATE SKIP LOCKED"
     row = session.execute(
         text(
             f"""
-            UPDATE batch SET status = 'claimed', worker = :worker, lease_until = :until,
+            UPDATE batch SET status = '{B.claimed}', worker = :worker, lease_until = :until,
                              claims = claims + 1
             WHERE id = (
                 SELECT b.id FROM batch b
                 WHERE b.campaign_id = :cid
-                  AND ((b.status = 'pending' AND (b.available_at IS NULL OR b.available_at <= :now))
-                       OR (b.status = 'claimed' AND b.lease_until < :now))
-                  AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = 'sending')
+                  AND ((b.status = '{B.pending}' AND (b.available_at IS NULL OR b.available_at <= :now))
+                       OR (b.status = '{B.claimed}' AND b.lease_until < :now))
+                  AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')
                 ORDER BY b.seq
                 LIMIT 1 {skip_locked}
             )
-            RETURNING campaign_id, seq, lease_until
+            RETURNING campaign_id, seq
             """
         ),
         {"cid": campaign_id, "worker": worker, "now": now, "until": now + lease},
@@ -121,17 +289,18 @@ def claim_batch(session: Session, *, campaign_id: int, worker: str, now: datetim
 
 
 def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datetime) -> list[Recipient]:
-    """The deliveries of a batch still to send now: queued ones whose retry time has
-    come, and any left 'sending' by a worker that died mid-message (that one message may
-    have reached the relay; sending it again is the one repeat we accept)."""
+    """The deliveries of a claimed batch still to send now: queued ones whose retry time
+    has come, and any left 'sending' by a worker that died mid-message (that one message
+    may have reached the relay; sending it again is the one repeat we accept). Only the
+    claim's holder reads them, so nobody else sends these."""
     rows = session.execute(
         text(
-            """
+            f"""
             SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, d.status
             FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id
             WHERE d.campaign_id = :cid AND d.batch_seq = :seq
-              AND (d.status = 'sending'
-                   OR (d.status = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)))
+              AND (d.status = '{D.sending}'
+                   OR (d.status = '{D.queued}' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)))
             ORDER BY d.id
             """
         ),
@@ -140,23 +309,25 @@ def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datet
     return [Recipient(*row) for row in rows]
 
 
-def release_batch(session: Session, *, campaign_id: int, seq: int, now: datetime, available_at: datetime | None = None) -> str:
+def release_batch(session, *, campaign_id: int, seq: int, now: datetime,
+                  available_at: datetime | None = None) -> BatchStatus:
     """End a worker's hold on a batch: 'done' when nothing in it is left to send,
-    otherwise back to 'pending' until the earliest retry time. Returns the new status."""
+    otherwise back to 'pending' until the earliest retry time (or ``available_at``, when
+    the relay is down). Returns the new status. Run by the holder only."""
     pending = session.execute(
         text(
-            """
+            f"""
             SELECT MIN(COALESCE(next_attempt_at, :now)) AS due, COUNT(*) AS n
-            FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq AND status IN ('queued', 'sending')
+            FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq AND status IN {_in(UNSENT)}
             """
         ),
         {"cid": campaign_id, "seq": seq, "now": now},
     ).one()
     if pending.n == 0:
-        status, due = "done", None
+        status, due = B.done, None
     else:
-        status = "pending"
-        due = max(filter(None, [_aware(pending.due, now), available_at])) if (pending.due or available_at) else now
+        status = B.pending
+        due = max(filter(None, [as_utc(pending.due), available_at]), default=now)
     session.execute(
         text(
             "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
@@ -167,15 +338,15 @@ def release_batch(session: Session, *, campaign_id: int, seq: int, now: datetime
     return status
 
 
-def finish_campaign_if_done(session: Session, *, campaign_id: int, now: datetime) -> bool:
+def finish_campaign_if_done(session, *, campaign_id: int, now: datetime) -> bool:
     """Mark a sending campaign sent once every batch is done. The guarded UPDATE makes
     it happen once even when two workers finish their last batches together."""
     n = session.execute(
         text(
-            """
-            UPDATE campaign SET status = 'sent', finished_at = :now
-            WHERE id = :cid AND status = 'sending'
-              AND NOT EXISTS (SELECT 1 FROM batch WHERE campaign_id = :cid AND status <> 'done')
+            f"""
+            UPDATE campaign SET status = '{C.sent}', finished_at = :now
+            WHERE id = :cid AND status = '{C.sending}'
+              AND NOT EXISTS (SELECT 1 FROM batch WHERE campaign_id = :cid AND status <> '{B.done}')
             """
         ),
         {"cid": campaign_id, "now": now},
@@ -184,7 +355,8 @@ def finish_campaign_if_done(session: Session, *, campaign_id: int, now: datetime
 
 
 def claimable_work(session: Session, *, now: datetime, idle_only: bool = False) -> list[tuple[int, int]]:
-    """(campaign id, number of batches ready to claim) for every sending campaign.
+    """(campaign id, number of batches ready to claim) for every sending campaign. A read
+    only: handing out the work is ``claim_batch``'s, so extra tasks are harmless.
 
     With ``idle_only`` (the periodic sweep), only campaigns nobody is working on: no
     batch held under a live lease. Those are the ones whose tasks were lost (a broker
@@ -192,15 +364,15 @@ def claimable_work(session: Session, *, now: datetime, idle_only: bool = False) 
     gets its next tasks from the running ones, so the queue does not pile up."""
     idle = (
         "AND NOT EXISTS (SELECT 1 FROM batch h WHERE h.campaign_id = c.id "
-        "AND h.status = 'claimed' AND h.lease_until >= :now)" if idle_only else ""
+        f"AND h.status = '{B.claimed}' AND h.lease_until >= :now)" if idle_only else ""
     )
     rows = session.execute(
         text(
             f"""
             SELECT b.campaign_id, COUNT(*) FROM batch b JOIN campaign c ON c.id = b.campaign_id
-            WHERE c.status = 'sending'
-              AND ((b.status = 'pending' AND (b.available_at IS NULL OR b.available_at <= :now))
-                   OR (b.status = 'claimed' AND b.lease_until < :now))
+            WHERE c.status = '{C.sending}'
+              AND ((b.status = '{B.pending}' AND (b.available_at IS NULL OR b.available_at <= :now))
+                   OR (b.status = '{B.claimed}' AND b.lease_until < :now))
               {idle}
             GROUP BY b.campaign_id
             """
@@ -210,30 +382,51 @@ def claimable_work(session: Session, *, now: datetime, idle_only: bool = False) 
     return [(r[0], r[1]) for r in rows]
 
 
-def delivery_counts(session: Session, *, campaign_id: int) -> dict[str, int]:
+# --- progress ------------------------------------------------------------------------------
+
+def delivery_counts(session, *, campaign_id: int) -> dict[str, int]:
+    """Deliveries of a campaign by status: what every report is counted from."""
     rows = session.execute(
         text("SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid GROUP BY status"),
         {"cid": campaign_id},
     ).all()
-    return {status: n for status, n in rows}
+    return {DeliveryStatus(status): n for status, n in rows}
 
 
-def _aware(value, now: datetime):
-    """SQLite hands back naive datetimes (or strings) from raw SQL; make them aware."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=now.tzinfo)
-    return value
+def sent_since(session: Session, *, campaign_id: int, since: datetime) -> int:
+    """Messages of a campaign the relay accepted since ``since`` (the send rate)."""
+    return session.execute(
+        text(f"SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid AND status = '{D.sent}' AND sent_at >= :since"),
+        {"cid": campaign_id, "since": since},
+    ).scalar_one()
+
+
+def weekly_new_subscribers(session: Session, *, start: datetime, end: datetime) -> dict[int, int]:
+    """New subscribers (``subscriber.created_at``) per whole week since ``start``."""
+    return _weekly(session, "subscriber", "1 = 1", start, end)
+
+
+def weekly_unsubscribes(session: Session, *, start: datetime, end: datetime) -> dict[int, int]:
+    """Unsubscribe events per whole week since ``start``."""
+    return _weekly(session, "event", f"kind = '{EventKind.unsubscribe}'", start, end)
+
+
+def _weekly(session: Session, table: str, where: str, start: datetime, end: datetime) -> dict[int, int]:
+    """Rows of ``table`` by whole weeks of ``created_at``, counted in the database."""
+    column = "created_at"
+    if dialect_name(session) == "postgresql":
+        bucket = f"FLOOR(EXTRACT(EPOCH FROM ({column} - :start)) / 604800)"
+    else:  # SQLite stores ISO text; julianday() reads both the ORM's and CURRENT_TIMESTAMP's format
+        bucket = f"CAST((julianday({column}) - julianday(:start)) / 7 AS INTEGER)"
+    rows = session.execute(
+        text(f"SELECT {bucket} AS week, COUNT(*) FROM {table} "
+             f"WHERE {column} >= :start AND {column} < :end AND {where} GROUP BY week"),
+        {"start": start, "end": end},
+    ).all()
+    return {int(week): n for week, n in rows if week is not None}
 
 
 # --- after delivery: bounces and complaints ----------------------------------------------
-
-# pending and active: the statuses that still receive mail (subscribers.service.MAILABLE).
-_MAILABLE = "('pending', 'active')"
-
 
 @dataclass(frozen=True)
 class DeliveryRef:
@@ -267,8 +460,8 @@ def bounce_sent_delivery(session: Session, *, delivery_id: int, campaign_id: int
     still marked bounced, and the delivery keeps what the relay told us."""
     n = session.execute(
         text(
-            "UPDATE delivery SET status = 'bounced', last_code = :code, last_reply = :reply, updated_at = :now "
-            "WHERE id = :did AND status = 'sent'"
+            f"UPDATE delivery SET status = '{D.bounced}', last_code = :code, last_reply = :reply, updated_at = :now "
+            f"WHERE id = :did AND status = '{D.sent}'"
         ),
         {"did": delivery_id, "code": code, "reply": reply[:2000], "now": now},
     ).rowcount
@@ -279,15 +472,21 @@ def bounce_sent_delivery(session: Session, *, delivery_id: int, campaign_id: int
     return bool(n)
 
 
-def set_subscriber_status(session: Session, *, subscriber_id: int, status: str, now: datetime) -> bool:
+def set_subscriber_status(session: Session, *, subscriber_id: int, status: SubscriberStatus, now: datetime) -> bool:
     """'bounced' or 'complained' for a subscriber who still receives mail. True when it
-    changed; an unsubscribed or already bounced subscriber keeps their status."""
-    if status not in ("bounced", "complained"):
+    changed; an unsubscribed or already bounced subscriber keeps their status (guarded by
+    ``WHERE status IN``, so two reports at once change it once)."""
+    if status not in (S.bounced, S.complained):
         raise ValueError(status)
     return bool(session.execute(
-        text(f"UPDATE subscriber SET status = :st, updated_at = :now WHERE id = :sid AND status IN {_MAILABLE}"),
+        text(f"UPDATE subscriber SET status = :st, updated_at = :now WHERE id = :sid AND status IN {_in(MAILABLE)}"),
         {"st": status, "sid": subscriber_id, "now": now},
     ).rowcount)
+
+
+def subscriber_status(session, *, subscriber_id: int) -> SubscriberStatus:
+    return SubscriberStatus(session.execute(
+        text("SELECT status FROM subscriber WHERE id = :sid"), {"sid": subscriber_id}).scalar_one())
 
 
 # --- the per-message path ---------------------------------------------------------------
@@ -297,37 +496,37 @@ def set_subscriber_status(session: Session, *, subscriber_id: int, status: str, 
 # ``Connection`` in a transaction (a Session adds its own bookkeeping per call; measured
 # with bench/send.py --profile). A Session works too.
 
-_MARK_SENDING = text(
-    """
-    UPDATE delivery SET status = 'sending', updated_at = :now
-    WHERE id = :did AND status IN ('queued', 'sending')
-      AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = 'active')
-      AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = 'sending')
-    """
-)
+# The guard that makes an unsubscribe or a pause take effect at the very next message.
+_MARKABLE = f"""
+    id = :did AND status IN {_in(UNSENT)}
+      AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = '{S.active}')
+      AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')
+"""
+_MARK_SENDING = text(f"UPDATE delivery SET status = '{D.sending}', updated_at = :now WHERE {_MARKABLE}")
 _CAMPAIGN_STATUS = text("SELECT status FROM campaign WHERE id = :cid")
 _SKIP = text(
-    "UPDATE delivery SET status = 'skipped', last_reply = :reason, updated_at = :now "
-    "WHERE id = :did AND status IN ('queued', 'sending')"
+    f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
+    f"WHERE id = :did AND status IN {_in(UNSENT)}"
 )
 _COUNT_SKIPPED = text("UPDATE campaign SET skipped = skipped + 1 WHERE id = :cid")
-_RECORD = text(
-    """
-    UPDATE delivery SET status = :status, last_code = :code, last_reply = :reply,
-           message_id = :mid, attempts = attempts + :inc, updated_at = :now,
-           sent_at = COALESCE(:sent_at, sent_at),
-           next_attempt_at = :next
-    WHERE id = :did AND status = 'sending'
-    """
-)
-_COUNT = {s: text(f"UPDATE campaign SET {s} = {s} + 1 WHERE id = :cid") for s in ("sent", "failed", "bounced")}
+_RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
+           attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
+           next_attempt_at = :next"""
+_RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE id = :prev AND status = '{D.sending}'")
+_COUNT = {s: text(f"UPDATE campaign SET {s} = {s} + 1 WHERE id = :cid") for s in (D.sent, D.failed, D.bounced)}
 _RENEW_LEASE = text(
-    "UPDATE batch SET lease_until = :until WHERE campaign_id = :cid AND seq = :seq "
-    "AND status = 'claimed' AND worker = :w"
+    f"UPDATE batch SET lease_until = :until WHERE campaign_id = :cid AND seq = :seq "
+    f"AND status = '{B.claimed}' AND worker = :w"
 )
 _BOUNCE_SUBSCRIBER = text(
-    "UPDATE subscriber SET status = 'bounced', updated_at = :now WHERE id = :sid AND status = 'active'"
+    f"UPDATE subscriber SET status = '{S.bounced}', updated_at = :now WHERE id = :sid AND status = '{S.active}'"
 )
+
+
+def _record_params(o: Outcome) -> dict:
+    return {"prev": o.delivery_id, "status": o.status, "code": o.code, "reply": o.reply[:2000],
+            "mid": o.message_id, "inc": 1 if o.counts_attempt else 0, "rnow": o.at,
+            "sent_at": o.at if o.status == D.sent else None, "next": o.next_attempt_at}
 
 
 def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> str:
@@ -341,30 +540,31 @@ def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> 
     Only one delivery per worker is ever 'sending', so a worker killed mid-message
     leaves at most one message whose fate is unknown."""
     if conn.execute(_MARK_SENDING, {"did": delivery_id, "cid": campaign_id, "now": now}).rowcount:
-        return "sending"
-    if conn.execute(_CAMPAIGN_STATUS, {"cid": campaign_id}).scalar_one() != "sending":
+        return D.sending
+    if conn.execute(_CAMPAIGN_STATUS, {"cid": campaign_id}).scalar_one() != C.sending:
         return "stopped"
     if conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"}).rowcount:
         conn.execute(_COUNT_SKIPPED, {"cid": campaign_id})
-    return "skipped"
+    return D.skipped
 
 
-def record_result(conn, *, delivery_id: int, campaign_id: int, status: str, code: int | None, reply: str,
-                  message_id: str, now: datetime, next_attempt_at: datetime | None = None,
-                  count_attempt: bool = True) -> None:
-    """Store the outcome of one attempt on its delivery and move the campaign counter in
-    the same transaction, so counters always equal the counts of deliveries.
+def record_result(conn, outcome: Outcome, *, campaign_id: int) -> None:
+    """Store one attempt's outcome on its delivery and move the campaign counter in the
+    same transaction, so counters always equal the counts of deliveries.
     ``WHERE status = 'sending'`` makes a late or repeated record harmless: a delivery
-    already recorded (or skipped by an unsubscribe) is not counted twice."""
-    n = conn.execute(_RECORD, {
-        "did": delivery_id, "status": status, "code": code, "reply": reply[:2000], "mid": message_id, "now": now,
-        "next": next_attempt_at, "sent_at": now if status == "sent" else None, "inc": 1 if count_attempt else 0,
-    }).rowcount
-    if n and status in _COUNT:
-        conn.execute(_COUNT[status], {"cid": campaign_id})
+    already recorded (or skipped by an unsubscribe) is not counted twice. A permanent
+    "no such mailbox" marks the subscriber bounced in the same transaction."""
+    n = conn.execute(_RECORD, _record_params(outcome)).rowcount
+    if n and outcome.status in _COUNT:
+        conn.execute(_COUNT[outcome.status], {"cid": campaign_id})
+    if outcome.suppress_subscriber is not None:
+        mark_bounced(conn, subscriber_id=outcome.suppress_subscriber, campaign_id=campaign_id,
+                     delivery_id=outcome.delivery_id, reply=outcome.reply, now=outcome.at)
 
 
 def renew_lease(conn, *, campaign_id: int, seq: int, worker: str, until: datetime) -> bool:
+    """Extend a held batch's lease. False when this worker no longer holds it (the lease
+    ran out and another worker claimed it): the caller must stop sending from it."""
     return bool(conn.execute(_RENEW_LEASE, {"until": until, "cid": campaign_id, "seq": seq, "w": worker}).rowcount)
 
 
@@ -372,14 +572,10 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
                  now: datetime) -> None:
     """A permanent 'no such user' (5.1.x) at SMTP time marks the address bounced, with
     an event (origin 'smtp'): it is never mailed again (the audience freeze and
-    ``mark_sending`` take only active subscribers)."""
+    ``mark_sending`` take only active subscribers). Guarded: once per subscriber."""
     if conn.execute(_BOUNCE_SUBSCRIBER, {"sid": subscriber_id, "now": now}).rowcount:
-        from sqlalchemy import insert
-
-        from subscribers.models import Event
-
         conn.execute(insert(Event.__table__).values(
-            kind="bounce", origin="smtp", subscriber_id=subscriber_id, campaign_id=campaign_id,
+            kind=EventKind.bounce, origin="smtp", subscriber_id=subscriber_id, campaign_id=campaign_id,
             delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
 
 
@@ -391,44 +587,36 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
 # the snapshot from before the statement and touch different rows here (the previous and
 # the next delivery differ), which PostgreSQL allows.
 _RECORD_AND_MARK = text(
-    """
+    f"""
     WITH rec AS (
-        UPDATE delivery SET status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
-               attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
-               next_attempt_at = :next
-        WHERE id = :prev AND status = 'sending'
+        UPDATE delivery SET {_RECORD_FIELDS}
+        WHERE id = :prev AND status = '{D.sending}'
         RETURNING status
     ), counted AS (
-        UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = 'sent'),
-                            failed = failed + (SELECT COUNT(*) FROM rec WHERE status = 'failed'),
-                            bounced = bounced + (SELECT COUNT(*) FROM rec WHERE status = 'bounced')
-        WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN ('sent', 'failed', 'bounced'))
+        UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = '{D.sent}'),
+                            failed = failed + (SELECT COUNT(*) FROM rec WHERE status = '{D.failed}'),
+                            bounced = bounced + (SELECT COUNT(*) FROM rec WHERE status = '{D.bounced}')
+        WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN {_in((D.sent, D.failed, D.bounced))})
         RETURNING id
     ), marked AS (
-        UPDATE delivery SET status = 'sending', updated_at = :now
-        WHERE id = :did AND status IN ('queued', 'sending')
-          AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = 'active')
-          AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = 'sending')
+        UPDATE delivery SET status = '{D.sending}', updated_at = :now
+        WHERE {_MARKABLE}
         RETURNING id
     )
     SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM counted)
     """
-).bindparams(bindparam("rnow", type_=DateTime(timezone=True)))
+)
+_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 1,
+                      "sent_at": None, "next": None}
 
 
-def record_and_mark(conn, *, previous: dict | None, delivery_id: int, campaign_id: int, now: datetime) -> bool:
-    """Record ``previous`` (the outcome dict the engine keeps, or None) and mark the next
-    delivery 'sending', atomically, on PostgreSQL. True when the delivery is marked.
-    False means nothing was marked (the subscriber left or the campaign stopped) — the
-    previous outcome IS recorded then — and the caller sorts out which with
-    ``mark_sending`` in a transaction of its own."""
-    p = previous or {}
-    status = p.get("status", "sent")
-    marked, _counted = conn.execute(_RECORD_AND_MARK, {
-        "prev": p.get("delivery_id", -1), "status": status, "code": p.get("code"),
-        "reply": (p.get("reply") or "")[:2000], "mid": p.get("message_id", ""),
-        "inc": 1 if p.get("count_attempt", True) else 0, "rnow": p.get("now", now),
-        "sent_at": p.get("now", now) if status == "sent" else None, "next": p.get("next_attempt_at"),
-        "did": delivery_id, "cid": campaign_id, "now": now,
-    }).one()
+def record_and_mark(conn, *, previous: Outcome | None, delivery_id: int, campaign_id: int, now: datetime) -> bool:
+    """Record ``previous`` (or nothing) and mark the next delivery 'sending', atomically,
+    on PostgreSQL. True when the delivery is marked. False means nothing was marked (the
+    subscriber left or the campaign stopped) — the previous outcome IS recorded then —
+    and the caller sorts out which with ``mark_sending`` in a transaction of its own.
+    An outcome that suppresses its subscriber goes through ``record_result`` instead."""
+    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now}
+    marked, _counted = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
+                                                       "now": now}).one()
     return bool(marked)

@@ -13,7 +13,6 @@ Pipeline, top to bottom in ``render_issue``:
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import textwrap
@@ -27,7 +26,8 @@ import jinja2
 import mjml
 import premailer
 
-from mailer.errors import InvalidInput
+from mailer.core.errors import InvalidInput
+from mailer.core.templates import environment
 from mailer.issues import TEXT_WIDTH, IssueSource, load_issue
 from mailer.merge import MARKERS, personalise
 
@@ -209,7 +209,7 @@ def write_render_outputs(rendered: RenderedIssue, out_dir: Path, *, sample_messa
 
 
 def context_from_settings(settings, *, list_name: str = "", web_url: str | None = None) -> RenderContext:
-    """Build a ``RenderContext`` from ``mailer.config.Settings``."""
+    """Build a ``RenderContext`` from ``mailer.core.config.Settings``."""
     return RenderContext(
         from_name=settings.from_address.display_name or settings.from_address.addr_spec,
         postal_address=settings.postal_address,
@@ -233,21 +233,15 @@ def _shipped_templates() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-@functools.lru_cache(maxsize=16)
 def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
-    env = jinja2.Environment(
-        # The first folder that has a template wins: the operator's override folder
-        # comes before the shipped templates in Settings.template_folders.
-        loader=jinja2.FileSystemLoader([str(folder) for folder in folders]),
-        autoescape=lambda name: not (name or "").endswith(".txt.j2"),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["wrap"] = _wrap
-    env.filters["underline"] = lambda text, char="=": char * min(len(str(text)), TEXT_WIDTH)
+    env = environment(folders)
+    env.filters.setdefault("wrap", _wrap)
+    env.filters.setdefault("underline", _underline)
     return env
+
+
+def _underline(text: str, char: str = "=") -> str:
+    return char * min(len(str(text)), TEXT_WIDTH)
 
 
 def _render_template(env: jinja2.Environment, name: str, values: dict) -> str:

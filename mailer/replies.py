@@ -13,11 +13,15 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-Kind = Literal["sent", "transient", "permanent"]
+
+class Kind(enum.StrEnum):
+    sent = "sent"  # 2yz: the relay has it
+    transient = "transient"  # try again later
+    permanent = "permanent"  # trying again will not help
 
 _ENHANCED = re.compile(r"^\s*(?:[245]\d\d[ -])?\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 # Without an enhanced code, the text is all there is. Kept short and specific: a wrong
@@ -56,15 +60,15 @@ def classify(code: int | None, text: str | bytes = "") -> Verdict:
     enhanced = ".".join(m.groups()) if m else None
 
     if code is not None and 200 <= code < 300:
-        return Verdict("sent", False, False, enhanced, code, text)
+        return Verdict(Kind.sent, False, False, enhanced, code, text)
 
     if enhanced and enhanced[0] in "45":
-        kind: Kind = "permanent" if enhanced[0] == "5" else "transient"
+        kind = Kind.permanent if enhanced[0] == "5" else Kind.transient
     elif code is not None and 500 <= code < 600 and code != 552:
-        kind = "permanent"
+        kind = Kind.permanent
     else:
         # 4yz, a bare 552, no reply, or a code outside RFC 5321's classes (a broken server).
-        kind = "transient"
+        kind = Kind.transient
 
     if enhanced:
         _, subject, detail = enhanced.split(".")
@@ -74,4 +78,4 @@ def classify(code: int | None, text: str | bytes = "") -> Verdict:
         blame_sender = bool(_POLICY.search(text))
         bad_mailbox = code in (550, 551, 553) and not blame_sender and bool(_BAD_MAILBOX.search(text))
 
-    return Verdict(kind, kind == "permanent" and bad_mailbox, blame_sender, enhanced, code, text)
+    return Verdict(kind, kind == Kind.permanent and bad_mailbox, blame_sender, enhanced, code, text)

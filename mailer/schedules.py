@@ -14,22 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from mailer import campaigns
-from mailer.db import transaction
-from mailer.errors import InvalidInput
-from mailer.models import Campaign, MailingList, Schedule, ScheduleRun
-from mailer.queries import text
+from mailer import campaigns, queries
+from mailer.core.clock import UTC, utcnow
+from mailer.core.db import transaction
+from mailer.core.errors import ConflictError, InvalidInput
+from mailer.models import (
+    STARTED,
+    Campaign,
+    CampaignStatus,
+    Issue,
+    Schedule,
+    SlotOutcome,
+)
 
+C = CampaignStatus
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-UTC = timezone.utc
 # How far back the dispatcher looks for slots it has not recorded (downtime longer than
 # this leaves older slots unrecorded; their campaigns are still found and held).
 LOOKBACK = timedelta(weeks=8)
@@ -130,7 +136,7 @@ def set_schedule(session: Session, *, list_id: int, weekday: int | str, local_ti
     found = session.scalar(select(Schedule).where(Schedule.list_id == list_id))
     if found is None:
         found = Schedule(list_id=list_id, weekday=day, local_time=f"{clock:%H:%M}", timezone=tz, active=active,
-                         created_at=now or datetime.now(UTC))
+                         created_at=now or utcnow())
         session.add(found)
     else:
         found.weekday, found.local_time, found.timezone, found.active = day, f"{clock:%H:%M}", tz, active
@@ -146,9 +152,9 @@ def taken_slots(session: Session, list_id: int, after: datetime) -> set[datetime
     rows = session.scalars(
         select(Campaign.scheduled_at).where(
             Campaign.list_id == list_id, Campaign.scheduled_at >= after,
-            Campaign.status.in_(("scheduled", "sending", "paused", "sent")))
+            Campaign.status.in_((C.scheduled, *STARTED)))
     )
-    return {_aware(r) for r in rows if r is not None}
+    return {r for r in rows if r is not None}
 
 
 def next_free_slot(session: Session, *, list_id: int, now: datetime) -> datetime:
@@ -175,17 +181,12 @@ def schedule_campaign(session: Session, *, issue_id: int, list_id: int, at: date
 
 
 def reschedule(session: Session, *, campaign_id: int, at: datetime, now: datetime) -> Campaign:
+    """Move a draft or scheduled campaign to another time (a held one is scheduled again)."""
     if at <= now:
         raise InvalidInput(f"{at.isoformat()} is in the past")
     campaign = campaigns.get_campaign(session, campaign_id)
-    moved = session.execute(
-        text("UPDATE campaign SET scheduled_at = :due, status = 'scheduled', pause_reason = '' "
-             "WHERE id = :cid AND status IN ('draft', 'scheduled')"),
-        {"due": at, "cid": campaign_id},
-    ).rowcount
-    if not moved:
-        from mailer.errors import ConflictError
-
+    if not queries.transition_campaign(session, campaign_id=campaign_id, from_=campaigns.MOVABLE, to=C.scheduled,
+                                       scheduled_at=at, pause_reason=""):
         raise ConflictError(f"campaign {campaign_id} is {campaign.status}; only a draft or scheduled one can be moved")
     session.refresh(campaign)
     return campaign
@@ -204,11 +205,8 @@ def upcoming(session: Session, *, list_id: int, now: datetime, weeks: int = 6) -
     schedule = schedule_for(session, list_id)
     if schedule is None:
         return []
-    by_slot = {}
-    for c in session.scalars(select(Campaign).where(Campaign.list_id == list_id, Campaign.scheduled_at >= now)):
-        by_slot[_aware(c.scheduled_at)] = c
-    from mailer.models import Issue
-
+    by_slot = {c.scheduled_at: c for c in
+               session.scalars(select(Campaign).where(Campaign.list_id == list_id, Campaign.scheduled_at >= now))}
     views = []
     for instant in next_slots(schedule, now, weeks):
         c = by_slot.get(instant)
@@ -234,31 +232,21 @@ def dispatch_due(engine: Engine, *, now: datetime, missed_limit: timedelta, batc
     conflicts on a unique key."""
     report = DispatchReport()
     with transaction(engine) as s:
-        due = s.execute(
-            text("SELECT id, scheduled_at FROM campaign WHERE status = 'scheduled' AND scheduled_at <= :now "
-                 "ORDER BY scheduled_at"), {"now": now},
-        ).all()
+        due = queries.due_campaigns(s, now=now)
     for cid, scheduled in due:
-        scheduled = _aware(scheduled)
+        frozen = 0
         with transaction(engine) as s:
             if now - scheduled > missed_limit:
-                held = s.execute(
-                    text("UPDATE campaign SET status = 'draft', pause_reason = :why WHERE id = :cid "
-                         "AND status = 'scheduled'"),
-                    {"cid": cid, "why": f"missed its time ({scheduled:%Y-%m-%d %H:%M} UTC) by more than "
-                                        f"{missed_limit}; held for the editor"},
-                ).rowcount
-                if held:
+                if hold(s, campaign_id=cid, reason=f"missed its time ({scheduled:%Y-%m-%d %H:%M} UTC) by more than "
+                                                   f"{missed_limit}; held for the editor"):
                     report.held.append(cid)
                 continue
             try:
                 frozen = campaigns.start_campaign(s, campaign_id=cid, batch_size=batch_size, now=now)
             except InvalidInput as err:  # an empty list: keep it for the editor, with the reason
                 s.rollback()
-                frozen = 0
                 with transaction(engine) as s2:
-                    s2.execute(text("UPDATE campaign SET status = 'draft', pause_reason = :why WHERE id = :cid "
-                                    "AND status = 'scheduled'"), {"cid": cid, "why": str(err)})
+                    hold(s2, campaign_id=cid, reason=str(err))
                 report.held.append(cid)
         if frozen:
             report.started.append(cid)
@@ -268,43 +256,31 @@ def dispatch_due(engine: Engine, *, now: datetime, missed_limit: timedelta, batc
     return report
 
 
+def hold(session: Session, *, campaign_id: int, reason: str) -> bool:
+    """A scheduled campaign goes back to draft for the editor, with the reason."""
+    return queries.transition_campaign(session, campaign_id=campaign_id, from_=[C.scheduled], to=C.draft,
+                                       pause_reason=reason)
+
+
 def record_slots(engine: Engine, *, now: datetime) -> list[tuple[int, datetime]]:
     """One ``schedule_run`` per past slot of every active schedule: 'started' with its
     campaign, 'held', or 'empty'. Returns the empty slots recorded by this call."""
     empty = []
     with transaction(engine) as s:
         schedules = list(s.scalars(select(Schedule).where(Schedule.active.is_(True))))
-        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
         for sch in schedules:
-            start = max(_aware(sch.created_at), now - LOOKBACK)
+            start = max(sch.created_at, now - LOOKBACK)
             for instant in slots(sch, start, now + timedelta(microseconds=1)):
                 c = s.scalar(select(Campaign).where(Campaign.list_id == sch.list_id, Campaign.scheduled_at == instant,
-                                                    Campaign.status != "cancelled"))
+                                                    Campaign.status != C.cancelled))
                 if c is None:
-                    outcome = "empty"
-                elif c.status in ("draft", "scheduled"):
-                    outcome = "held" if c.status == "draft" else None
-                else:
-                    outcome = "started"
-                if outcome is None:
+                    outcome = SlotOutcome.empty
+                elif c.status == C.scheduled:
                     continue  # not started yet (a dispatcher run is about to); record later
-                added = s.execute(
-                    insert(ScheduleRun).values(schedule_id=sch.id, slot_at=instant, outcome=outcome,
-                                               campaign_id=c.id if c else None, created_at=now)
-                    .on_conflict_do_nothing(index_elements=["schedule_id", "slot_at"])
-                    .returning(ScheduleRun.id)
-                ).first()
-                if added and outcome == "empty":
+                else:
+                    outcome = SlotOutcome.held if c.status == C.draft else SlotOutcome.started
+                added = queries.record_slot(s, schedule_id=sch.id, slot_at=instant, outcome=outcome,
+                                            campaign_id=c.id if c else None, now=now)
+                if added and outcome == SlotOutcome.empty:
                     empty.append((sch.id, instant))
     return empty
-
-
-def list_by_name(session: Session, name: str) -> MailingList:
-    return campaigns.find_list(session, name)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite gives back naive datetimes; every time here is UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -11,34 +11,40 @@ The order of steps is what makes "exactly once" hold:
 A worker killed between 3 and the next 2 leaves exactly one delivery 'sending' whose
 message may have left; the next claim of the batch sends that one again (the only repeat
 possible, at most one per killed connection) and nothing is lost.
+
+``send_batch`` is that loop; each step around it is a small named piece: the lease
+(``_Lease``), throttling (``_throttle``), assembly (``_assemble``), what a reply means
+(``mailer.outcomes.decide``) and the circuit breaker (``_CircuitBreaker``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer import queries
-from mailer.db import transaction
-from mailer.errors import InvalidInput, TransientDeliveryError
+from mailer.campaigns import pause_campaign
+from mailer.core import signing
+from mailer.core.clock import utcnow
+from mailer.core.db import transaction
+from mailer.core.errors import InvalidInput, TransientDeliveryError
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
-from mailer.models import Campaign, Issue, MailingList
+from mailer.models import Campaign, DeliveryStatus, Issue
+from mailer.outcomes import Outcome, decide
 from mailer.ratelimit import Backoff, DomainSlots, NoDomainCap, NoLimit, RateLimiter
-from mailer.replies import classify
-from mailer.transports.base import Transport
-from subscribers import tokens
+from mailer.replies import Kind, Verdict, classify
+from mailer.transports.base import SendResult, Transport
+from subscribers import links
+from subscribers.models import MailingList
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+D = DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,12 @@ class BatchOutcome:
     stopped: str = ""  # why the batch ended early: paused, relay unreachable, lease lost
     batch_status: str = ""
     campaign_finished: bool = False
+
+    def count(self, status: DeliveryStatus) -> None:
+        if status == D.queued:
+            self.retry_later += 1
+        else:
+            setattr(self, status.value, getattr(self, status.value) + 1)
 
 
 @dataclass(frozen=True)
@@ -105,35 +117,96 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     return _prepared[key]
 
 
-def delivery_token(secret_key: str, delivery_id: int) -> str:
-    """The VERP token of a delivery: its id plus a MAC, so a bounce can be traced back
-    to it and a forged bounce cannot mark someone else bounced."""
-    mac = hmac.new(secret_key.encode(), f"verp:{delivery_id}".encode(), hashlib.sha256).hexdigest()[:12]
-    return f"{delivery_id}-{mac}"
-
-
-def message_id(secret_key: str, campaign_id: int, delivery_id: int, domain: str) -> str:
-    """Stable per delivery: a repeated send after a crash carries the same Message-ID,
-    which lets receiving systems drop the duplicate."""
-    mac = hmac.new(secret_key.encode(), f"mid:{delivery_id}".encode(), hashlib.sha256).hexdigest()[:10]
-    return f"<nl.{campaign_id}.{delivery_id}.{mac}@{domain}>"
-
-
 def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig) -> Recipient:
-    token = tokens.unsubscribe_token(cfg.secret_key, r.subscriber_id, campaign_id)
+    token = signing.unsubscribe_token(cfg.secret_key, r.subscriber_id, campaign_id)
     return Recipient(
         email=r.email,
         name=r.name,
-        message_id=message_id(cfg.secret_key, campaign_id, r.delivery_id, cfg.sending_domain),
-        unsubscribe_url=tokens.unsubscribe_url(cfg.base_url, token),
-        unsubscribe_mailto=tokens.unsubscribe_mailto(token, cfg.sending_domain),
-        preferences_url=tokens.preferences_url(cfg.base_url, token),
+        message_id=signing.message_id(cfg.secret_key, campaign_id, r.delivery_id, cfg.sending_domain),
+        unsubscribe_url=links.unsubscribe_url(cfg.base_url, token),
+        unsubscribe_mailto=links.unsubscribe_mailto(token, cfg.sending_domain),
+        preferences_url=links.preferences_url(cfg.base_url, token),
     )
 
 
-def _retry_at(now: datetime, attempts: int, cfg: EngineConfig) -> datetime:
-    return now + timedelta(seconds=cfg.retry_base_seconds * (2 ** max(0, attempts - 1)))
+# --- the steps around one message --------------------------------------------------------
 
+class _Lease:
+    """The claim's lease, renewed once half of it is used up, so a long batch keeps it
+    while a dead worker's batch is free again within one lease."""
+
+    def __init__(self, claim: queries.ClaimedBatch, cfg: EngineConfig):
+        self.claim, self.cfg, self.until = claim, cfg, claim.lease_until
+
+    def keep(self, conn, now: datetime) -> bool:
+        """False when the batch was lost (the lease ran out and another worker took it)."""
+        if self.until - now >= self.cfg.lease / 2:
+            return True
+        self.until = now + self.cfg.lease
+        with conn.begin():
+            return queries.renew_lease(conn, campaign_id=self.claim.campaign_id, seq=self.claim.seq,
+                                       worker=self.cfg.worker, until=self.until)
+
+
+class _CircuitBreaker:
+    """Pause the campaign after ``limit`` permanent refusals in a row that are not about
+    the address (a relay or a receiver refusing everything: a misconfigured sender, a
+    blocklisting), instead of burning through the whole list. A success or a bad address
+    resets it; a temporary refusal leaves it as it is."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row = limit, 0
+
+    def tripped(self, verdict: Verdict) -> bool:
+        if verdict.kind == Kind.sent or (verdict.kind == Kind.permanent and verdict.suppress):
+            self.in_a_row = 0
+        elif verdict.kind == Kind.permanent:
+            self.in_a_row += 1
+        return self.in_a_row >= self.limit
+
+
+def _throttle(limiter: RateLimiter, backoff: Backoff) -> None:
+    """Wait for the shared send-rate budget, then for the backoff after 4xx replies."""
+    limiter.wait()
+    backoff.pause()
+
+
+def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
+    """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
+    when the address or name cannot go into a message (a non-ASCII address needs
+    SMTPUTF8): that recipient fails alone, with the reason recorded."""
+    recipient = recipient_for(r, prepared.campaign_id, cfg)
+    message = prepared.template.assemble(recipient)
+    if cfg.sign:
+        message = cfg.sign(message)
+    envelope_from = verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
+    return envelope_from, message, recipient.message_id
+
+
+def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes) -> SendResult:
+    with slots.hold(email.rpartition("@")[2]):
+        return transport.send(envelope_from, email, message)
+
+
+def _mark(conn, fast, previous: Outcome | None, *, delivery_id: int, campaign_id: int, now: datetime) -> str:
+    """Record ``previous`` and mark the next delivery 'sending', in one transaction:
+    'sending', 'skipped' or 'stopped' (``queries.mark_sending``)."""
+    if fast is not None and (previous is None or previous.suppress_subscriber is None):
+        if queries.record_and_mark(fast, previous=previous, delivery_id=delivery_id, campaign_id=campaign_id,
+                                   now=now):
+            return D.sending  # PostgreSQL: both steps in one statement, one round trip
+        previous = None  # recorded by that statement; only the mark is left to sort out
+    with conn.begin():
+        if previous is not None:
+            queries.record_result(conn, previous, campaign_id=campaign_id)
+        return queries.mark_sending(conn, delivery_id=delivery_id, campaign_id=campaign_id, now=now)
+
+
+def _failed(r: queries.Recipient, err: InvalidInput, now: datetime) -> Outcome:
+    return Outcome(r.delivery_id, D.failed, reply=str(err), at=now)
+
+
+# --- the loop -------------------------------------------------------------------------
 
 def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,
                limiter: RateLimiter | None = None, backoff: Backoff | None = None,
@@ -141,10 +214,9 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                clock: Callable[[], datetime] = utcnow) -> BatchOutcome | None:
     """Claim one batch of the campaign and send it. Returns None when there is nothing
     to claim (all done, not due yet, or the campaign is not sending)."""
-    limiter = limiter or NoLimit()
-    slots = slots or NoDomainCap()
-    backoff = backoff or Backoff()
+    limiter, slots, backoff = limiter or NoLimit(), slots or NoDomainCap(), backoff or Backoff()
     now = clock()
+    broken: InvalidInput | None = None
     with transaction(engine) as s:
         claim = queries.claim_batch(s, campaign_id=campaign_id, worker=cfg.worker, now=now, lease=cfg.lease)
         if claim is None:
@@ -160,15 +232,13 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
         # past the issue parser, a bad sender setting): no message of this campaign can
         # go out, so stop it with the reason instead of failing every task forever.
         with transaction(engine) as s:
-            from mailer.campaigns import pause_campaign
-
             pause_campaign(s, campaign_id=campaign_id, reason=f"cannot build the message: {broken}")
             queries.release_batch(s, campaign_id=campaign_id, seq=claim.seq, now=clock())
         out.stopped = f"paused: cannot build the message: {broken}"
         return out
-    pending: dict | None = None  # the previous message's outcome, recorded with the next mark
-    lease_until = claim.lease_until
-    permanent_in_a_row = 0
+
+    pending: Outcome | None = None  # the previous message's outcome, recorded with the next mark
+    lease, breaker = _Lease(claim, cfg), _CircuitBreaker(cfg.permanent_error_limit)
     relay_down_until: datetime | None = None
     # One connection for the whole batch, one short transaction per message on it: a
     # Session per message cost more than the SQL it ran (bench/send.py --profile).
@@ -176,100 +246,51 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
         try:
             for r in recipients:
                 now = clock()
-                if lease_until - now < cfg.lease / 2:
-                    lease_until = now + cfg.lease
-                    with conn.begin():
-                        if not queries.renew_lease(conn, campaign_id=campaign_id, seq=claim.seq,
-                                                   worker=cfg.worker, until=lease_until):
-                            out.stopped = "lease lost"
-                            break
-                if fast is not None and not (pending and pending.get("suppress")) and queries.record_and_mark(
-                        fast, previous=pending, delivery_id=r.delivery_id, campaign_id=campaign_id, now=now):
-                    marked = "sending"  # PostgreSQL: both steps in one statement, one round trip
-                else:
-                    with conn.begin():
-                        if pending:
-                            _record(conn, pending)
-                        marked = queries.mark_sending(conn, delivery_id=r.delivery_id, campaign_id=campaign_id,
-                                                      now=now)
+                if not lease.keep(conn, now):
+                    out.stopped = "lease lost"
+                    break
+                marked = _mark(conn, fast, pending, delivery_id=r.delivery_id, campaign_id=campaign_id, now=now)
                 pending = None
                 if marked == "stopped":
                     out.stopped = "campaign no longer sending"
                     break
-                if marked == "skipped":
+                if marked == D.skipped:
                     out.skipped += 1
                     continue
                 try:
-                    # A recipient whose address or name cannot go into a message (a non-ASCII
-                    # address, which needs SMTPUTF8) fails alone, with the reason recorded.
-                    recipient = recipient_for(r, campaign_id, cfg)
-                    message = prepared.template.assemble(recipient)
-                    if cfg.sign:
-                        message = cfg.sign(message)
-                    envelope_from = verp_address(delivery_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
-                except InvalidInput as err:
-                    pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status="failed", code=None,
-                                   reply=str(err), message_id="", now=clock())
-                    out.failed += 1
-                    continue
-                limiter.wait()
-                backoff.pause()
-                try:
-                    with slots.hold(r.email.rpartition("@")[2]):
-                        result = transport.send(envelope_from, r.email, message)
-                    code, reply = result.code, result.reply
-                except InvalidInput as err:
-                    # An address that cannot go into an SMTP command: nothing to retry.
-                    pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status="failed", code=None,
-                                   reply=str(err), message_id="", now=clock())
+                    envelope_from, message, message_id = _assemble(prepared, r, cfg)
+                    _throttle(limiter, backoff)
+                    result = _deliver(transport, slots, envelope_from, r.email, message)
+                except InvalidInput as err:  # nothing to retry: this one recipient fails
+                    pending = _failed(r, err, clock())
                     out.failed += 1
                     continue
                 except TransientDeliveryError as err:
                     # The relay cannot be reached at all: this delivery goes back to the queue
                     # without using up an attempt, and the batch waits before trying again.
-                    pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status="queued",
-                                   code=None, reply=err.reply, message_id="", now=clock(),
-                                   next_attempt_at=None, count_attempt=False)
+                    pending = Outcome(r.delivery_id, D.queued, reply=err.reply, at=clock(), counts_attempt=False)
                     relay_down_until = clock() + timedelta(seconds=max(5.0, cfg.retry_base_seconds))
                     out.stopped = f"relay unreachable: {err.reply}"
                     out.retry_later += 1
                     break
-                verdict = classify(code, reply)
-                now = clock()
-                attempts = r.attempts + 1
-                if verdict.kind == "sent":
+                verdict = classify(result.code, result.reply)
+                if verdict.kind == Kind.sent:
                     backoff.accepted()
-                    permanent_in_a_row = 0
-                    status, nxt = "sent", None
-                    out.sent += 1
-                elif verdict.kind == "transient":
+                elif verdict.kind == Kind.transient:
                     backoff.refused()
-                    if attempts >= cfg.max_attempts:
-                        status, nxt = "failed", None
-                        out.failed += 1
-                    else:
-                        status, nxt = "queued", _retry_at(now, attempts, cfg)
-                        out.retry_later += 1
-                else:
-                    permanent_in_a_row = 0 if verdict.suppress else permanent_in_a_row + 1
-                    status, nxt = ("bounced" if verdict.suppress else "failed"), None
-                    if verdict.suppress:
-                        out.bounced += 1
-                    else:
-                        out.failed += 1
-                pending = dict(delivery_id=r.delivery_id, campaign_id=campaign_id, status=status, code=code,
-                               reply=f"{code} {reply}".strip() if code else reply, message_id=recipient.message_id,
-                               now=now, next_attempt_at=nxt, subscriber_id=r.subscriber_id,
-                               suppress=verdict.suppress)
-                if permanent_in_a_row >= cfg.permanent_error_limit:
-                    with conn.begin():
-                        _record(conn, pending)
-                        pending = None
-                        from mailer.campaigns import pause_campaign
-
-                        with Session(bind=conn) as s:  # joins the connection's transaction
-                            pause_campaign(s, campaign_id=campaign_id,
-                                           reason=f"{permanent_in_a_row} permanent errors in a row; last: {code} {reply}")
+                now = clock()
+                decision = decide(verdict, r.attempts + 1, cfg, now)
+                out.count(decision.status)
+                pending = Outcome(
+                    r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
+                    reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
+                    next_attempt_at=decision.next_attempt_at,
+                    suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,
+                )
+                if breaker.tripped(verdict):
+                    _pause_after(conn, pending, campaign_id=campaign_id, reason=(
+                        f"{breaker.in_a_row} permanent errors in a row; last: {result.code} {result.reply}"))
+                    pending = None
                     out.stopped = "paused: too many permanent errors in a row"
                     break
         finally:
@@ -277,12 +298,20 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
             if conn.in_transaction():  # an error inside a message's transaction
                 conn.rollback()
             with conn.begin():
-                if pending:
-                    _record(conn, pending)
+                if pending is not None:
+                    queries.record_result(conn, pending, campaign_id=campaign_id)
                 out.batch_status = queries.release_batch(conn, campaign_id=campaign_id, seq=claim.seq, now=now,
                                                          available_at=relay_down_until)
                 out.campaign_finished = queries.finish_campaign_if_done(conn, campaign_id=campaign_id, now=now)
     return out
+
+
+def _pause_after(conn, outcome: Outcome, *, campaign_id: int, reason: str) -> None:
+    """Record the last outcome and pause the campaign with the reason, together."""
+    with conn.begin():
+        queries.record_result(conn, outcome, campaign_id=campaign_id)
+        with Session(bind=conn) as s:  # joins the connection's transaction
+            pause_campaign(s, campaign_id=campaign_id, reason=reason)
 
 
 @contextlib.contextmanager
@@ -297,17 +326,6 @@ def _fast_connection(engine: Engine):
     with engine.connect() as fast:
         fast = fast.execution_options(isolation_level="AUTOCOMMIT")
         yield fast
-
-
-def _record(conn, p: dict) -> None:
-    queries.record_result(
-        conn, delivery_id=p["delivery_id"], campaign_id=p["campaign_id"], status=p["status"],
-        code=p["code"], reply=p["reply"], message_id=p["message_id"], now=p["now"],
-        next_attempt_at=p.get("next_attempt_at"), count_attempt=p.get("count_attempt", True),
-    )
-    if p.get("suppress"):
-        queries.mark_bounced(conn, subscriber_id=p["subscriber_id"], campaign_id=p["campaign_id"],
-                             delivery_id=p["delivery_id"], reply=p["reply"], now=p["now"])
 
 
 def drain(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from mailer.config import Settings
-from mailer.errors import InvalidInput
+from mailer.core.config import Settings
+from mailer.core.errors import InvalidInput
 from mailer.message import Recipient, compile_message, verp_address
 from mailer.render import RenderedIssue
 

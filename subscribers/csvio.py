@@ -26,9 +26,22 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from mailer.errors import InvalidInput
+from mailer.core.clock import utcnow
+from mailer.core.db import insert_for, transaction
+from mailer.core.errors import InvalidInput
 from subscribers import service
-from subscribers.models import Event, MailingList, Membership, Subscriber, Suppression, utcnow
+from subscribers.models import (
+    GONE,
+    Event,
+    EventKind,
+    MailingList,
+    Membership,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+
+S = SubscriberStatus
 
 CHUNK = 1000
 # csv's own per-field limit (128 KiB by default) stays: a bigger field is a row error.
@@ -56,6 +69,12 @@ class ImportReport:
     @property
     def error_count(self) -> int:
         return len(self.errors) + self.errors_not_listed
+
+    def as_dict(self, *, errors: int = 1000) -> dict:
+        """The counts, and the first ``errors`` bad rows by line."""
+        return {"imported": self.imported, "updated": self.updated, "skipped_suppressed": self.skipped_suppressed,
+                "skipped_existing_status": self.skipped_existing_status, "error_count": self.error_count,
+                "errors": [{"line": line, "reason": reason} for line, reason in self.errors[:errors]]}
 
     def add_error(self, line_no: int, reason: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -201,27 +220,27 @@ def _write_chunk(session: Session, chunk: dict[str, _Row], *, list_id: int, stat
             new_rows.append({
                 "email": row.email, "email_key": key, "name": row.name, "status": status,
                 "attributes": row.attributes, "created_at": now, "updated_at": now,
-                "confirmed_at": now if status == "active" else None,
+                "confirmed_at": now if status == S.active else None,
             })
             continue
         sid, current, name, attrs = found
-        if current in service.GONE:
+        if current in GONE:
             # Never resurrected, and nothing about them changes.
             report.skipped_existing_status += 1
             continue
-        promote = status == "active" and current == "pending"
+        promote = status == S.active and current == S.pending
         merged = {**(attrs or {}), **row.attributes}
         if promote or (row.name and row.name != name) or merged != (attrs or {}):
             updates.append({
                 "sid": sid, "name": row.name or name, "attributes": merged,
-                "status": "active" if promote else current,
+                "status": S.active if promote else current,
             })
             if promote:
                 updates[-1]["confirmed_at"] = now
         member_ids.append(sid)
         report.updated += 1
 
-    insert = service._dialect_insert(session)
+    insert = insert_for(session)
     if new_rows:
         # ON CONFLICT: another import or a signup may have added one of these since the
         # SELECT above (on PostgreSQL); that row then simply is not counted as new.
@@ -237,7 +256,7 @@ def _write_chunk(session: Session, chunk: dict[str, _Row], *, list_id: int, stat
             # The consent record: who came in, when, how, and whether confirmed.
             session.connection().execute(
                 insert(Event.__table__),
-                [{"kind": "subscribe", "origin": origin, "subscriber_id": sid, "campaign_id": None,
+                [{"kind": EventKind.subscribe, "origin": origin, "subscriber_id": sid, "campaign_id": None,
                   "delivery_id": None, "detail": {"list": list_name, "status": status}, "created_at": now}
                  for sid in inserted],
             )
@@ -252,8 +271,8 @@ def _write_chunk(session: Session, chunk: dict[str, _Row], *, list_id: int, stat
         )
     if promoted:
         session.connection().execute(
-            update(table).where(table.c.id == bindparam("sid"), table.c.status == "pending")
-            .values(name=bindparam("name"), attributes=bindparam("attributes"), status="active",
+            update(table).where(table.c.id == bindparam("sid"), table.c.status == S.pending)
+            .values(name=bindparam("name"), attributes=bindparam("attributes"), status=S.active,
                     confirmed_at=bindparam("confirmed_at"), updated_at=now),
             promoted,
         )
@@ -264,34 +283,8 @@ def _write_chunk(session: Session, chunk: dict[str, _Row], *, list_id: int, stat
         )
 
 
-def _begin(target):
-    """A transaction from an Engine or a sessionmaker."""
-    from mailer.db import transaction
-
-    if isinstance(target, Engine):
-        return transaction(target)
-    return _factory_transaction(target)
-
-
-class _factory_transaction:
-    def __init__(self, factory):
-        self.session = factory()
-
-    def __enter__(self) -> Session:
-        self.session.__enter__()
-        self.tx = self.session.begin()
-        self.tx.__enter__()
-        return self.session
-
-    def __exit__(self, *exc):
-        try:
-            return self.tx.__exit__(*exc)
-        finally:
-            self.session.__exit__(*exc)
-
-
 def import_csv(
-    session_factory_or_engine,
+    engine: Engine,
     stream: IO[str] | IO[bytes],
     *,
     list_name: str,
@@ -310,13 +303,13 @@ def import_csv(
     """
     text = _text_stream(stream)
     try:
-        return _import(session_factory_or_engine, text, list_name=list_name, confirmed=confirmed, origin=origin)
+        return _import(engine, text, list_name=list_name, confirmed=confirmed, origin=origin)
     finally:
         if text is not stream:
             text.detach()  # leave the caller's binary stream open, as it was given
 
 
-def _import(target, text: IO[str], *, list_name: str, confirmed: bool, origin: str) -> ImportReport:
+def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, origin: str) -> ImportReport:
     report = ImportReport()
     reader = csv.reader(text)
     try:
@@ -330,12 +323,12 @@ def _import(target, text: IO[str], *, list_name: str, confirmed: bool, origin: s
     if _not_utf8(first):
         raise InvalidInput("the file is not UTF-8; save it as UTF-8 CSV and import again")
     header = _Header(first)
-    status = "active" if confirmed else "pending"
+    status = S.active if confirmed else S.pending
 
-    with _begin(target) as session:
+    with transaction(engine) as session:
         list_id = service.ensure_list(session, list_name).id
     for chunk in _chunks(_rows(reader, header, report), CHUNK):
-        with _begin(target) as session:
+        with transaction(engine) as session:
             _write_chunk(session, chunk, list_id=list_id, status=status, origin=origin,
                          list_name=list_name, report=report)
     return report

@@ -1,4 +1,4 @@
-"""Subscribers, lists, memberships, suppressions and events.
+"""Subscribers, lists, memberships, suppressions and events, with their status enums.
 
 Shaped for a million subscribers: the audience of a campaign is read through the
 ``membership`` primary key (list first) joined to ``subscriber`` by primary key, and
@@ -8,39 +8,20 @@ filtered on ``subscriber.status``; nothing on the hot path scans the whole table
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    func,
-)
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.db import Base, BigId
+from mailer.core.clock import utcnow
+from mailer.core.db import Base, BigId, UtcDateTime, enum_check
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _check(column: str, enum_cls: type[enum.Enum]) -> CheckConstraint:
-    values = ", ".join(f"'{m.value}'" for m in enum_cls)
-    return CheckConstraint(f"{column} IN ({values})", name=column)
-
-
-class SubscriberStatus(str, enum.Enum):
+class SubscriberStatus(enum.StrEnum):
     pending = "pending"
     active = "active"
     unsubscribed = "unsubscribed"
@@ -48,7 +29,20 @@ class SubscriberStatus(str, enum.Enum):
     complained = "complained"
 
 
-class EventKind(str, enum.Enum):
+# Statuses that still receive mail (pending ones only the confirmation).
+MAILABLE = frozenset({SubscriberStatus.pending, SubscriberStatus.active})
+# Statuses a subscriber only leaves by confirming again themselves (double opt-in).
+GONE = frozenset({SubscriberStatus.unsubscribed, SubscriberStatus.bounced, SubscriberStatus.complained})
+
+
+class SuppressionReason(enum.StrEnum):
+    bounce = "bounce"
+    complaint = "complaint"
+    erased = "erased"
+    manual = "manual"
+
+
+class EventKind(enum.StrEnum):
     subscribe = "subscribe"
     confirm = "confirm"
     unsubscribe = "unsubscribe"
@@ -60,19 +54,19 @@ class EventKind(str, enum.Enum):
 
 class Subscriber(Base):
     __tablename__ = "subscriber"
-    __table_args__ = (_check("status", SubscriberStatus),)
+    __table_args__ = (enum_check("status", SubscriberStatus),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     # lower(email): the key that makes addresses unique case-insensitively.
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.pending.value, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.pending, index=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class MailingList(Base):
@@ -81,7 +75,7 @@ class MailingList(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Membership(Base):
@@ -92,7 +86,7 @@ class Membership(Base):
     # members in subscriber order straight off this index.
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id", ondelete="CASCADE"), primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Suppression(Base):
@@ -104,16 +98,20 @@ class Suppression(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     reason: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Event(Base):
     """Something that happened to a subscriber, with where it came from (one-click,
-    page, mailto, admin, smtp, dsn...)."""
+    page, mailto, admin, smtp, dsn...).
+
+    ``campaign_id`` and ``delivery_id`` point at the sending side's tables; their foreign
+    keys are declared by ``mailer.models``, which owns those tables, so this package
+    does not depend on the sending side (the database has them from migration 0001)."""
 
     __tablename__ = "event"
     __table_args__ = (
-        _check("kind", EventKind),
+        enum_check("kind", EventKind),
         Index("ix_event_campaign_kind", "campaign_id", "kind"),
         Index("ix_event_subscriber", "subscriber_id"),
         Index("ix_event_kind_time", "kind", "created_at"),
@@ -123,15 +121,15 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(16))
     origin: Mapped[str] = mapped_column(String(32), default="")
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id", ondelete="SET NULL"))
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
-    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id", ondelete="SET NULL"))
+    campaign_id: Mapped[int | None] = mapped_column(BigId)
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, server_default=func.now())
 
 
 class SignupLimit(Base):
-    """A fixed-window counter for the public signup form, per hashed client address or
-    hashed target address (see ``subscribers.signup``). Migration 0002."""
+    """A fixed-window counter for the public signup form and the sign-in page, per hashed
+    client address or hashed target (see ``subscribers.signup``). Migration 0002."""
 
     __tablename__ = "signup_limit"
     __table_args__ = (Index("ix_signup_limit_window_start", "window_start"),)

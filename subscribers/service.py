@@ -1,7 +1,7 @@
 """What can happen to a subscriber: plain functions over an open ``Session``.
 
 Every function takes keyword-only arguments after the session and leaves committing to
-the caller (``mailer.db.transaction``). None of them sends mail.
+the caller (``mailer.core.db.transaction``). None of them sends mail.
 
 Addresses are normalised once, here: the local part as given (email-validator's Unicode
 NFC normalisation), the domain lower-cased and IDNA-encoded to ASCII, so
@@ -21,9 +21,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import mailer.models  # noqa: F401  (Event's foreign keys name campaign and delivery: map them)
-from mailer.errors import ConflictError, InvalidInput, NotFound
+from mailer.core.clock import utcnow
+from mailer.core.db import insert_for
+from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from subscribers.models import (
+    GONE,
+    MAILABLE,
     Event,
     EventKind,
     MailingList,
@@ -31,13 +34,11 @@ from subscribers.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
-    utcnow,
+    SuppressionReason,
 )
 
-# Statuses a subscriber only leaves by confirming again themselves (double opt-in).
-GONE = frozenset({SubscriberStatus.unsubscribed.value, SubscriberStatus.bounced.value,
-                  SubscriberStatus.complained.value})
-MAILABLE = frozenset({SubscriberStatus.pending.value, SubscriberStatus.active.value})
+S = SubscriberStatus
+
 UNSUBSCRIBE_ORIGINS = frozenset({"one-click", "page", "mailto", "admin", "preferences"})
 MAX_NAME = 200
 MAX_LIST_NAME = 100
@@ -93,14 +94,6 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
-def _dialect_insert(session: Session):
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
 def ensure_list(session: Session, name: str) -> MailingList:
     """The list called ``name``, created if it does not exist (safe if two do it at once)."""
     name = (name or "").strip()
@@ -111,7 +104,7 @@ def ensure_list(session: Session, name: str) -> MailingList:
     found = session.scalar(select(MailingList).where(MailingList.name == name))
     if found is not None:
         return found
-    insert = _dialect_insert(session)
+    insert = insert_for(session)
     session.execute(
         insert(MailingList).values(name=name, description="", created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["name"])
@@ -138,7 +131,7 @@ def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
 
 
 def add_membership(session: Session, *, list_id: int, subscriber_id: int) -> None:
-    insert = _dialect_insert(session)
+    insert = insert_for(session)
     session.execute(
         insert(Membership).values(list_id=list_id, subscriber_id=subscriber_id, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["list_id", "subscriber_id"])
@@ -147,7 +140,7 @@ def add_membership(session: Session, *, list_id: int, subscriber_id: int) -> Non
 
 def record_event(session: Session, *, kind: str, origin: str, subscriber_id: int | None,
                  campaign_id: int | None = None, detail: dict[str, Any] | None = None) -> None:
-    session.add(Event(kind=EventKind(kind).value, origin=origin, subscriber_id=subscriber_id,
+    session.add(Event(kind=EventKind(kind), origin=origin, subscriber_id=subscriber_id,
                       campaign_id=campaign_id, detail=detail or {}))
 
 
@@ -157,7 +150,7 @@ def add_subscriber(
     email: str,
     name: str = "",
     list_name: str | None = None,
-    status: str = "pending",
+    status: str = SubscriberStatus.pending,
     attributes: dict[str, Any] | None = None,
     origin: str = "admin",
 ) -> Subscriber:
@@ -182,7 +175,7 @@ def add_subscriber(
     if subscriber is None:
         subscriber = Subscriber(
             email=address, email_key=key, name=name, status=status, attributes=dict(attributes or {}),
-            created_at=now, updated_at=now, confirmed_at=now if status == "active" else None,
+            created_at=now, updated_at=now, confirmed_at=now if status == S.active else None,
         )
         try:
             with session.begin_nested():
@@ -190,7 +183,7 @@ def add_subscriber(
                 session.flush()
         except IntegrityError as err:  # added by someone else a moment ago
             raise ConflictError(f"{address} was added at the same time by someone else; try again") from err
-        record_event(session, kind="subscribe", origin=origin, subscriber_id=subscriber.id,
+        record_event(session, kind=EventKind.subscribe, origin=origin, subscriber_id=subscriber.id,
                      detail={"list": list_name or "", "status": status})
     else:
         if subscriber.status in GONE:
@@ -201,10 +194,10 @@ def add_subscriber(
             subscriber.name = name
         if attributes:
             subscriber.attributes = {**(subscriber.attributes or {}), **attributes}
-        if status == "active" and subscriber.status == "pending":
-            subscriber.status = "active"
+        if status == S.active and subscriber.status == S.pending:
+            subscriber.status = S.active
             subscriber.confirmed_at = now
-            record_event(session, kind="confirm", origin=origin, subscriber_id=subscriber.id)
+            record_event(session, kind=EventKind.confirm, origin=origin, subscriber_id=subscriber.id)
         subscriber.updated_at = now
     if mailing_list is not None:
         add_membership(session, list_id=mailing_list.id, subscriber_id=subscriber.id)
@@ -224,18 +217,15 @@ def confirm_subscriber(session: Session, *, subscriber_id: int, list_id: int | N
     if is_suppressed(session, subscriber.email):
         raise ConflictError("this address cannot be subscribed")
     if requested_at is not None and subscriber.unsubscribed_at is not None:
-        unsubscribed_at = subscriber.unsubscribed_at
-        if unsubscribed_at.tzinfo is None:  # SQLite hands back naive UTC datetimes
-            unsubscribed_at = unsubscribed_at.replace(tzinfo=requested_at.tzinfo)
-        if unsubscribed_at > requested_at:
+        if subscriber.unsubscribed_at > requested_at:
             raise ConflictError("this confirmation link was superseded by a later unsubscribe")
     changed = False
-    if subscriber.status != "active":
+    if subscriber.status != S.active:
         now = utcnow()
-        subscriber.status = "active"
+        subscriber.status = S.active
         subscriber.confirmed_at = now
         subscriber.updated_at = now
-        record_event(session, kind="confirm", origin=origin, subscriber_id=subscriber.id,
+        record_event(session, kind=EventKind.confirm, origin=origin, subscriber_id=subscriber.id,
                      detail={"list_id": list_id} if list_id else {})
         changed = True
     if list_id:
@@ -263,14 +253,14 @@ def unsubscribe(session: Session, *, subscriber_id: int, campaign_id: int | None
     result = session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber_id, Subscriber.status.in_(sorted(MAILABLE)))
-        .values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+        .values(status=S.unsubscribed, unsubscribed_at=now, updated_at=now)
         .execution_options(synchronize_session="fetch")
     )
     if result.rowcount != 1:
         if session.get(Subscriber, subscriber_id) is None:
             raise NotFound(f"no subscriber {subscriber_id}")
         return False
-    record_event(session, kind="unsubscribe", origin=origin, subscriber_id=subscriber_id, campaign_id=campaign_id)
+    record_event(session, kind=EventKind.unsubscribe, origin=origin, subscriber_id=subscriber_id, campaign_id=campaign_id)
     session.flush()
     return True
 
@@ -281,16 +271,15 @@ def is_suppressed(session: Session, email: str) -> bool:
 
 # A suppression reason, and the status it leaves a still-mailable subscriber in: the
 # sending engine reads only ``subscriber.status``, so suppressing must change it too.
-_STATUS_FOR_REASON = {"bounce": "bounced", "bounced": "bounced", "complaint": "complained",
-                      "complained": "complained"}
+_STATUS_FOR_REASON = {SuppressionReason.bounce: S.bounced, SuppressionReason.complaint: S.complained}
 
 
 def suppress(session: Session, *, email: str, reason: str) -> None:
     """Never mail or re-import this address again. Keeps only its hash. A mailable
     subscriber with the address stops being mailable (bounced, complained or
     unsubscribed, after the reason)."""
-    reason = (reason or "").strip()[:32] or "manual"
-    insert = _dialect_insert(session)
+    reason = (reason or "").strip()[:32] or SuppressionReason.manual
+    insert = insert_for(session)
     session.execute(
         insert(Suppression).values(email_hash=email_hash(email), reason=reason, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["email_hash"])
@@ -300,9 +289,9 @@ def suppress(session: Session, *, email: str, reason: str) -> None:
     except InvalidInput:
         return
     now = utcnow()
-    status = _STATUS_FOR_REASON.get(reason, "unsubscribed")
+    status = _STATUS_FOR_REASON.get(reason, S.unsubscribed)
     values: dict[str, Any] = {"status": status, "updated_at": now}
-    if status == "unsubscribed":
+    if status == S.unsubscribed:
         values["unsubscribed_at"] = now
     session.execute(
         update(Subscriber).where(Subscriber.email_key == key, Subscriber.status.in_(sorted(MAILABLE)))
@@ -322,9 +311,10 @@ def erase(session: Session, *, subscriber_id: int) -> None:
     subscriber = get_subscriber(session, subscriber_id)
     placeholder = placeholder_email(subscriber.id)
     if subscriber.email_key != placeholder:
-        insert = _dialect_insert(session)
+        insert = insert_for(session)
         session.execute(
-            insert(Suppression).values(email_hash=email_hash(subscriber.email), reason="erased", created_at=utcnow())
+            insert(Suppression).values(email_hash=email_hash(subscriber.email), reason=SuppressionReason.erased,
+                                      created_at=utcnow())
             .on_conflict_do_nothing(index_elements=["email_hash"])
         )
     now = utcnow()
@@ -333,51 +323,12 @@ def erase(session: Session, *, subscriber_id: int) -> None:
     subscriber.name = ""
     subscriber.attributes = {}
     if subscriber.status in MAILABLE:
-        subscriber.status = "unsubscribed"
+        subscriber.status = S.unsubscribed
         subscriber.unsubscribed_at = now
     subscriber.updated_at = now
     session.execute(delete(Membership).where(Membership.subscriber_id == subscriber.id))
     session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(detail={}))
     session.flush()
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def export_subscriber_data(session: Session, subscriber_id: int) -> dict[str, Any]:
-    """Everything kept about one subscriber (GDPR art. 15), as JSON-ready values."""
-    from mailer.models import Campaign, Delivery
-
-    s = get_subscriber(session, subscriber_id)
-    lists = session.scalars(
-        select(MailingList.name).join(Membership, Membership.list_id == MailingList.id)
-        .where(Membership.subscriber_id == s.id).order_by(MailingList.name)
-    ).all()
-    events = session.execute(
-        select(Event.kind, Event.origin, Event.campaign_id, Event.detail, Event.created_at)
-        .where(Event.subscriber_id == s.id).order_by(Event.id)
-    ).all()
-    deliveries = session.execute(
-        select(Delivery.campaign_id, Delivery.status, Delivery.sent_at)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.subscriber_id == s.id).order_by(Delivery.id)
-    ).all()
-    return {
-        "email": s.email,
-        "name": s.name,
-        "status": s.status,
-        "attributes": dict(s.attributes or {}),
-        "created_at": _iso(s.created_at),
-        "confirmed_at": _iso(s.confirmed_at),
-        "unsubscribed_at": _iso(s.unsubscribed_at),
-        "lists": list(lists),
-        "events": [
-            {"kind": k, "origin": o, "campaign_id": c, "detail": d or {}, "at": _iso(t)}
-            for k, o, c, d, t in events
-        ],
-        "deliveries": [{"campaign_id": c, "status": st, "sent_at": _iso(t)} for c, st, t in deliveries],
-    }
 
 
 def change_name(session: Session, *, subscriber_id: int, name: str) -> None:

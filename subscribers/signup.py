@@ -2,7 +2,7 @@
 
 The flow: ``check_limits`` (per client, per target address) -> ``request_subscription``
 (records a pending subscriber, decides whether a confirmation mail may go out) ->
-``send_confirmation`` (after the response, through the configured transport) ->
+``build_confirmation``, sent after the response (``mailer.operations.subscribers``) ->
 ``confirm`` when the link is followed. Membership of the list is only ever created on
 confirmation, so a stranger can neither add someone to a list nor re-activate someone
 who unsubscribed.
@@ -16,21 +16,30 @@ suppressed, and the mail is sent after the response, so its timing tells nothing
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import case, delete, select
 
-from mailer.errors import InvalidInput, NotFound
-from subscribers import service, tokens
-from subscribers.models import MailingList, SignupLimit, Subscriber, utcnow
-
-log = logging.getLogger(__name__)
+from mailer.core import signing
+from mailer.core.clock import UTC, utcnow
+from mailer.core.config import Settings
+from mailer.core.db import insert_for
+from mailer.core.errors import InvalidInput, NotFound
+from mailer.core.templates import environment
+from subscribers import links, service
+from subscribers.models import (
+    EventKind,
+    MailingList,
+    SignupLimit,
+    Subscriber,
+    SubscriberStatus,
+)
 
 DEFAULT_LIST = "newsletter"
 
@@ -65,7 +74,7 @@ def hit(session, limit: Limit, value: str, *, now: float | None = None) -> bool:
     current = time.time() if now is None else now
     window_start = int(current // limit.window * limit.window)
     key = hashlib.sha256(f"{limit.purpose}:{value}".encode("utf-8")).hexdigest()
-    insert = service._dialect_insert(session)
+    insert = insert_for(session)
     stmt = insert(SignupLimit).values(key=key, window_start=window_start, hits=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"],
@@ -124,16 +133,17 @@ def request_subscription(session, *, email: str, name: str = "", list_name: str 
         return None
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
     if subscriber is None:
-        insert = service._dialect_insert(session)
+        insert = insert_for(session)
         now = utcnow()
         session.execute(
-            insert(Subscriber).values(email=address, email_key=key, name=name, status="pending", attributes={},
+            insert(Subscriber).values(email=address, email_key=key, name=name, status=SubscriberStatus.pending,
+                                      attributes={},
                                       created_at=now, updated_at=now)
             .on_conflict_do_nothing(index_elements=["email_key"])
         )
         subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == key)).one()
         # The consent record (GDPR art. 7): when, from where, for which list.
-        service.record_event(session, kind="subscribe", origin="web", subscriber_id=subscriber.id,
+        service.record_event(session, kind=EventKind.subscribe, origin="web", subscriber_id=subscriber.id,
                              detail={"list": mailing_list.name, "client": client})
     if not hit(session, CONFIRMATION_MAIL, key):
         return None
@@ -142,54 +152,32 @@ def request_subscription(session, *, email: str, name: str = "", list_name: str 
 
 def confirm(session, *, secrets, token: str) -> bool:
     """Follow a confirmation link: the subscriber becomes active and joins the list."""
-    subscriber_id, list_id, issued = tokens.read_confirm_token(secrets, token)
+    subscriber_id, list_id, issued = signing.read_confirm_token(secrets, token)
     # ``issued`` has whole seconds: the request was made before issued + 1.
-    requested_at = datetime.fromtimestamp(issued + 1, timezone.utc)
+    requested_at = datetime.fromtimestamp(issued + 1, UTC)
     try:
         return service.confirm_subscriber(session, subscriber_id=subscriber_id, list_id=list_id,
                                           origin="web", requested_at=requested_at)
     except NotFound as err:
-        raise tokens.InvalidToken("this link is not valid") from err
+        raise signing.InvalidToken("this link is not valid") from err
 
 
-def build_confirmation(settings, *, address: str, url: str, list_name: str) -> EmailMessage:
-    """The confirmation mail. Only operator text and the link: nothing the visitor typed."""
-    from email import policy
-
-    from subscribers.templating import render_email
-
-    context = {"url": url, "list_name": list_name, "postal_address": settings.postal_address,
+def build_confirmation(settings: Settings, pending: PendingConfirmation, *, list_name: str) -> EmailMessage:
+    """The confirmation mail, with its signed link. Only operator text and the link:
+    nothing the visitor typed (see the module docstring)."""
+    token = signing.confirm_token(settings.secret_key, pending.subscriber_id, pending.list_id)
+    context = {"url": links.confirm_url(settings.base_url, token), "list_name": list_name,
+               "postal_address": settings.postal_address,
                "sender": settings.from_address.display_name or settings.sending_domain}
-    ascii_only = address.isascii()
-    msg = EmailMessage(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
+    templates = environment(tuple(settings.template_folders))
+    msg = EmailMessage(policy=policy.SMTP if pending.address.isascii() else policy.SMTPUTF8)
     msg["From"] = settings.from_
-    msg["To"] = address
+    msg["To"] = pending.address
     msg["Subject"] = f"Please confirm your subscription to {context['sender']}"
-    msg["Date"] = format_datetime(datetime.now(timezone.utc))
+    msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = make_msgid(domain=settings.sending_domain)
     # RFC 3834: an automatic message; vacation responders should not answer it.
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(render_email("confirm.txt.j2", context))
-    msg.add_alternative(render_email("confirm.html.j2", context), subtype="html")
+    msg.set_content(templates.get_template("email/confirm.txt.j2").render(**context))
+    msg.add_alternative(templates.get_template("email/confirm.html.j2").render(**context), subtype="html")
     return msg
-
-
-def send_confirmation(settings, pending: PendingConfirmation, *, list_name: str) -> None:
-    """Send one confirmation mail through the configured transport. Runs after the
-    response has gone out; a failure is logged (the visitor can simply try again)."""
-    from mailer.transports import transport_from_settings
-
-    token = tokens.confirm_token(settings.secret_key, pending.subscriber_id, pending.list_id)
-    msg = build_confirmation(settings, address=pending.address,
-                             url=tokens.confirm_url(settings.base_url, token), list_name=list_name)
-    transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
-    try:
-        transport.open()
-        result = transport.send(settings.from_address.addr_spec, pending.address, msg.as_bytes())
-        if not result.accepted:
-            log.warning("confirmation mail for subscriber %s refused: %s %s",
-                        pending.subscriber_id, result.code, result.reply)
-    except Exception:
-        log.exception("confirmation mail for subscriber %s not sent", pending.subscriber_id)
-    finally:
-        transport.close()

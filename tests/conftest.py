@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import PG_ADMIN_URL, REDIS_URL, in_ci, need, postgres_available, redis_available
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.services import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    in_ci,
+    need,
+    postgres_available,
+    redis_available,
+)
 
 pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser"]
 
@@ -40,7 +45,7 @@ def postgres_url():
     try:
         yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
     finally:
-        from mailer.db import engine_for
+        from mailer.core.db import engine_for
 
         engine_for.cache_clear()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -58,10 +63,12 @@ def database_url(request) -> str:
 
 
 @pytest.fixture
-def engine(database_url):
-    from mailer.db import make_engine
+def engine(settings):
+    """The one database fixture: the test's migrated database (SQLite, then PostgreSQL),
+    the same one ``settings`` and every process a test starts point at."""
+    from mailer.core.db import make_engine
 
-    eng = make_engine(database_url)
+    eng = make_engine(settings.database)
     yield eng
     eng.dispose()
 
@@ -84,7 +91,7 @@ def redis_url() -> str:
 @pytest.fixture
 def settings(monkeypatch, tmp_path, database_url):
     """Settings for one test: its own var/ folder and database, outbox transport."""
-    from mailer.config import get_settings
+    from mailer.core.config import get_settings
 
     for key in list(os.environ):
         if key.startswith("NEWSLETTER_"):

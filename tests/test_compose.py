@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.example import ROOT as REPO
 
 
 def test_compose_file_validates_against_the_spec():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.example import ROOT as REPO
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from mailer.db import transaction
+from mailer.core.db import transaction
 from mailer.sending import drain, send_batch
 from mailer.web.app import create_app
-from tests.mailer.test_sending import assert_counters_match, config, transport_for
+from tests.support.delivery import assert_counters_match, config, transport_for
 from tests.support.seed import seed_campaign
 
 ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
@@ -43,13 +43,14 @@ def test_unsubscribe_from_a_message_stops_the_queued_delivery(settings, engine, 
                          {"e": first["To"].addresses[0].addr_spec}).scalar() == "unsubscribed"
 
     # Someone in a later, still queued batch leaves through their own link.
-    from subscribers import tokens
+    from mailer.core import signing
+    from subscribers import links
 
     with transaction(engine) as s:
         sid, email_addr = s.execute(text(
             "SELECT s.id, s.email FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
             "WHERE d.campaign_id = :c AND d.status = 'queued' ORDER BY d.id DESC LIMIT 1"), {"c": cid}).one()
-    url = tokens.unsubscribe_url(settings.base_url, tokens.unsubscribe_token(settings.secret_key, sid, cid))
+    url = links.unsubscribe_url(settings.base_url, signing.unsubscribe_token(settings.secret_key, sid, cid))
     assert one_click(client, url).status_code == 200
     assert one_click(client, url).status_code == 200  # repeats harmlessly
 

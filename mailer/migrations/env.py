@@ -3,8 +3,8 @@ or from ``config.attributes["connection"]`` when a caller passes an open connect
 
 from alembic import context
 
-from mailer.db import Base, make_engine
 import mailer.models  # noqa: F401  (registers every table on Base.metadata, accounts included)
+from mailer.core.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

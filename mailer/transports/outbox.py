@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from mailer.errors import TransientDeliveryError
+from mailer.core.errors import TransientDeliveryError
 from mailer.transports.base import SendResult
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f<>]")

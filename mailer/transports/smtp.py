@@ -21,7 +21,7 @@ import ssl
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from mailer.errors import ConfigurationError, InvalidInput, TransientDeliveryError
+from mailer.core.errors import ConfigurationError, InvalidInput, TransientDeliveryError
 from mailer.transports.base import SendResult
 
 Security = Literal["none", "ssl", "starttls"]

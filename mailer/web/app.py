@@ -1,20 +1,15 @@
-"""Builds the FastAPI application. Routers live one module per resource."""
+"""Builds the FastAPI application from the routers, and maps the project's errors to
+HTTP once: ``InvalidInput`` is a 4xx with its one-line message in ``detail``."""
 
 from __future__ import annotations
-
-import importlib
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from mailer.errors import ConflictError, InvalidInput, NotFound
-
-# Routers are optional while the product grows: a module that is not there yet is skipped.
-ROUTERS = (
-    "mailer.web.archive",
-    "subscribers.web",
-    "mailer.web.admin",
-)
+from mailer.core.errors import InvalidInput
+from mailer.web import api, dashboard
+from mailer.web.deps import status_of
+from mailer.web.public import archive, preferences, signup, unsubscribe
 
 
 def create_app() -> FastAPI:
@@ -22,19 +17,12 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
-        status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, ConflictError) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    for name in ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
+    for module in (archive, signup, unsubscribe, preferences, api, dashboard):
         app.include_router(module.router)
     return app

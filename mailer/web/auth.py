@@ -17,7 +17,6 @@ from a sibling subdomain.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +31,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import escape
 from starlette.datastructures import FormData
 
-from mailer.accounts import AdminUser, ApiToken, check_token
-from mailer.config import Settings
+from mailer.accounts import check_token
+from mailer.core import signing
+from mailer.core.config import Settings
+from mailer.models import AdminUser, ApiToken
 from mailer.web.deps import SessionDep, SettingsDep
 
 COOKIE = "nl_admin"
@@ -87,9 +88,7 @@ class SignedIn:
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    old = [k.strip() for k in settings.old_secret_keys.split(",") if k.strip()]
-    # itsdangerous signs with the last key and accepts any of them.
-    return URLSafeTimedSerializer([*old, settings.secret_key], salt="newsletter.admin-session")
+    return signing.session_serializer(settings.signing_keys, salt="newsletter.admin-session")
 
 
 def read_visitor(request: Request, settings: Settings) -> Visitor | None:
@@ -135,21 +134,17 @@ def signed_in(request: Request, session: SessionDep, settings: SettingsDep) -> S
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 
 
-def _same(given: object, expected: str) -> bool:
-    return isinstance(given, str) and bool(given) and hmac.compare_digest(given.encode(), expected.encode())
-
-
 async def checked_form(request: Request, who: SignedInDep) -> FormData:
     """The posted form, once its CSRF token matched the session's."""
     form = await request.form()
-    if not _same(form.get(CSRF_FIELD), who.csrf):
+    if not signing.same(form.get(CSRF_FIELD), who.csrf):
         raise CsrfRejected()
     return form
 
 
 def checked_header(request: Request, who: SignedInDep) -> SignedIn:
     """For the editor's fetch() calls: the token comes in a header."""
-    if not _same(request.headers.get(CSRF_HEADER), who.csrf):
+    if not signing.same(request.headers.get(CSRF_HEADER), who.csrf):
         raise CsrfRejected()
     return who
 
@@ -159,7 +154,7 @@ async def login_form(request: Request, settings: SettingsDep) -> FormData:
     (login CSRF: otherwise a site could sign a victim in as the attacker)."""
     visitor = read_visitor(request, settings)
     form = await request.form()
-    if visitor is None or not _same(form.get(CSRF_FIELD), visitor.csrf):
+    if visitor is None or not signing.same(form.get(CSRF_FIELD), visitor.csrf):
         raise CsrfRejected()
     return form
 

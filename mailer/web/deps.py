@@ -1,4 +1,5 @@
-"""Typed dependencies for routes (FastAPI full-stack template style)."""
+"""Typed dependencies for routes (FastAPI full-stack template style), and how the
+project's errors become HTTP statuses (once, for every route)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,32 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from mailer.config import Settings, get_settings
-from mailer.db import engine_for
+from mailer.core.config import Settings, get_settings
+from mailer.core.db import engine_for
+from mailer.core.errors import ConflictError, InvalidInput, NotFound
 
 
 def get_app_settings() -> Settings:
     return get_settings()
 
 
-def get_session(settings: Annotated[Settings, Depends(get_app_settings)]) -> Iterator[Session]:
-    with Session(engine_for(settings.database), expire_on_commit=False) as session:
+def get_engine(settings: Annotated[Settings, Depends(get_app_settings)]) -> Engine:
+    return engine_for(settings.database)
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
         yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def status_of(err: InvalidInput) -> int:
+    """404 for an unknown thing, 409 for a state that forbids the action, 400 otherwise."""
+    return 404 if isinstance(err, NotFound) else 409 if isinstance(err, ConflictError) else 400

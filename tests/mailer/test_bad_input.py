@@ -7,43 +7,28 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, text
 
-from mailer.db import make_engine, transaction
-from mailer.models import Campaign, Issue, Membership, Subscriber
+from mailer.core.db import transaction
+from mailer.models import Campaign, Issue
 from mailer.sending import drain
 from mailer.transports.smtp import SmtpTransport
-from tests.mailer.test_sending import assert_counters_match, config, received, transport_for
+from subscribers.models import Membership, Subscriber
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.delivery import (
+    assert_counters_match,
+    config,
+    received,
+    transport_for,
+)
+from tests.support.example import ROOT as REPO
 from tests.support.seed import seed_campaign, seed_issue, seed_list
 
 pytestmark = pytest.mark.timeout(120)
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mailer.cli", *args], env=dict(os.environ), cwd=REPO,
-                          capture_output=True, text=True, timeout=90)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, contains: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and contains in lines[0], result.stderr
-
-
-@pytest.fixture
-def db(settings):
-    engine = make_engine(settings.database)
-    yield engine
-    engine.dispose()
 
 
 def count(engine, table: str) -> int:
@@ -54,32 +39,32 @@ def count(engine, table: str) -> int:
 # --- the command line --------------------------------------------------------------------
 
 
-def test_send_to_a_list_without_active_members_is_refused_in_one_line(db):
-    seed_list(db, 3, list_name="empty", status="unsubscribed")
+def test_send_to_a_list_without_active_members_is_refused_in_one_line(engine):
+    seed_list(engine, 3, list_name="empty", status="unsubscribed")
     result = cli("send", str(EXAMPLE), "--list", "empty")
     assert_one_line_error(result, "has no active subscribers")
     # Nothing half-done is left behind: the whole start was one transaction.
-    assert count(db, "campaign") == 0 and count(db, "delivery") == 0
+    assert count(engine, "campaign") == 0 and count(engine, "delivery") == 0
 
 
-def test_send_to_a_missing_list_is_refused_in_one_line(db):
+def test_send_to_a_missing_list_is_refused_in_one_line(engine):
     assert_one_line_error(cli("send", str(EXAMPLE), "--list", "no-such-list"), "no list named 'no-such-list'")
-    assert count(db, "campaign") == 0
+    assert count(engine, "campaign") == 0
 
 
-def test_send_of_a_missing_issue_file_is_refused_in_one_line(db, tmp_path):
-    seed_list(db, 3, list_name="weekly")
+def test_send_of_a_missing_issue_file_is_refused_in_one_line(engine, tmp_path):
+    seed_list(engine, 3, list_name="weekly")
     assert_one_line_error(cli("send", str(tmp_path / "missing.md"), "--list", "weekly"), "no such file")
-    assert count(db, "campaign") == 0
+    assert count(engine, "campaign") == 0
 
 
-def test_a_subject_with_cr_lf_in_the_front_matter_is_refused_by_the_issue_parser(db, tmp_path):
-    seed_list(db, 3, list_name="weekly")
+def test_a_subject_with_cr_lf_in_the_front_matter_is_refused_by_the_issue_parser(engine, tmp_path):
+    seed_list(engine, 3, list_name="weekly")
     issue = tmp_path / "evil.md"
     issue.write_text('---\nsubject: "Hello\\r\\nBcc: victim@example.org"\nslug: evil\n---\n\nBody.\n', encoding="utf-8")
     result = cli("send", str(issue), "--list", "weekly")
     assert_one_line_error(result, "subject")
-    assert count(db, "campaign") == 0 and count(db, "issue") == 0
+    assert count(engine, "campaign") == 0 and count(engine, "issue") == 0
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -196,9 +181,9 @@ def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(engine
     assert assert_counters_match(engine, cid) == {"sent": 6}
 
 
-def test_issue_row_is_unchanged_by_a_refused_send(db):
+def test_issue_row_is_unchanged_by_a_refused_send(engine):
     """A refused send leaves no issue row half-written either (same transaction)."""
-    seed_list(db, 2, list_name="empty", status="unsubscribed")
+    seed_list(engine, 2, list_name="empty", status="unsubscribed")
     cli("send", str(EXAMPLE), "--list", "empty")
-    with transaction(db) as s:
+    with transaction(engine) as s:
         assert s.query(Issue).count() == 0

@@ -8,16 +8,17 @@ import pytest
 from sqlalchemy import select, text
 
 from mailer.bounces import handle_inbound, is_bounce
-from mailer.db import transaction
-from mailer.errors import InvalidInput
-from mailer.models import Delivery, Event, Subscriber
-from mailer.sending import delivery_token, drain
-from subscribers.models import Suppression
-from tests.mailer.test_sending import assert_counters_match, config, transport_for
+from mailer.core.db import transaction
+from mailer.core.errors import InvalidInput
+from mailer.core.signing import verp_token as delivery_token
+from mailer.models import Delivery
+from mailer.sending import drain
+from subscribers.models import Event, Subscriber, Suppression
+from tests.support.delivery import assert_counters_match, config, transport_for
 from tests.support.seed import seed_campaign
 
 pytestmark = pytest.mark.timeout(120)
-SECRET = "s3cret"  # tests.mailer.test_sending.config()
+SECRET = "s3cret"  # tests.support.delivery.config()
 
 POSTFIX_DSN = """\
 Return-Path: <>
@@ -404,9 +405,9 @@ def test_newsletter_inbound_routes_bounces_and_mailto_unsubscribes(settings, eng
     import subprocess
     import sys
 
+    from mailer.core import signing
     from mailer.sending import drain
-    from subscribers import tokens
-    from tests.mailer.test_sending import config, transport_for
+    from tests.support.delivery import config, transport_for
     from tests.support.seed import seed_campaign
 
     cid = seed_campaign(engine, 2, batch_size=10)
@@ -429,7 +430,7 @@ def test_newsletter_inbound_routes_bounces_and_mailto_unsubscribes(settings, eng
         assert s.execute(text("SELECT status FROM subscriber WHERE email = :e"),
                          {"e": first.rcpt_tos[0]}).scalar() == "bounced"
         other_id = s.execute(text("SELECT id FROM subscriber WHERE email <> :e"), {"e": first.rcpt_tos[0]}).scalar()
-    token = tokens.unsubscribe_token(settings.secret_key, other_id, cid)
+    token = signing.unsubscribe_token(settings.secret_key, other_id, cid)
     mailto = f"From: x@example.com\r\nTo: unsubscribe+{token}@example.com\r\nSubject: unsubscribe\r\n\r\n".encode()
     assert inbound(mailto).returncode == 0
     with transaction(engine) as s:

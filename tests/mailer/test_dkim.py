@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from mailer.core.errors import ConfigurationError
 from mailer.dkim import DkimSigner, load_private_key
-from mailer.errors import ConfigurationError
 from mailer.message import Recipient, compile_message
 
 

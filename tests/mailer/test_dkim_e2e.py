@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer.config import get_settings
-from mailer.db import make_engine
+from mailer.core.config import get_settings
+from mailer.core.db import make_engine
 from mailer.dispatch import engine_config
 from mailer.sending import drain
 from mailer.transports.smtp import SmtpTransport

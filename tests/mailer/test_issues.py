@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.errors import InvalidInput
+from mailer.core.errors import InvalidInput
 from mailer.issues import MAX_ISSUE_BYTES, derive_slug, load_issue, parse_issue
 from tests.support.example import EXAMPLE, SAMPLE_SECTIONS, SAMPLE_STORIES
 

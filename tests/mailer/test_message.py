@@ -10,7 +10,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 import pytest
 
-from mailer.errors import InvalidInput
+from mailer.core.errors import InvalidInput
 from mailer.merge import MARKERS, personalise
 from mailer.message import Recipient, compile_message, parse_verp, verp_address
 

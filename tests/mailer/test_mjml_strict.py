@@ -17,8 +17,8 @@ import pytest
 
 from mailer.issues import load_issue, parse_issue
 from mailer.render import RenderContext, render_issue
+from tests.support.example import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "china-ai-weekly-2022-06-14.md"
 MJML_CLI = ROOT / "node_modules" / ".bin" / "mjml"
 CTX = RenderContext(

@@ -28,7 +28,7 @@ from mailer.ratelimit import (
     limiter_for,
 )
 from mailer.sending import drain
-from tests.mailer.test_sending import (
+from tests.support.delivery import (
     assert_counters_match,
     config,
     received,

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from mailer.config import load_settings
-from mailer.errors import InvalidInput
+from mailer.core.config import load_settings
+from mailer.core.errors import InvalidInput
 from mailer.issues import load_issue, parse_issue
 from mailer.merge import MARKERS, personalise
 from mailer.render import (

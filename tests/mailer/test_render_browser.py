@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 
 from mailer.issues import load_issue, parse_issue
 from mailer.render import RenderContext, preview_html, render_issue
+from tests.support.example import ROOT
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "china-ai-weekly-2022-06-14.md"
 ARTIFACTS = ROOT / "test-artifacts"
 CTX = RenderContext(

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from mailer import schedules
-from mailer.db import transaction
-from mailer.errors import InvalidInput
+from mailer.core.db import transaction
+from mailer.core.errors import InvalidInput
 from mailer.models import Campaign, ScheduleRun
 from tests.support.seed import seed_issue, seed_list
 
@@ -94,11 +94,11 @@ def test_six_weekly_slots_across_dst_with_one_empty(engine):
     assert len(started) == 5 and len(set(started)) == 5
     with transaction(engine) as s:
         campaigns = list(s.scalars(select(Campaign).order_by(Campaign.scheduled_at)))
-        assert [schedules._aware(c.started_at) for c in campaigns] == \
+        assert [c.started_at for c in campaigns] == \
                [e + timedelta(seconds=30) for e in expected if e != expected[3]]
         assert all(c.status == "sending" and c.total == 10 for c in campaigns)
         runs = list(s.scalars(select(ScheduleRun).order_by(ScheduleRun.slot_at)))
-        assert [(schedules._aware(r.slot_at), r.outcome) for r in runs] == [
+        assert [(r.slot_at, r.outcome) for r in runs] == [
             (e, "empty" if e == expected[3] else "started") for e in expected]
 
 

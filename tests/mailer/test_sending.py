@@ -6,47 +6,25 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, text
 
 from mailer import campaigns, queries
-from mailer.db import transaction
+from mailer.core.db import transaction
 from mailer.models import Campaign, Delivery
-from mailer.sending import EngineConfig, drain, send_batch
+from mailer.sending import drain, send_batch
 from mailer.transports.smtp import SmtpTransport
+from tests.support.delivery import (
+    assert_counters_match,
+    config,
+    received,
+    transport_for,
+)
 from tests.support.seed import seed_campaign, seed_issue, seed_list
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def config(**kw) -> EngineConfig:
-    base = dict(worker="test-worker", secret_key="s3cret", base_url="https://news.example.com",
-                from_name="Weekly China AI", from_addr="news@example.com", sending_domain="example.com",
-                lease=timedelta(seconds=60), max_attempts=3, retry_base_seconds=0.0, permanent_error_limit=5)
-    base.update(kw)
-    return EngineConfig(**base)
-
-
-def transport_for(sink) -> SmtpTransport:
-    return SmtpTransport.from_url(f"smtp://127.0.0.1:{sink.port}", timeout=10)
-
-
-def assert_counters_match(engine, cid: int) -> dict[str, int]:
-    """The invariant: the counters on the campaign equal the counts of its deliveries."""
-    with transaction(engine) as s:
-        c = s.get(Campaign, cid)
-        counts = queries.delivery_counts(s, campaign_id=cid)
-        assert c.total == sum(counts.values())
-        for status in ("sent", "failed", "bounced", "skipped"):
-            assert getattr(c, status) == counts.get(status, 0), (status, counts)
-    return counts
-
-
-def received(sink) -> Counter:
-    return Counter(r for m in list(sink.messages) for r in m.rcpt_tos)
 
 
 def test_freeze_takes_active_members_once(engine):
@@ -71,7 +49,7 @@ def test_freeze_takes_active_members_once(engine):
 
 
 def test_empty_list_is_refused_and_nothing_recorded(engine):
-    from mailer.errors import InvalidInput
+    from mailer.core.errors import InvalidInput
 
     list_id = seed_list(engine, 0)
     issue_id = seed_issue(engine)

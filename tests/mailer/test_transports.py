@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.errors import TransientDeliveryError
+from mailer.core.errors import TransientDeliveryError
 from mailer.replies import classify
 from mailer.transports import (
     MemoryTransport,

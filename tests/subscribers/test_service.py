@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from mailer.db import transaction
-from mailer.errors import ConflictError, InvalidInput
+from mailer.core.db import transaction
+from mailer.core.errors import ConflictError, InvalidInput
+from mailer.operations.subscribers import my_data
 from subscribers import service
 from subscribers.models import Event, Membership, Subscriber, Suppression
 
@@ -96,7 +97,7 @@ def test_erase_anonymises_and_suppresses(engine):
         assert s.scalar(select(func.count()).select_from(Membership)) == 0
         hashes = s.scalars(select(Suppression.email_hash)).all()
         assert hashes == [service.email_hash("ann@example.com")]
-        assert "Ann@example.com" not in repr(service.export_subscriber_data(s, sid))
+        assert "Ann@example.com" not in repr(my_data(s, subscriber_id=sid))
     with transaction(engine) as s, pytest.raises(InvalidInput):
         service.add_subscriber(s, email="ann@example.com")
 
@@ -106,7 +107,7 @@ def test_export_subscriber_data(engine):
         sid = service.add_subscriber(s, email="ann@example.com", name="Ann", list_name="weekly",
                                      attributes={"city": "Paris"}).id
     with transaction(engine) as s:
-        data = service.export_subscriber_data(s, sid)
+        data = my_data(s, subscriber_id=sid)
     assert data["email"] == "ann@example.com" and data["lists"] == ["weekly"]
     assert data["attributes"] == {"city": "Paris"}
     assert [e["kind"] for e in data["events"]] == ["subscribe"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import insert
 
 from mailer.campaigns import create_campaign, start_campaign
-from mailer.db import transaction
+from mailer.core.db import transaction
 from mailer.merge import MARKERS
-from mailer.models import Issue, MailingList, Membership, Subscriber
+from mailer.models import Issue
+from subscribers.models import MailingList, Membership, Subscriber
 
 HTML = (
     "<html><body><p>Hi {name},</p><p>This week in AI.</p>"

@@ -1,0 +1,78 @@
+"""The ``newsletter`` command: one module per command group, each a thin adapter over
+``mailer.operations``. Exit codes: 0 ok, 2 bad input or configuration (one line on
+stderr, never a traceback), 1 anything unexpected. The errors are mapped once, in
+``main``.
+
+  common.py       the database, a session, progress shown in a terminal
+  db.py           newsletter db upgrade
+  issue.py        newsletter issue render|test|create|update|delete|list
+  campaign.py     newsletter send; newsletter campaign status|list|pause|resume|cancel|retry|reschedule
+  schedule.py     newsletter schedule set|show
+  subscribers.py  newsletter subscribers add|edit|import|export|list|unsubscribe|erase
+  admin.py        newsletter admin create-user|set-password|create-token|revoke-token
+  inbound.py      newsletter inbound (an MTA pipe)
+  processes.py    newsletter worker|web|dispatch
+  demo.py         newsletter demo
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mailer.cli import (
+    admin,
+    campaign,
+    db,
+    demo,
+    inbound,
+    issue,
+    processes,
+    schedule,
+    subscribers,
+)
+from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError
+
+app = typer.Typer(help="Newsletter delivery: render an issue once, send it to every subscriber exactly once.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None)
+app.add_typer(db.app, name="db")
+app.add_typer(issue.app, name="issue")
+app.add_typer(campaign.app, name="campaign")
+app.add_typer(schedule.app, name="schedule")
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(admin.app, name="admin")
+app.command("send")(campaign.send)
+app.command("dispatch")(processes.dispatch)
+app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(processes.worker)
+app.command("web")(processes.web)
+app.command("inbound")(inbound.inbound)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    try:
+        rv = app(standalone_mode=False)
+    except (InvalidInput, ConfigurationError) as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as err:
+        # A usage error (unknown command or option, a campaign id that is not a number):
+        # one line, like every other user error. (typer bundles its own click, so these
+        # are not click.ClickException.)
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as written
+            typer.echo(message, err=True)
+        else:
+            typer.echo(f"error: {' '.join(message.split())} (see --help)", err=True)
+        sys.exit(getattr(err, "exit_code", 2))
+    except NewsletterError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,5 @@
+"""``python -m mailer.cli``: the ``newsletter`` command."""
+
+from mailer.cli import main
+
+main()

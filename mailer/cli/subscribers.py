@@ -1,0 +1,125 @@
+"""``newsletter subscribers``: add, edit, import, export, list, unsubscribe, erase."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mailer.cli.common import engine, session
+from mailer.core.errors import InvalidInput
+from mailer.operations import subscribers as ops
+from subscribers.models import SubscriberStatus
+
+app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, unsubscribe, erase.",
+                  no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    email: Annotated[str, typer.Argument(help="The address.")],
+    name: Annotated[str, typer.Option("--name", help="Their name.")] = "",
+    list_name: Annotated[Optional[str], typer.Option("--list", help="Add to this list (created if needed).")] = None,
+    confirmed: Annotated[bool, typer.Option("--confirmed", help="They already confirmed: make them active.")] = False,
+) -> None:
+    """Add one subscriber (pending unless --confirmed), or update the one with that address."""
+    with session() as s:
+        sub = ops.add(s, email=email, name=name, list_name=list_name,
+                      status=SubscriberStatus.active if confirmed else SubscriberStatus.pending)
+        typer.echo(f"{sub.email}: {sub.status}" + (f", on list {list_name}" if list_name else ""))
+
+
+@app.command("edit")
+def edit(
+    email: Annotated[str, typer.Argument(help="The address.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="A new name.")] = None,
+    status: Annotated[Optional[str], typer.Option(
+        "--status", help="'active' (confirm a pending subscriber) or 'unsubscribed'.")] = None,
+) -> None:
+    """Rename a subscriber, confirm a pending one, or unsubscribe one."""
+    with session() as s:
+        sub = ops.edit(s, subscriber_id=ops.find(s, email=email).id, name=name, status=status)
+        typer.echo(f"{sub.email}: {sub.status}" + (f", name {sub.name!r}" if sub.name else ""))
+
+
+@app.command("import")
+def import_(
+    csv_file: Annotated[Path, typer.Argument(help="A UTF-8 CSV file with an 'email' column ('-' for stdin).")],
+    list_name: Annotated[str, typer.Option("--list", help="The list to import into (created if needed).")],
+    confirmed: Annotated[bool, typer.Option(
+        "--confirmed", help="The people in the file confirmed their subscription: import them as active.")] = False,
+) -> None:
+    """Import subscribers from CSV. Bad rows are listed by line number; the rest import."""
+    if str(csv_file) == "-":
+        report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed)
+    else:
+        try:
+            stream = open(csv_file, "rb")
+        except OSError as err:
+            raise InvalidInput(f"cannot read {csv_file}: {err.strerror}") from err
+        with stream:
+            report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed)
+    typer.echo(
+        f"imported {report.imported}, updated {report.updated}, "
+        f"skipped {report.skipped_suppressed} suppressed and {report.skipped_existing_status} "
+        f"unsubscribed/bounced/complained, {report.error_count} bad rows"
+    )
+    for line_no, reason in report.errors:
+        typer.echo(f"line {line_no}: {reason}")
+    if report.errors_not_listed:
+        typer.echo(f"... and {report.errors_not_listed} more bad rows")
+
+
+@app.command("export")
+def export(
+    list_name: Annotated[Optional[str], typer.Option("--list", help="Only this list.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export subscribers as CSV (formula-like cells escaped for spreadsheets)."""
+    with session() as s:
+        if out is None:
+            ops.export_csv(s, sys.stdout, list_name=list_name)
+            return
+        try:
+            stream = open(out, "w", encoding="utf-8", newline="")
+        except OSError as err:
+            raise InvalidInput(f"cannot write {out}: {err.strerror}") from err
+        with stream:
+            count = ops.export_csv(s, stream, list_name=list_name)
+    typer.echo(f"exported {count} subscribers to {out}")
+
+
+@app.command("list")
+def list_(
+    list_name: Annotated[Optional[str], typer.Option("--list", help="Only this list.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List subscribers."""
+    with session() as s:
+        for sub in ops.every(s, status=status, list_name=list_name):
+            if as_json:
+                typer.echo(json.dumps(sub, ensure_ascii=False))
+            else:
+                typer.echo(f"{sub['email']}\t{sub['status']}\t{sub['name']}")
+
+
+@app.command("unsubscribe")
+def unsubscribe(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
+    """Unsubscribe someone (they get no more mail, queued ones included)."""
+    with session() as s:
+        sub = ops.find(s, email=email)
+        changed = ops.unsubscribe(s, subscriber_id=sub.id, origin="admin")
+        typer.echo(f"{sub.email}: unsubscribed" if changed else f"{sub.email}: already {sub.status}")
+
+
+@app.command("erase")
+def erase(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
+    """Erase someone's personal data (GDPR). Their address stays only as a suppression hash."""
+    with session() as s:
+        sub = ops.find(s, email=email)
+        ops.erase(s, subscriber_id=sub.id)
+        typer.echo(f"erased subscriber {sub.id}")

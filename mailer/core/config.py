@@ -1,0 +1,179 @@
+"""Settings, read once from ``NEWSLETTER_*`` environment variables (or a ``.env`` file).
+
+Every setting has an embedded default so a fresh clone runs with no server at all:
+SQLite under ``./var/``, Celery's filesystem broker under ``./var/``, and an outbox folder
+of ``.eml`` files instead of an SMTP relay. Production points the same settings at
+PostgreSQL, Redis and a relay.
+"""
+
+from __future__ import annotations
+
+import functools
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailer.core.errors import ConfigurationError
+
+DEFAULT_SECRET = "change-me-in-production"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory")
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    smtp_url: str | None = None
+    smtp_timeout: float = 30.0
+    base_url: str = "http://localhost:8000"
+    secret_key: str = DEFAULT_SECRET
+    # Old secrets, comma separated: links signed with them keep working during rotation.
+    old_secret_keys: str = ""
+    from_: str = Field("Weekly Newsletter <news@example.com>", alias="NEWSLETTER_FROM")
+    postal_address: str = "Example Media Ltd, 1 Example Street, 00000 Example City"
+    templates_dir: Path | None = None
+    # Sending engine.
+    batch_size: int = Field(200, ge=1, le=10_000)
+    lease_seconds: int = Field(300, ge=5)
+    max_attempts: int = Field(5, ge=1, le=50)
+    retry_base_seconds: float = Field(30.0, ge=0)
+    rate_limit: float = Field(0.0, ge=0, description="messages per second over all workers; 0 = none")
+    domain_concurrency: int = Field(0, ge=0, description="connections per recipient domain; 0 = no cap")
+    permanent_error_limit: int = Field(25, ge=1, description="permanent errors in a row that pause a campaign")
+    # Tasks queued at once for one campaign: enough to keep every worker busy; an extra
+    # task is harmless (it finds no batch to claim and ends).
+    parallel_tasks: int = Field(8, ge=1, le=1000, description="send tasks queued at once per campaign")
+    sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
+    dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
+    missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
+    # DKIM: all three or none.
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key: str | None = None  # a path to a PEM file, or the PEM itself
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in DATABASE_SCHEMES:
+            raise ValueError(f"unknown scheme {urlsplit(v).scheme!r}; use sqlite:/// or postgresql+psycopg://")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in BROKER_SCHEMES:
+            raise ValueError(f"unknown scheme {urlsplit(v).scheme!r}; use filesystem:// or redis://")
+        return v
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in SMTP_SCHEMES:
+            raise ValueError(f"unknown scheme {parts.scheme!r}; use smtp://, smtps:// or smtp+starttls://")
+        if not parts.hostname:
+            raise ValueError("no host in the URL")
+        return v
+
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, v: str) -> str:
+        name, addr = parseaddr(v)
+        if "@" not in addr or "\n" in v or "\r" in v:
+            raise ValueError(f"not an address: {v!r}")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname:
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> "Settings":
+        if self.env != "development" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError("NEWSLETTER_SECRET_KEY: the default secret is refused outside development")
+        dkim = [self.dkim_selector, self.dkim_domain, self.dkim_private_key]
+        if any(dkim) and not all(dkim):
+            raise ValueError(
+                "NEWSLETTER_DKIM_SELECTOR, NEWSLETTER_DKIM_DOMAIN and NEWSLETTER_DKIM_PRIVATE_KEY go together"
+            )
+        return self
+
+    # Derived values: the embedded defaults live under var_dir.
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'newsletter.db').as_posix()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.var_dir / "broker"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        """The secret that signs, then the old ones that still verify (key rotation)."""
+        old = [k.strip() for k in self.old_secret_keys.split(",") if k.strip()]
+        return (self.secret_key, *old)
+
+    @property
+    def from_address(self) -> Address:
+        name, addr = parseaddr(self.from_)
+        return Address(display_name=name, addr_spec=addr)
+
+    @property
+    def sending_domain(self) -> str:
+        return self.from_address.domain
+
+    @property
+    def template_folders(self) -> list[Path]:
+        """Operator overrides first, then the templates shipped with the project."""
+        shipped = PROJECT_ROOT / "templates"
+        return [self.templates_dir, shipped] if self.templates_dir else [shipped]
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = first.get("loc") or ()
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if msg.startswith("NEWSLETTER_"):
+        return msg
+    field = str(loc[0]) if loc else ""
+    name = "NEWSLETTER_FROM" if field in ("from_", "NEWSLETTER_FROM") else f"NEWSLETTER_{field.upper()}"
+    return f"{name}: {msg}"
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the settings, turning a validation error into a one-line ``ConfigurationError``
+    that names the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigurationError(_one_line(err)) from err
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

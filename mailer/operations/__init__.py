@@ -1,0 +1,53 @@
+"""The editor's actions, each written once. The ``newsletter`` command (``mailer.cli``),
+the admin API and the dashboard (``mailer.web``) only adapt them: they parse their
+input, call the operation, commit, and show the result in their own way.
+
+Every operation is a plain function with keyword-only arguments over an open
+``Session``. It checks everything it can before its first write and raises the
+project's errors (``mailer.core.errors``): ``InvalidInput`` for bad input,
+``NotFound`` for an unknown thing, ``ConflictError`` for a state that forbids the
+action, each with the one-line message every adapter shows as it is. It never commits;
+a refused action therefore changes nothing.
+
+What must happen after the commit (queueing send tasks on the broker: a worker must not
+see a task before the campaign it names is committed) comes back in the result's
+``queue``; ``commit`` does both, in that order.
+
+  issues.py       save, update, delete, preview and test-send an issue
+  campaigns.py    schedule or start an issue, pause, resume, cancel, retry, reschedule; stats
+  schedules.py    a list's weekly slot and what goes out in the coming weeks
+  subscribers.py  add, edit, search, import, export, erase; signup and confirmation mail
+  inbound.py      a message from the MTA: bounce, complaint or mailto unsubscribe
+  overview.py     the dashboard's totals and growth chart
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from mailer import dispatch
+from mailer.core.config import Settings
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Send tasks to queue for a campaign once the change to it is committed: one per
+    claimable batch, capped by ``NEWSLETTER_PARALLEL_TASKS``."""
+
+    campaign_id: int
+    batches: int
+
+
+class Queues(Protocol):
+    queue: tuple[Queue, ...]
+
+
+def commit(session: Session, *results: Queues, settings: Settings) -> None:
+    """Commit the operation's writes, then queue the tasks its results ask for."""
+    session.commit()
+    for result in results:
+        for q in result.queue:
+            dispatch.enqueue_campaign(q.campaign_id, q.batches, settings)

@@ -1,0 +1,161 @@
+"""Campaigns: give an issue to a list (now, at a time, or at its next weekly slot),
+pause, resume, cancel, retry the failed, move a scheduled one; and what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer import campaigns, queries, schedules
+from mailer.core.clock import utcnow
+from mailer.core.config import Settings
+from mailer.core.errors import ConflictError, InvalidInput
+from mailer.models import CampaignStatus
+from mailer.operations import Queue
+from mailer.operations.issues import find_issue, rerender
+from subscribers.models import Event, EventKind
+
+C = CampaignStatus
+When = Literal["now", "next_slot"] | datetime
+
+
+def parse_when(*, at: str | None, tz: str | None, next_slot: bool, now_flag: bool, now: datetime) -> When:
+    """Exactly one of: an explicit time (``at``, read in ``tz`` when it has no offset),
+    the list's next free slot, or now. Past times, unknown zones and local times that do
+    not exist (a DST gap) are refused here, before anything is written."""
+    given = [bool(at), bool(next_slot), bool(now_flag)]
+    if sum(given) != 1:
+        raise InvalidInput("say when: give exactly one of 'at' (a time), 'next_slot' or 'now'")
+    if now_flag:
+        return "now"
+    if next_slot:
+        if tz:
+            schedules.zone(tz)
+        return "next_slot"
+    when = schedules.parse_when(at, tz or None)
+    if when <= now:
+        raise InvalidInput(f"{when.isoformat()} is in the past (it is now {now.replace(microsecond=0).isoformat()})")
+    return when
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    campaign_id: int
+    status: str
+    scheduled_at: datetime | None
+    started: int  # deliveries frozen now (0 unless sent now)
+    queue: tuple[Queue, ...] = ()
+
+
+def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, when: When,
+                   settings: Settings, now: datetime | None = None) -> Scheduled:
+    """Give an issue to a list now, at a time, or at the list's next free weekly slot.
+    The issue is rendered again first (templates or settings may have changed since it
+    was saved): an issue that does not render is refused and nothing is scheduled. A
+    campaign already started is refused; a scheduled one is moved."""
+    now = now or utcnow()
+    issue = find_issue(session, issue_ref)
+    mlist = campaigns.find_list(session, (list_name or "").strip())
+    rerender(session, issue, settings=settings)
+    if when == "now":
+        campaign, _ = campaigns.create_campaign(session, issue_id=issue.id, list_id=mlist.id)
+        started = campaigns.start_campaign(session, campaign_id=campaign.id, batch_size=settings.batch_size, now=now)
+        if not started:
+            raise ConflictError(f"campaign {campaign.id} of {issue.slug!r} to {mlist.name!r} is already "
+                                f"{campaign.status}; nothing new was started")
+    else:
+        at = None if when == "next_slot" else when
+        campaign = schedules.schedule_campaign(session, issue_id=issue.id, list_id=mlist.id, at=at, now=now)
+        started = 0
+    session.refresh(campaign)
+    queue = (Queue(campaign.id, -(-started // settings.batch_size)),) if started else ()
+    return Scheduled(campaign.id, campaign.status, campaign.scheduled_at, started, queue)
+
+
+@dataclass(frozen=True)
+class Changed:
+    campaign_id: int
+    status: str
+    requeued: int = 0  # retry: deliveries queued again
+    queue: tuple[Queue, ...] = ()
+
+
+_PAST = {"pause": C.paused, "resume": "resumed", "cancel": C.cancelled}
+
+
+def _refused(campaign_id: int, status: str, action: str) -> ConflictError:
+    return ConflictError(f"campaign {campaign_id} is {status}; it cannot be {_PAST[action]}")
+
+
+def _work(session: Session, campaign_id: int) -> tuple[Queue, ...]:
+    return (Queue(campaign_id, queries.claimable_batches(session, campaign_id=campaign_id, now=utcnow())),)
+
+
+def pause(session: Session, *, campaign_id: int) -> Changed:
+    """Stop sending at the next message; deliveries not yet sent stay queued."""
+    before = campaigns.get_campaign(session, campaign_id).status
+    if not campaigns.pause_campaign(session, campaign_id=campaign_id):
+        raise _refused(campaign_id, before, "pause")
+    return Changed(campaign_id, C.paused)
+
+
+def resume(session: Session, *, campaign_id: int) -> Changed:
+    """Send to exactly the deliveries not yet sent; a task per claimable batch."""
+    before = campaigns.get_campaign(session, campaign_id).status
+    if not campaigns.resume_campaign(session, campaign_id=campaign_id):
+        raise _refused(campaign_id, before, "resume")
+    return Changed(campaign_id, C.sending, queue=_work(session, campaign_id))
+
+
+def cancel(session: Session, *, campaign_id: int) -> Changed:
+    """Stop for good; deliveries not yet sent are recorded as skipped."""
+    before = campaigns.get_campaign(session, campaign_id).status
+    if not campaigns.cancel_campaign(session, campaign_id=campaign_id):
+        raise _refused(campaign_id, before, "cancel")
+    return Changed(campaign_id, C.cancelled)
+
+
+def retry(session: Session, *, campaign_id: int) -> Changed:
+    """Queue the failed deliveries again. Nothing failed: nothing to do (not an error)."""
+    requeued = campaigns.retry_failed(session, campaign_id=campaign_id)
+    status = campaigns.get_campaign(session, campaign_id).status
+    return Changed(campaign_id, status, requeued=requeued, queue=_work(session, campaign_id) if requeued else ())
+
+
+def reschedule(session: Session, *, campaign_id: int, at: str, tz: str | None, now: datetime | None = None) -> Changed:
+    """Move a draft or scheduled campaign to another time."""
+    now = now or utcnow()
+    when = parse_when(at=at, tz=tz or None, next_slot=False, now_flag=False, now=now)
+    campaign = schedules.reschedule(session, campaign_id=campaign_id, at=when, now=now)
+    return Changed(campaign_id, campaign.status)
+
+
+ACTIONS = {"pause": pause, "resume": resume, "cancel": cancel, "retry": retry}
+
+
+def stats(session: Session, campaign_id: int, *, now: datetime | None = None) -> dict:
+    """Progress and outcome of a campaign, every number read from the records it
+    summarises: the delivery rows by status, and the campaign's unsubscribe and
+    complaint events."""
+    report = campaigns.campaign_report(session, campaign_id, now=now)
+    counts = queries.delivery_counts(session, campaign_id=campaign_id)
+    events = dict(session.execute(
+        select(Event.kind, func.count()).where(Event.campaign_id == campaign_id,
+                                               Event.kind.in_((EventKind.unsubscribe, EventKind.complaint)))
+        .group_by(Event.kind)
+    ).all())
+    out = report.as_dict()
+    out.update(unsubscribed=events.get(EventKind.unsubscribe, 0), complaints=events.get(EventKind.complaint, 0),
+               deliveries=counts, actions=campaigns.available_actions(report.status, failed=report.failed))
+    done = report.total - report.queued
+    out["progress"] = round(done / report.total, 4) if report.total else (1.0 if report.status == C.sent else 0.0)
+    return out
+
+
+def list_stats(session: Session, *, limit: int | None = None) -> list[dict]:
+    """``stats`` of every campaign (or the ``limit`` newest), newest first."""
+    return [stats(session, c.id) for c in campaigns.list_campaigns(session)[:limit]]

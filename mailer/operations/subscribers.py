@@ -1,0 +1,316 @@
+"""Subscribers: what the editor does with them (add, edit, search, import, export,
+unsubscribe, erase) and what a subscriber does through the links they are sent
+(sign up, confirm, unsubscribe, preferences, download their data). The people side of
+it lives in ``subscribers``; this is where it meets the sending side (deliveries in a
+data export, the confirmation mail through a transport)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from mailer.core import signing
+from mailer.core.config import Settings
+from mailer.core.db import transaction
+from mailer.core.errors import ConflictError, InvalidInput, NotFound
+from mailer.models import Campaign, Delivery
+from mailer.transports import transport_from_settings
+from subscribers import csvio, service, signup
+from subscribers.models import (
+    Event,
+    MailingList,
+    Membership,
+    Subscriber,
+    SubscriberStatus,
+)
+
+log = logging.getLogger(__name__)
+S = SubscriberStatus
+MAX_PAGE = 200
+
+
+# --- the editor ---------------------------------------------------------------------------
+
+def describe(s: Subscriber) -> dict:
+    iso = lambda d: d.isoformat() if d else None  # noqa: E731
+    return {"id": s.id, "email": s.email, "name": s.name, "status": s.status, "attributes": dict(s.attributes or {}),
+            "created_at": iso(s.created_at), "confirmed_at": iso(s.confirmed_at),
+            "unsubscribed_at": iso(s.unsubscribed_at)}
+
+
+def add(session: Session, *, email: str, name: str = "", list_name: str | None = None,
+        status: str = S.pending) -> Subscriber:
+    """Add one subscriber (pending: double opt-in; active: consent recorded elsewhere),
+    or update the one with that address. See ``subscribers.service.add_subscriber``."""
+    return service.add_subscriber(session, email=email, name=name, list_name=list_name, status=status, origin="admin")
+
+
+def search(session: Session, *, q: str = "", status: str | None = None, list_name: str | None = None,
+           after: int = 0, limit: int = 50) -> dict:
+    """One page of subscribers, oldest first: ``items`` and ``next_after`` (the id to
+    pass as ``after`` for the next page, None at the end). Keyset pagination by id: the
+    millionth row costs what the first does."""
+    if status and status not in set(S):
+        raise InvalidInput(f"unknown status {status!r}; one of {', '.join(S)}")
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Subscriber).where(Subscriber.id > after)
+    if q.strip():
+        pattern = "%" + q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(Subscriber.email_key.like(pattern, escape="\\")
+                            | func.lower(Subscriber.name).like(pattern, escape="\\"))
+    if status:
+        query = query.where(Subscriber.status == status)
+    if list_name:
+        mlist = service.find_list(session, list_name)
+        query = query.join(Membership, (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == mlist.id))
+    rows = list(session.scalars(query.order_by(Subscriber.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [describe(s) for s in rows], "next_after": rows[-1].id if more else None}
+
+
+def every(session: Session, *, status: str | None = None, list_name: str | None = None) -> Iterator[dict]:
+    """Every matching subscriber, page after page of ``search``."""
+    after: int | None = 0
+    while after is not None:
+        page = search(session, status=status, list_name=list_name, after=after, limit=MAX_PAGE)
+        yield from page["items"]
+        after = page["next_after"]
+
+
+def find(session: Session, *, email: str) -> Subscriber:
+    found = service.find_subscriber(session, email)
+    if found is None:
+        raise NotFound(f"no subscriber {service.normalise_email(email)}")
+    return found
+
+
+def edit(session: Session, *, subscriber_id: int, name: str | None = None, status: str | None = None) -> Subscriber:
+    """An editor may rename, confirm a pending subscriber, or unsubscribe one. Bringing
+    back someone who left is theirs to do (their own confirmation), not the editor's."""
+    sub = service.get_subscriber(session, subscriber_id)
+    if status not in (None, sub.status, S.active, S.unsubscribed):
+        raise InvalidInput(f"status can be set to 'active' (a pending subscriber) or 'unsubscribed', not {status!r}")
+    if status == S.active and sub.status != S.active and sub.status != S.pending:
+        raise ConflictError(f"{sub.email} is {sub.status}; only their own confirmation can bring them back")
+    clean = service.clean_name(name) if name is not None else None
+    if clean is not None:
+        service.change_name(session, subscriber_id=sub.id, name=clean)
+    if status == S.active and sub.status == S.pending:
+        service.confirm_subscriber(session, subscriber_id=sub.id, list_id=None, origin="admin")
+    elif status == S.unsubscribed and sub.status != S.unsubscribed:
+        if not service.unsubscribe(session, subscriber_id=sub.id, origin="admin"):
+            raise ConflictError(f"{sub.email} is {sub.status}; there is nothing to unsubscribe")
+    session.refresh(sub)
+    return sub
+
+
+def erase(session: Session, *, subscriber_id: int) -> None:
+    """GDPR erasure (``subscribers.service.erase``)."""
+    service.erase(session, subscriber_id=subscriber_id)
+
+
+def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import"
+               ) -> csvio.ImportReport:
+    """Streamed in chunks of rows, each chunk its own transaction (so a re-run is
+    harmless); bad rows are reported by line and the rest import. A file without a usable
+    header is refused before anything is written."""
+    return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin)
+
+
+def export_csv(session: Session, stream: IO[str], *, list_name: str | None = None) -> int:
+    if list_name is not None:
+        service.find_list(session, list_name)
+    return csvio.export_csv(session, stream, list_name=list_name)
+
+
+def export_chunks(engine: Engine, *, list_name: str | None) -> Iterator[bytes]:
+    """``export_csv`` as a byte stream: it runs in a thread writing to a small bounded
+    queue, so memory stays flat however many subscribers there are, and it stops when
+    the reader goes away (the generator is closed)."""
+    chunks: queue.Queue = queue.Queue(maxsize=16)
+    stop = threading.Event()
+    done = object()
+
+    class Pipe(io.TextIOBase):
+        def __init__(self):
+            self.buf = io.StringIO()
+
+        def write(self, text: str) -> int:
+            self.buf.write(text)
+            if self.buf.tell() >= 64 * 1024:
+                self.flush()
+            return len(text)
+
+        def flush(self) -> None:
+            data = self.buf.getvalue()
+            self.buf = io.StringIO()
+            while data and not stop.is_set():
+                try:
+                    chunks.put(data.encode("utf-8"), timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                raise BrokenPipeError("export cancelled")
+
+    def run():
+        pipe = Pipe()
+        try:
+            with transaction(engine) as s:
+                csvio.export_csv(s, pipe, list_name=list_name)
+            pipe.flush()
+        except BaseException as err:  # noqa: BLE001 - handed to the reader, which re-raises
+            chunks.put(err) if not stop.is_set() else None
+        finally:
+            if not stop.is_set():
+                chunks.put(done)
+
+    thread = threading.Thread(target=run, name="csv-export", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def totals(session: Session) -> dict[str, int]:
+    """Subscribers by status."""
+    return dict(session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+
+
+# --- the subscriber -----------------------------------------------------------------------
+
+def sign_up(engine: Engine, *, client: str, email: str, name: str = "", list_name: str | None = None,
+            honeypot: str = "") -> tuple[signup.PendingConfirmation, str] | None:
+    """Count, check and record one public signup. Returns the confirmation to send (and
+    the list's name) after the response, or None when none may go out; raises
+    ``RateLimited`` or ``InvalidInput``. Otherwise the answer is the same for every
+    address (new, pending, active, unsubscribed or suppressed)."""
+    _counted(engine, signup.check_client, client)  # the counter is committed, then the refusal raised
+    if honeypot.strip():
+        return None  # a robot: accept silently, do nothing
+    address = service.normalise_email(email)
+    _counted(engine, signup.check_address, service.email_key(address))
+    with transaction(engine) as session:
+        pending = signup.request_subscription(session, email=address, name=name, list_name=list_name, client=client)
+        if pending is None:
+            return None
+        return pending, session.get(MailingList, pending.list_id).name
+
+
+def _counted(engine: Engine, check, value: str) -> None:
+    over = None
+    with transaction(engine) as session:
+        try:
+            check(session, value)
+        except signup.RateLimited as err:
+            over = err
+    if over:
+        raise over
+
+
+def send_confirmation(settings: Settings, pending: signup.PendingConfirmation, *, list_name: str) -> None:
+    """Send one confirmation mail through the configured transport. Runs after the
+    response has gone out; a failure is logged (the visitor can simply try again)."""
+    msg = signup.build_confirmation(settings, pending, list_name=list_name)
+    transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+    try:
+        transport.open()
+        result = transport.send(settings.from_address.addr_spec, pending.address, msg.as_bytes())
+        if not result.accepted:
+            log.warning("confirmation mail for subscriber %s refused: %s %s",
+                        pending.subscriber_id, result.code, result.reply)
+    except Exception:
+        log.exception("confirmation mail for subscriber %s not sent", pending.subscriber_id)
+    finally:
+        transport.close()
+
+
+def confirm(session: Session, *, token: str, settings: Settings) -> bool:
+    """Follow a confirmation link: the subscriber becomes active and joins the list."""
+    return signup.confirm(session, secrets=settings.signing_keys, token=token)
+
+
+def from_link(session: Session, *, token: str, settings: Settings) -> tuple[Subscriber, int | None]:
+    """The subscriber (and campaign) an unsubscribe or preferences link acts for;
+    ``InvalidToken`` for a tampered, foreign or unknown one alike."""
+    subscriber_id, campaign_id = signing.read_unsubscribe_token(settings.signing_keys, token)
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise signing.InvalidToken("this link is not valid")
+    return subscriber, campaign_id
+
+
+def unsubscribe(session: Session, *, subscriber_id: int, campaign_id: int | None = None, origin: str) -> bool:
+    """Stop all mail to a subscriber (idempotent: True for the call that changed it)."""
+    return service.unsubscribe(session, subscriber_id=subscriber_id, campaign_id=campaign_id, origin=origin)
+
+
+def unsubscribe_by_token(engine: Engine, *, token: str, settings: Settings, origin: str) -> bool:
+    """A ``mailto:unsubscribe+TOKEN@`` message: unsubscribe whom the token names."""
+    subscriber_id, campaign_id = signing.read_unsubscribe_token(settings.signing_keys, token)
+    with transaction(engine) as session:
+        try:
+            return service.unsubscribe(session, subscriber_id=subscriber_id, campaign_id=campaign_id, origin=origin)
+        except NotFound as err:
+            raise signing.InvalidToken("the unsubscribe address is not valid") from err
+
+
+def ask_to_resubscribe(session: Session, *, subscriber: Subscriber) -> tuple[str, signup.PendingConfirmation | None]:
+    """A subscriber who left asks to come back: a confirmation mail (at most one per
+    window), never a change without it. (notice, confirmation to send or None)."""
+    if subscriber.status == S.active:
+        return "You are subscribed.", None
+    if signup.hit(session, signup.CONFIRMATION_MAIL, subscriber.email_key) and \
+            not service.is_suppressed(session, subscriber.email):
+        return ("We sent you a confirmation link. Follow it to subscribe again.",
+                signup.PendingConfirmation(subscriber.id, 0, subscriber.email))
+    return "A confirmation link was sent a short while ago; please look for it in your inbox.", None
+
+
+def my_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
+    """Everything kept about one subscriber (GDPR art. 15), as JSON-ready values: their
+    record, lists, events and the messages sent to them."""
+    s = service.get_subscriber(session, subscriber_id)
+    lists = session.scalars(
+        select(MailingList.name).join(Membership, Membership.list_id == MailingList.id)
+        .where(Membership.subscriber_id == s.id).order_by(MailingList.name)
+    ).all()
+    events = session.execute(
+        select(Event.kind, Event.origin, Event.campaign_id, Event.detail, Event.created_at)
+        .where(Event.subscriber_id == s.id).order_by(Event.id)
+    ).all()
+    deliveries = session.execute(
+        select(Delivery.campaign_id, Delivery.status, Delivery.sent_at)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.subscriber_id == s.id).order_by(Delivery.id)
+    ).all()
+    return {
+        **{k: v for k, v in describe(s).items() if k not in ("id",)},
+        "lists": list(lists),
+        "events": [
+            {"kind": k, "origin": o, "campaign_id": c, "detail": d or {}, "at": _iso(t)}
+            for k, o, c, d, t in events
+        ],
+        "deliveries": [{"campaign_id": c, "status": st, "sent_at": _iso(t)} for c, st, t in deliveries],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,86 @@
+"""``/api/admin/subscribers``: search, add, edit, import and export subscribers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from mailer.operations import subscribers as ops
+from mailer.web.auth import ApiRoute
+from mailer.web.deps import EngineDep, SessionDep
+from subscribers import service
+from subscribers.models import SubscriberStatus
+
+router = APIRouter(route_class=ApiRoute)
+
+
+class SubscriberIn(BaseModel):
+    email: str
+    name: str = ""
+    list: str | None = None
+    status: str = Field(SubscriberStatus.pending, description="'pending' (double opt-in) or 'active' (consent recorded elsewhere).")
+
+
+class SubscriberPatch(BaseModel):
+    name: str | None = None
+    status: str | None = Field(None, description="'active' (confirm a pending one) or 'unsubscribed'.")
+
+
+@router.get("/subscribers")
+def search_subscribers(
+    session: SessionDep,
+    q: str = "",
+    status: str | None = None,
+    list: Annotated[str | None, Query(description="Only members of this list.")] = None,
+    after: Annotated[int, Query(ge=0, description="Id of the last subscriber of the previous page.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=ops.MAX_PAGE)] = 50,
+) -> dict:
+    return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit)
+
+
+@router.post("/subscribers", status_code=201)
+def add_subscriber(body: SubscriberIn, session: SessionDep) -> dict:
+    sub = ops.add(session, email=body.email, name=body.name, list_name=body.list, status=body.status)
+    session.commit()
+    return ops.describe(sub)
+
+
+@router.get("/subscribers/export")
+def export_subscribers(session: SessionDep, engine: EngineDep,
+                       list: Annotated[str | None, Query(description="Only members of this list.")] = None
+                       ) -> StreamingResponse:
+    """CSV of subscribers, streamed (flat memory for a million rows)."""
+    if list is not None:
+        service.find_list(session, list)  # 404 now, not half-way through a download
+    session.rollback()  # the export reads in its own transaction
+    name = f"subscribers-{list or 'all'}.csv".replace('"', "")
+    return StreamingResponse(ops.export_chunks(engine, list_name=list), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.post("/subscribers/import")
+def import_subscribers(
+    engine: EngineDep,
+    file: Annotated[UploadFile, File(description="CSV with an 'email' column; 'name' and others are optional.")],
+    list: Annotated[str, Form(description="List to add everyone to (created if needed).")],
+    confirmed: Annotated[bool, Form(description="Import as active: you hold their consent.")] = False,
+) -> dict:
+    """Streams the file in chunks of rows (each chunk its own transaction, so a re-run
+    is harmless); bad rows are reported by line and the rest import. A file without a
+    usable header is refused before anything is written."""
+    return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import").as_dict()
+
+
+@router.patch("/subscribers/{subscriber_id}")
+def edit_subscriber(subscriber_id: int, body: SubscriberPatch, session: SessionDep) -> dict:
+    sub = ops.edit(session, subscriber_id=subscriber_id, name=body.name, status=body.status)
+    session.commit()
+    return ops.describe(sub)
+
+
+@router.get("/subscribers/{subscriber_id}")
+def get_subscriber(subscriber_id: int, session: SessionDep) -> dict:
+    return ops.describe(service.get_subscriber(session, subscriber_id))

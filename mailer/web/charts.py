@@ -1,0 +1,67 @@
+"""The dashboard's chart, as inline SVG built here: no chart library, nothing from a CDN
+(the dashboard must work on a machine with no internet). Pure: weeks in, markup out."""
+
+from __future__ import annotations
+
+from markupsafe import Markup, escape
+
+from mailer.operations.overview import NEW_SUBSCRIBERS, UNSUBSCRIBES
+
+WIDTH, HEIGHT = 760, 240
+LEFT, RIGHT, TOP, BOTTOM = 44, 12, 16, 40
+SUBSCRIBED, UNSUBSCRIBED = "#0b57d0", "#b3261e"
+
+
+def _nice_max(value: int) -> int:
+    """The smallest of 1, 2, 5 × 10^k that is at least ``value`` (a readable axis top)."""
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * step >= value:
+                return m * step
+        step *= 10
+
+
+def growth_chart(weeks: list[dict]) -> Markup:
+    """Grouped bars per week: new subscribers and unsubscribes. ``weeks`` items have
+    ``week_start`` (ISO date), ``subscribed`` and ``unsubscribed``."""
+    n = max(len(weeks), 1)
+    top = _nice_max(max([1] + [max(w[NEW_SUBSCRIBERS], w[UNSUBSCRIBES]) for w in weeks]))
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    slot = plot_w / n
+    bar = max(slot * 0.38, 1)
+    y = lambda v: TOP + plot_h - v / top * plot_h  # noqa: E731
+    total_in = sum(w[NEW_SUBSCRIBERS] for w in weeks)
+    total_out = sum(w[UNSUBSCRIBES] for w in weeks)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        f'aria-labelledby="growth-title" id="growth-chart" style="max-width:{WIDTH}px;font:11px system-ui,sans-serif">',
+        f'<title id="growth-title">Per week over {len(weeks)} weeks: {total_in} new subscribers, '
+        f'{total_out} unsubscribes</title>',
+    ]
+    for frac in (0, 0.5, 1):
+        value, yy = top * frac, y(top * frac)
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e5e5ea"/>')
+        parts.append(f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end" fill="#6e6e73">{value:g}</text>')
+    for i, w in enumerate(weeks):
+        x0 = LEFT + i * slot + (slot - 2 * bar) / 2
+        for j, (key, colour, label) in enumerate(((NEW_SUBSCRIBERS, SUBSCRIBED, "new subscribers"),
+                                                   (UNSUBSCRIBES, UNSUBSCRIBED, "unsubscribes"))):
+            v = int(w[key])
+            parts.append(
+                f'<rect class="{key}" x="{x0 + j * bar:.1f}" y="{y(v):.1f}" width="{bar:.1f}" '
+                f'height="{TOP + plot_h - y(v):.1f}" fill="{colour}" data-value="{v}">'
+                f'<title>week of {escape(w["week_start"])}: {v} {label}</title></rect>'
+            )
+        if i % max(n // 6, 1) == 0:
+            parts.append(f'<text x="{LEFT + i * slot + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 14}" '
+                         f'text-anchor="middle" fill="#6e6e73">{escape(w["week_start"][5:])}</text>')
+    legend_y = HEIGHT - 8
+    parts += [
+        f'<rect x="{LEFT}" y="{legend_y - 9}" width="10" height="10" fill="{SUBSCRIBED}"/>',
+        f'<text x="{LEFT + 14}" y="{legend_y}">new subscribers ({total_in})</text>',
+        f'<rect x="{LEFT + 170}" y="{legend_y - 9}" width="10" height="10" fill="{UNSUBSCRIBED}"/>',
+        f'<text x="{LEFT + 184}" y="{legend_y}">unsubscribes ({total_out})</text>',
+        "</svg>",
+    ]
+    return Markup("".join(parts))

@@ -1,0 +1,60 @@
+"""``/admin/campaigns``: every campaign, one campaign's live progress, and its buttons."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.orm import Session
+
+from mailer.core.config import Settings
+from mailer.core.errors import InvalidInput, NotFound
+from mailer.operations import campaigns as ops
+from mailer.operations import commit
+from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
+from mailer.web.dashboard.pages import render, see_other
+from mailer.web.deps import SessionDep, SettingsDep, status_of
+
+router = APIRouter(route_class=PageRoute)
+
+
+@router.get("/campaigns", response_class=HTMLResponse)
+def campaign_list(request: Request, who: SignedInDep, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    return render(request, settings, "campaigns.html", who=who, section="campaigns", title="Campaigns",
+                  campaigns=ops.list_stats(session))
+
+
+def campaign_page(request: Request, settings: Settings, session: Session, who: SignedIn, campaign_id: int, *,
+                  status: int = 200, error: str | None = None, form: dict | None = None) -> HTMLResponse:
+    return render(request, settings, "campaign.html", who=who, section="campaigns", title=f"Campaign {campaign_id}",
+                  c=ops.stats(session, campaign_id), status=status, error=error, form=form or {})
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+def show_campaign(campaign_id: int, request: Request, who: SignedInDep, session: SessionDep,
+                  settings: SettingsDep) -> HTMLResponse:
+    return campaign_page(request, settings, session, who, campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/stats")
+def campaign_stats(campaign_id: int, who: SignedInDep, session: SessionDep) -> JSONResponse:
+    """What the campaign page polls while sending."""
+    return JSONResponse(ops.stats(session, campaign_id), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/campaigns/{campaign_id}/{action}", response_class=HTMLResponse)
+def change_campaign(campaign_id: int, action: str, request: Request, who: SignedInDep, form: CheckedFormDep,
+                    session: SessionDep, settings: SettingsDep):
+    fields = {"at": str(form.get("at") or ""), "tz": str(form.get("tz") or "")}
+    try:
+        if action == "reschedule":
+            done = ops.reschedule(session, campaign_id=campaign_id, at=fields["at"], tz=fields["tz"])
+        elif action in ops.ACTIONS:
+            done = ops.ACTIONS[action](session, campaign_id=campaign_id)
+        else:
+            raise NotFound(f"no campaign action {action!r}")
+        commit(session, done, settings=settings)
+    except InvalidInput as err:
+        session.rollback()
+        return campaign_page(request, settings, session, who, campaign_id, status=status_of(err), error=str(err),
+                             form=fields)
+    return see_other(f"/admin/campaigns/{campaign_id}?done={action}")

@@ -1,0 +1,46 @@
+"""``/admin/schedules``: each list's weekly slot and its coming weeks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from mailer import schedules
+from mailer.core.config import Settings
+from mailer.core.errors import InvalidInput, NotFound
+from mailer.operations import schedules as ops
+from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
+from mailer.web.dashboard.pages import render, see_other, zones
+from mailer.web.deps import SessionDep, SettingsDep, status_of
+from subscribers.models import MailingList
+
+router = APIRouter(route_class=PageRoute)
+
+
+def schedules_page(request: Request, settings: Settings, session: Session, who: SignedIn, *, status: int = 200,
+                   error: str | None = None) -> HTMLResponse:
+    return render(request, settings, "schedules.html", who=who, section="schedules", title="Schedules",
+                  views=ops.all_views(session), weekdays=schedules.WEEKDAYS, zones=zones(), status=status,
+                  error=error)
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedule_overview(request: Request, who: SignedInDep, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    return schedules_page(request, settings, session, who)
+
+
+@router.post("/schedules/{list_id}", response_class=HTMLResponse)
+def set_slot(list_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+             settings: SettingsDep):
+    try:
+        mlist = session.get(MailingList, list_id)
+        if mlist is None:
+            raise NotFound(f"no list {list_id}")
+        ops.set_weekly_slot(session, list_name=mlist.name, weekday=str(form.get("weekday") or ""),
+                            time=str(form.get("time") or ""), tz=str(form.get("timezone") or ""))
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return schedules_page(request, settings, session, who, status=status_of(err), error=str(err))
+    return see_other("/admin/schedules?done=slot")

@@ -1,0 +1,109 @@
+"""``/admin/subscribers``: search and page through subscribers, add one, edit one
+(rename, confirm a pending one, unsubscribe), import a CSV file, export one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from mailer.core.config import Settings
+from mailer.core.errors import InvalidInput
+from mailer.operations import subscribers as ops
+from mailer.operations.schedules import all_lists
+from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
+from mailer.web.dashboard.pages import render, see_other
+from mailer.web.deps import EngineDep, SessionDep, SettingsDep, status_of
+from subscribers import service
+from subscribers.models import SubscriberStatus
+
+router = APIRouter(route_class=PageRoute)
+PAGE = 50
+
+
+def list_page(request: Request, settings: Settings, session: Session, who: SignedIn, *, status: int = 200,
+              error: str | None = None, added: dict | None = None, report: dict | None = None) -> HTMLResponse:
+    query = {k: request.query_params.get(k, "") for k in ("q", "status", "list")}
+    after = request.query_params.get("after", "0")
+    try:
+        found = ops.search(session, q=query["q"], status=query["status"] or None, list_name=query["list"] or None,
+                           after=int(after) if after.isdigit() else 0, limit=PAGE)
+    except InvalidInput as err:
+        found, error, status = {"items": [], "next_after": None}, str(err), status_of(err)
+    return render(request, settings, "subscribers.html", who=who, section="subscribers", title="Subscribers",
+                  found=found, query=query, statuses=list(SubscriberStatus), lists=all_lists(session),
+                  added=added or {"email": "", "name": "", "list": query["list"]}, report=report, status=status,
+                  error=error)
+
+
+@router.get("/subscribers", response_class=HTMLResponse)
+def subscribers_page(request: Request, who: SignedInDep, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    return list_page(request, settings, session, who)
+
+
+@router.post("/subscribers", response_class=HTMLResponse)
+def add_subscriber(request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+                   settings: SettingsDep):
+    added = {k: str(form.get(k) or "") for k in ("email", "name", "list")}
+    status = SubscriberStatus.active if form.get("confirmed") == "yes" else SubscriberStatus.pending
+    try:
+        sub = ops.add(session, email=added["email"], name=added["name"], list_name=added["list"] or None,
+                      status=status)
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return list_page(request, settings, session, who, status=status_of(err), error=str(err), added=added)
+    return see_other(f"/admin/subscribers/{sub.id}?done=added")
+
+
+@router.post("/subscribers/import", response_class=HTMLResponse)
+def import_subscribers(request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+                       engine: EngineDep, settings: SettingsDep):
+    upload = form.get("file")
+    session.rollback()  # the import writes in transactions of its own
+    try:
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise InvalidInput("choose a CSV file to import")
+        report = ops.import_csv(engine, upload.file, list_name=str(form.get("list") or ""),
+                                confirmed=form.get("confirmed") == "yes", origin="admin-import")
+    except InvalidInput as err:
+        return list_page(request, settings, session, who, status=status_of(err), error=str(err))
+    return list_page(request, settings, session, who, report=report.as_dict(errors=50))
+
+
+@router.get("/subscribers/export")
+def export_subscribers(who: SignedInDep, session: SessionDep, engine: EngineDep, list: str = "") -> StreamingResponse:  # noqa: A002
+    """CSV of subscribers (of one list), streamed."""
+    if list:
+        service.find_list(session, list)  # 404 now, not half-way through a download
+    session.rollback()
+    name = f"subscribers-{list or 'all'}.csv".replace('"', "")
+    return StreamingResponse(ops.export_chunks(engine, list_name=list or None), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def subscriber_page(request: Request, settings: Settings, session: Session, who: SignedIn, subscriber_id: int, *,
+                    status: int = 200, error: str | None = None) -> HTMLResponse:
+    sub = service.get_subscriber(session, subscriber_id)
+    return render(request, settings, "subscriber.html", who=who, section="subscribers", title=sub.email,
+                  s=ops.describe(sub), status=status, error=error, data=ops.my_data(session, subscriber_id=sub.id))
+
+
+@router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
+def show_subscriber(subscriber_id: int, request: Request, who: SignedInDep, session: SessionDep,
+                    settings: SettingsDep) -> HTMLResponse:
+    return subscriber_page(request, settings, session, who, subscriber_id)
+
+
+@router.post("/subscribers/{subscriber_id}", response_class=HTMLResponse)
+def edit_subscriber(subscriber_id: int, request: Request, who: SignedInDep, form: CheckedFormDep,
+                    session: SessionDep, settings: SettingsDep):
+    try:
+        ops.edit(session, subscriber_id=subscriber_id, name=str(form.get("name") or ""),
+                 status=str(form.get("status") or "") or None)
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return subscriber_page(request, settings, session, who, subscriber_id, status=status_of(err), error=str(err))
+    return see_other(f"/admin/subscribers/{subscriber_id}?done=saved")

@@ -1,0 +1,102 @@
+"""``newsletter campaign ...`` as a script or an editor runs it: a real process, real
+database (SQLite and PostgreSQL), one line on error with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailer.core.db import transaction
+from mailer.models import Campaign
+from mailer.sending import drain
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.delivery import assert_counters_match, config, transport_for
+from tests.support.seed import seed_campaign
+
+pytestmark = pytest.mark.timeout(120)
+REPORT_FIELDS = {"id", "issue", "list", "status", "total", "sent", "failed", "bounced", "skipped", "queued",
+                 "rate_per_minute", "eta_seconds", "pause_reason", "scheduled_at", "started_at", "finished_at"}
+
+
+@pytest.fixture
+def half_sent(engine, smtp_sink):
+    """40 subscribers in batches of 10: two batches sent (one address bounced, one
+    failed for good), two still queued."""
+    cid = seed_campaign(engine, 40, batch_size=10)
+    transport = transport_for(smtp_sink)
+    smtp_sink.reject["reader000003@example.com"] = (550, "5.1.1 User unknown")
+    smtp_sink.reject["reader000004@example.com"] = (554, "5.7.1 Rejected by policy")
+    outcomes = drain(engine, cid, transport=transport, cfg=config(), time_budget=0)  # budget 0: no batch
+    assert outcomes == []
+    from mailer.sending import send_batch
+
+    for _ in range(2):
+        send_batch(engine, cid, transport=transport, cfg=config())
+    return cid
+
+
+def test_status_json_has_every_field_and_counters_equal_delivery_counts(engine, half_sent):
+    result = cli("campaign", "status", str(half_sent), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == REPORT_FIELDS
+    counts = assert_counters_match(engine, half_sent)
+    assert counts == {"sent": 18, "bounced": 1, "failed": 1, "queued": 20}
+    assert (report["id"], report["status"], report["issue"], report["list"]) == (half_sent, "sending", "weekly-1",
+                                                                                   "weekly")
+    assert report["total"] == sum(counts.values()) == 40
+    for field in ("sent", "failed", "bounced", "skipped", "queued"):
+        assert report[field] == counts.get(field, 0), field
+    assert report["rate_per_minute"] == 18.0 and report["eta_seconds"] > 0
+    assert report["started_at"] and report["finished_at"] is None
+
+
+def test_status_without_json_is_one_line(engine, half_sent):
+    result = cli("campaign", "status", str(half_sent))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and "18/40 sent, 1 failed, 1 bounced, 0 skipped, 20 queued" in lines[0]
+
+
+def test_list_json_reports_every_campaign(engine, half_sent):
+    result = cli("campaign", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in json.loads(result.stdout)] == [half_sent]
+
+
+@pytest.mark.parametrize("action", ["status", "pause", "resume", "cancel", "retry"])
+def test_a_missing_campaign_is_one_line_and_exit_2(engine, action):
+    result = cli("campaign", action, "424242")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: no campaign 424242"
+
+
+def test_a_non_numeric_campaign_id_is_a_usage_error(engine):
+    result = cli("campaign", "pause", "abc")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Invalid value" in result.stderr
+
+
+def test_pause_resume_cancel_and_retry_change_state_once(engine, half_sent):
+    cid = str(half_sent)
+    paused = cli("campaign", "pause", cid)
+    assert paused.returncode == 0 and paused.stdout.strip() == f"campaign {cid}: paused"
+    again = cli("campaign", "pause", cid)
+    # The same refusal as the API's and the dashboard's (one operation): one line on stderr, exit 2.
+    assert_one_line_error(again, f"campaign {cid} is paused; it cannot be paused")
+    resumed = cli("campaign", "resume", cid)
+    assert resumed.returncode == 0 and resumed.stdout.strip() == f"campaign {cid}: sending"
+    retried = cli("campaign", "retry", cid)
+    assert retried.returncode == 0 and retried.stdout.strip() == f"campaign {cid}: 1 failed deliveries queued again"
+    assert assert_counters_match(engine, half_sent) == {"sent": 18, "bounced": 1, "queued": 21}
+    cancelled = cli("campaign", "cancel", cid)
+    assert cancelled.returncode == 0 and cancelled.stdout.strip() == f"campaign {cid}: cancelled"
+    assert assert_counters_match(engine, half_sent) == {"sent": 18, "bounced": 1, "skipped": 21}
+    with transaction(engine) as s:
+        assert s.get(Campaign, half_sent).status == "cancelled"
+    refused = cli("campaign", "retry", cid)
+    assert refused.returncode == 2 and refused.stderr.strip() == f"error: campaign {cid} was cancelled"
+    report = json.loads(cli("campaign", "status", cid, "--json").stdout)
+    assert (report["status"], report["queued"], report["skipped"]) == ("cancelled", 0, 21)

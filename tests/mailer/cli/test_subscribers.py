@@ -1,0 +1,31 @@
+"""``newsletter subscribers ...`` in a real process over the test's database."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli import assert_one_line_error, cli
+
+
+def test_import_prints_counts_and_bad_rows_then_list_shows_them(settings, engine, tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("email,name\nann@example.com,Ann\nbroken,Bob\n", encoding="utf-8")
+    result = cli("subscribers", "import", path, "--list", "weekly", "--confirmed")
+    assert result.returncode == 0, result.stderr
+    assert "imported 1" in result.stdout and "line 3: not an email address" in result.stdout
+    listed = cli("subscribers", "list", "--list", "weekly", "--status", "active", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["email"], r["name"], r["status"]) for r in rows] == [("ann@example.com", "Ann", "active")]
+
+
+def test_edit_unsubscribe_and_bad_input(settings, engine):
+    assert cli("subscribers", "add", "bob@example.com", "--list", "weekly").returncode == 0
+    renamed = cli("subscribers", "edit", "bob@example.com", "--name", "Bob B", "--status", "active")
+    assert renamed.returncode == 0 and renamed.stdout.strip() == "bob@example.com: active, name 'Bob B'"
+    assert cli("subscribers", "unsubscribe", "bob@example.com").stdout.strip() == "bob@example.com: unsubscribed"
+    assert_one_line_error(cli("subscribers", "edit", "bob@example.com", "--status", "active"),
+                          "only their own confirmation can bring them back")
+    assert_one_line_error(cli("subscribers", "list", "--status", "sleeping"), "unknown status 'sleeping'")
+    assert_one_line_error(cli("subscribers", "edit", "nobody@example.com", "--name", "X"), "no subscriber")
+    assert_one_line_error(cli("subscribers", "import", "/nonexistent.csv", "--list", "weekly"), "cannot read")

@@ -1,0 +1,101 @@
+"""The editor's week in a real browser (headless Chromium via Playwright) against a real
+uvicorn server and a real SMTP server: sign in, write an issue, watch the preview follow
+the typing, send a test, schedule it, find it in the schedule view."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from mailer import campaigns, schedules
+from mailer.core.db import transaction
+from tests.support.browser import ARTIFACTS, live_app
+from tests.support.seed import seed_list
+from tests.support.services import free_port
+from tests.support.web import EDITOR_EMAIL, EDITOR_PASSWORD, issue_source
+
+pytestmark = pytest.mark.browser
+
+
+
+@pytest.fixture
+def admin_server(settings, monkeypatch, smtp_sink, editor_user):
+    """uvicorn in a thread, with the test's database and the SMTP sink as relay."""
+    from mailer.core.config import get_settings
+
+    port = free_port()
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://127.0.0.1:{smtp_sink.port}")
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", f"http://127.0.0.1:{port}")
+    get_settings.cache_clear()
+    try:
+        with live_app(port) as url:
+            yield url
+    finally:
+        get_settings.cache_clear()
+
+
+def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, engine, smtp_sink, database_url):
+    seed_list(engine, 3)
+    with transaction(engine) as s:
+        list_id = campaigns.find_list(s, "weekly").id
+        schedules.set_schedule(s, list_id=list_id, weekday="tuesday", local_time="09:00", tz="Asia/Shanghai")
+    ARTIFACTS.mkdir(exist_ok=True)
+    engine = "postgres" if database_url.startswith("postgresql") else "sqlite"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+    # Anonymous: sent to the sign-in page.
+    page.goto(f"{admin_server}/admin/issues/new")
+    assert page.url.endswith("/admin/login")
+    page.fill("#email", EDITOR_EMAIL)
+    page.fill("#password", EDITOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:text('Overview')")
+
+    # Write: the preview follows the typing.
+    page.goto(f"{admin_server}/admin/issues/new")
+    preview = page.frame_locator("#preview")
+    page.fill("#source", issue_source(subject="Browser issue", body="Written in Chromium."))
+    preview.locator("text=Written in Chromium.").wait_for(timeout=15_000)
+    page.locator("#source").press("End")
+    page.locator("#source").type(" One more line typed live.")
+    preview.locator("text=One more line typed live.").wait_for(timeout=15_000)
+    assert page.get_attribute("#preview", "data-subject") == "Browser issue"
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-editor-desktop-{engine}.png"), full_page=True)
+    page.click("button[data-width='375']")
+    assert page.eval_on_selector("#preview", "el => el.getBoundingClientRect().width") == pytest.approx(375, abs=2)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-editor-phone-{engine}.png"), full_page=True)
+
+    # A broken edit shows the reason instead of a preview.
+    page.fill("#source", "no front matter")
+    page.wait_for_selector("#preview-status.error:has-text('no front matter')", timeout=15_000)
+    page.fill("#source", issue_source(subject="Browser issue", body="Written in Chromium."))
+    page.wait_for_selector("#preview-status:text('Preview up to date')", timeout=15_000)
+
+    page.click("#save")
+    page.wait_for_selector("text=Issue saved.")
+    assert "/admin/issues/" in page.url
+
+    # Test send through the configured relay (the SMTP sink).
+    page.fill("#test-to", "editor.inbox@example.com")
+    page.click("#send-test")
+    page.wait_for_selector("text=Test sent to 1 of 1 addresses.")
+    (received,) = smtp_sink.wait_for(1)
+    message = email.message_from_bytes(received.content, policy=email.policy.default)
+    assert received.rcpt_tos == ("editor.inbox@example.com",)
+    assert message["Subject"].startswith("[TEST]") and message["X-Newsletter-Test"] == "yes"
+
+    # Schedule to the next free weekly slot; it shows up in the schedule view.
+    page.select_option("#when", "next_slot")
+    page.click("#schedule")
+    page.wait_for_selector("text=Scheduled.")
+    assert page.url.split("#")[0].endswith("/admin/schedules?done=scheduled")
+    row = page.locator("#list-weekly tr.slot").first
+    assert "browser-issue" in row.inner_text() and "scheduled" in row.inner_text()
+    assert "Tue" in row.inner_text() and "09:00" in row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-schedule-{engine}.png"), full_page=True)
+
+    # A form without its CSRF token is refused, in the browser too.
+    response = page.request.post(f"{admin_server}/admin/issues/new", form={"source": "x"})
+    assert response.status == 403

@@ -1,0 +1,194 @@
+"""Exactly once, proven with real ``celery worker`` processes and a real SMTP server,
+on the embedded default (SQLite + filesystem broker) and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import text
+
+from mailer import campaigns
+from mailer.core.config import get_settings
+from mailer.core.db import make_engine, transaction
+from mailer.dispatch import enqueue_campaign
+from mailer.models import Campaign
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.delivery import assert_counters_match
+from tests.support.example import EXAMPLE
+from tests.support.seed import seed_campaign, seed_list
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(params=[("sqlite", "filesystem"), ("postgres", "redis")], ids=["embedded", "postgres+redis"])
+def stack(request, monkeypatch, tmp_path, smtp_sink):
+    """Environment for worker processes: database, broker, and the SMTP sink as relay."""
+    from mailer.migrate import upgrade
+
+    db_kind, broker_kind = request.param
+    url = request.getfixturevalue(f"{db_kind}_url")
+    upgrade(url)
+    broker = request.getfixturevalue("redis_url") if broker_kind == "redis" else "filesystem://"
+    for key in list(os.environ):
+        if key.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(key)
+    env = {
+        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_BROKER_URL": broker,
+        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
+        "NEWSLETTER_SMTP_TIMEOUT": "5",
+        "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
+        "NEWSLETTER_BASE_URL": "https://news.example.com",
+        "NEWSLETTER_LEASE_SECONDS": "5",
+        "NEWSLETTER_SWEEP_SECONDS": "1",
+        "NEWSLETTER_RETRY_BASE_SECONDS": "1",
+        "NEWSLETTER_BATCH_SIZE": "25",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+    get_settings.cache_clear()
+
+
+def wait_for(predicate, timeout=90.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(engine, cid):
+    with transaction(engine) as s:
+        return s.get(Campaign, cid).status
+
+
+def received(sink) -> Counter:
+    return Counter(r for m in list(sink.messages) for r in m.rcpt_tos)
+
+
+def start(engine, n, batch_size=25):
+    cid = seed_campaign(engine, n, batch_size=batch_size)
+    enqueue_campaign(cid, n // batch_size + 1)
+    return cid
+
+
+def test_two_workers_send_each_message_once(stack, smtp_sink, start_worker):
+    engine = stack
+    smtp_sink.delay = 0.002  # long enough that both workers are busy at the same time
+    workers = [start_worker(name="w1"), start_worker(name="w2")]
+    cid = start(engine, 400)
+    wait_for(lambda: status(engine, cid) == "sent", what="campaign sent")
+    got = received(smtp_sink)
+    assert len(got) == 400 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 400}
+    for w in workers:  # both took part
+        assert "newsletter.send_batch" in w.log() and "succeeded" in w.log(), w.log()
+
+
+def test_sigkill_mid_batch_loses_nothing(stack, smtp_sink, start_worker):
+    engine = stack
+    smtp_sink.delay = 0.01
+    victim = start_worker(name="victim")
+    cid = start(engine, 300)
+    wait_for(lambda: len(smtp_sink.messages) >= 20, what="sending to begin")
+    victim.kill()
+    killed_at = len(smtp_sink.messages)
+    assert killed_at < 300
+    start_worker(name="survivor", beat=True)
+    wait_for(lambda: status(engine, cid) == "sent", what="campaign sent by the survivor")
+    got = received(smtp_sink)
+    assert len(got) == 300, "every subscriber got the issue"
+    repeated = [r for r, n in got.items() if n > 1]
+    assert len(repeated) <= 1 and all(got[r] == 2 for r in repeated), repeated
+    assert assert_counters_match(engine, cid) == {"sent": 300}
+
+
+def test_pause_and_resume_send_the_rest_exactly_once(stack, smtp_sink, start_worker):
+    engine = stack
+    smtp_sink.delay = 0.01
+    start_worker(name="w1")
+    cid = start(engine, 200)
+    wait_for(lambda: len(smtp_sink.messages) >= 20, what="sending to begin")
+    with transaction(engine) as s:
+        assert campaigns.pause_campaign(s, campaign_id=cid)
+    time.sleep(1.5)
+    paused_at = len(smtp_sink.messages)
+    time.sleep(1.0)
+    assert len(smtp_sink.messages) == paused_at < 200
+    assert status(engine, cid) == "paused"
+    with transaction(engine) as s:
+        assert campaigns.resume_campaign(s, campaign_id=cid)
+    enqueue_campaign(cid, 8)
+    wait_for(lambda: status(engine, cid) == "sent", what="campaign sent after resume")
+    got = received(smtp_sink)
+    assert len(got) == 200 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 200}
+
+
+def test_relay_down_for_a_while_then_back(stack, smtp_sink, start_worker):
+    engine = stack
+    smtp_sink.stop()
+    start_worker(name="w1", beat=True)
+    cid = start(engine, 100)
+    time.sleep(3)
+    with transaction(engine) as s:
+        assert s.execute(text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :c AND status = 'queued'"),
+                         {"c": cid}).scalar() == 100
+        reply = s.execute(text("SELECT MAX(last_reply) FROM delivery WHERE campaign_id = :c"), {"c": cid}).scalar()
+    assert reply, "the failed attempt's reason is recorded"
+    smtp_sink.start()
+    wait_for(lambda: status(engine, cid) == "sent", timeout=120, what="campaign sent once the relay is back")
+    got = received(smtp_sink)
+    assert len(got) == 100 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 100}
+
+
+def test_same_start_command_twice_sends_once(stack, smtp_sink, start_worker):
+    engine = stack
+    seed_list(engine, 60, list_name="china-ai-weekly")
+    first = cli("send", EXAMPLE, "--list", "china-ai-weekly")
+    second = cli("send", EXAMPLE, "--list", "china-ai-weekly")
+    assert first.returncode == 0, first.stderr
+    # The second start is refused like the API's and the dashboard's (one operation), and queues nothing.
+    assert_one_line_error(second, "is already sending; nothing new was started")
+    start_worker(name="w1")
+    with transaction(engine) as s:
+        cids = s.execute(text("SELECT id FROM campaign")).scalars().all()
+    assert len(cids) == 1
+    wait_for(lambda: status(engine, cids[0]) == "sent", what="campaign sent")
+    got = received(smtp_sink)
+    assert len(got) == 60 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cids[0]) == {"sent": 60}
+
+
+def test_beat_starts_a_scheduled_campaign_at_its_time(stack, smtp_sink, start_worker):
+    """No one runs `send`: beat's dispatcher starts the campaign when its time comes."""
+    from datetime import datetime, timedelta, timezone
+
+    from mailer import schedules
+    from tests.support.seed import seed_issue
+
+    engine = stack
+    list_id = seed_list(engine, 50)
+    issue_id = seed_issue(engine)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        cid = schedules.schedule_campaign(s, issue_id=issue_id, list_id=list_id, at=now + timedelta(seconds=3),
+                                          now=now).id
+    start_worker(name="w1", beat=True, extra={"NEWSLETTER_DISPATCH_SECONDS": "1"})
+    wait_for(lambda: status(engine, cid) == "sent", what="the scheduled campaign sent by beat")
+    with transaction(engine) as s:
+        started = s.get(Campaign, cid).started_at
+    assert started >= now + timedelta(seconds=3)  # not before its time
+    got = received(smtp_sink)
+    assert len(got) == 50 and set(got.values()) == {1}
