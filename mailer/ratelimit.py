@@ -192,7 +192,26 @@ return 0
 """
 
 
-class RedisDomainSlots:
+class _PolledSlots:
+    """Waits for a slot by asking again, with a growing pause: ``try_acquire`` gives a
+    holder (or None when every slot is taken), ``release`` gives it back."""
+
+    poll: float
+    sleep: Callable[[float], None]
+
+    @contextlib.contextmanager
+    def hold(self, domain: str) -> Iterator[None]:
+        delay = self.poll
+        while (holder := self.try_acquire(domain)) is None:
+            self.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            self.release(domain, holder)
+
+
+class RedisDomainSlots(_PolledSlots):
     """At most ``limit`` messages in flight to one recipient domain over every worker.
 
     A slot carries an expiry (``ttl``, longer than any one SMTP transaction can take),
@@ -220,19 +239,8 @@ class RedisDomainSlots:
     def release(self, domain: str, holder: str) -> None:
         self.client.zrem(self._key(domain), holder)
 
-    @contextlib.contextmanager
-    def hold(self, domain: str) -> Iterator[None]:
-        delay = self.poll
-        while (holder := self.try_acquire(domain)) is None:
-            self.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
-            yield
-        finally:
-            self.release(domain, holder)
 
-
-class FileDomainSlots:
+class FileDomainSlots(_PolledSlots):
     """The embedded setup's cap, shared by the worker processes of one machine: slot
     ``i`` of a domain is an exclusive ``flock`` on ``folder/<domain hash>.<i>``. The
     kernel drops the lock of a process that dies, so a killed worker's slot frees
@@ -259,19 +267,8 @@ class FileDomainSlots:
         return None
 
     @staticmethod
-    def release(fd: int) -> None:
+    def release(domain: str, fd: int) -> None:
         os.close(fd)  # closing the last descriptor of the open file drops the lock
-
-    @contextlib.contextmanager
-    def hold(self, domain: str) -> Iterator[None]:
-        delay = self.poll
-        while (fd := self.try_acquire(domain)) is None:
-            self.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
-            yield
-        finally:
-            self.release(fd)
 
 
 # --- backoff ---------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def add_subscriber(
     (``ConflictError``): only their own fresh confirmation does that.
     """
     if status not in MAILABLE:
-        raise InvalidInput(f"a new subscriber is 'pending' or 'active', not {status!r}")
+        raise InvalidInput(f"a new subscriber is 'pending' or 'active', not {str(status)!r}")
     address = normalise_email(email)
     key = email_key(address)
     name = clean_name(name)

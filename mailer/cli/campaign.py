@@ -107,22 +107,18 @@ def _act(action: str, campaign_id: int) -> ops.Changed:
     return done
 
 
-@app.command("pause")
-def campaign_pause(campaign_id: int) -> None:
-    """Stop sending at the next message; resume later."""
-    typer.echo(f"campaign {campaign_id}: {_act('pause', campaign_id).status}")
+def _state_command(action: str):
+    def command(campaign_id: int) -> None:
+        typer.echo(f"campaign {campaign_id}: {_act(action, campaign_id).status}")
+
+    command.__name__ = f"campaign_{action}"
+    return command
 
 
-@app.command("resume")
-def campaign_resume(campaign_id: int) -> None:
-    """Send to exactly the deliveries not yet sent."""
-    typer.echo(f"campaign {campaign_id}: {_act('resume', campaign_id).status}")
-
-
-@app.command("cancel")
-def campaign_cancel(campaign_id: int) -> None:
-    """Stop for good; unsent deliveries are recorded as skipped."""
-    typer.echo(f"campaign {campaign_id}: {_act('cancel', campaign_id).status}")
+for _action, _help in (("pause", "Stop sending at the next message; resume later."),
+                       ("resume", "Send to exactly the deliveries not yet sent."),
+                       ("cancel", "Stop for good; unsent deliveries are recorded as skipped.")):
+    app.command(_action, help=_help)(_state_command(_action))
 
 
 @app.command("retry")

@@ -66,16 +66,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, v: str) -> str:
-        if v and urlsplit(v).scheme not in DATABASE_SCHEMES:
-            raise ValueError(f"unknown scheme {urlsplit(v).scheme!r}; use sqlite:/// or postgresql+psycopg://")
-        return v
+        return _with_scheme(v, DATABASE_SCHEMES, "sqlite:/// or postgresql+psycopg://")
 
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, v: str) -> str:
-        if v and urlsplit(v).scheme not in BROKER_SCHEMES:
-            raise ValueError(f"unknown scheme {urlsplit(v).scheme!r}; use filesystem:// or redis://")
-        return v
+        return _with_scheme(v, BROKER_SCHEMES, "filesystem:// or redis://")
 
     @field_validator("smtp_url")
     @classmethod
@@ -152,6 +148,12 @@ class Settings(BaseSettings):
         """Operator overrides first, then the templates shipped with the project."""
         shipped = PROJECT_ROOT / "templates"
         return [self.templates_dir, shipped] if self.templates_dir else [shipped]
+
+
+def _with_scheme(url: str, schemes: tuple[str, ...], hint: str) -> str:
+    if url and urlsplit(url).scheme not in schemes:
+        raise ValueError(f"unknown scheme {urlsplit(url).scheme!r}; use {hint}")
+    return url
 
 
 def _one_line(err: ValidationError) -> str:

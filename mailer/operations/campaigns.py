@@ -3,7 +3,7 @@ pause, resume, cancel, retry the failed, move a scheduled one; and what happened
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -87,36 +87,32 @@ class Changed:
 _PAST = {"pause": C.paused, "resume": "resumed", "cancel": C.cancelled}
 
 
-def _refused(campaign_id: int, status: str, action: str) -> ConflictError:
-    return ConflictError(f"campaign {campaign_id} is {status}; it cannot be {_PAST[action]}")
-
-
 def _work(session: Session, campaign_id: int) -> tuple[Queue, ...]:
     return (Queue(campaign_id, queries.claimable_batches(session, campaign_id=campaign_id, now=utcnow())),)
 
 
+def _change(session: Session, campaign_id: int, action: str, change) -> Changed:
+    """Apply a guarded change, or refuse with the state that forbids it."""
+    before = campaigns.get_campaign(session, campaign_id).status
+    if not change(session, campaign_id=campaign_id):
+        raise ConflictError(f"campaign {campaign_id} is {before}; it cannot be {_PAST[action]}")
+    return Changed(campaign_id, campaigns.get_campaign(session, campaign_id).status)
+
+
 def pause(session: Session, *, campaign_id: int) -> Changed:
     """Stop sending at the next message; deliveries not yet sent stay queued."""
-    before = campaigns.get_campaign(session, campaign_id).status
-    if not campaigns.pause_campaign(session, campaign_id=campaign_id):
-        raise _refused(campaign_id, before, "pause")
-    return Changed(campaign_id, C.paused)
+    return _change(session, campaign_id, "pause", campaigns.pause_campaign)
 
 
 def resume(session: Session, *, campaign_id: int) -> Changed:
     """Send to exactly the deliveries not yet sent; a task per claimable batch."""
-    before = campaigns.get_campaign(session, campaign_id).status
-    if not campaigns.resume_campaign(session, campaign_id=campaign_id):
-        raise _refused(campaign_id, before, "resume")
-    return Changed(campaign_id, C.sending, queue=_work(session, campaign_id))
+    done = _change(session, campaign_id, "resume", campaigns.resume_campaign)
+    return replace(done, queue=_work(session, campaign_id))
 
 
 def cancel(session: Session, *, campaign_id: int) -> Changed:
     """Stop for good; deliveries not yet sent are recorded as skipped."""
-    before = campaigns.get_campaign(session, campaign_id).status
-    if not campaigns.cancel_campaign(session, campaign_id=campaign_id):
-        raise _refused(campaign_id, before, "cancel")
-    return Changed(campaign_id, C.cancelled)
+    return _change(session, campaign_id, "cancel", campaigns.cancel_campaign)
 
 
 def retry(session: Session, *, campaign_id: int) -> Changed:

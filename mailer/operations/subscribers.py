@@ -99,7 +99,7 @@ def edit(session: Session, *, subscriber_id: int, name: str | None = None, statu
     back someone who left is theirs to do (their own confirmation), not the editor's."""
     sub = service.get_subscriber(session, subscriber_id)
     if status not in (None, sub.status, S.active, S.unsubscribed):
-        raise InvalidInput(f"status can be set to 'active' (a pending subscriber) or 'unsubscribed', not {status!r}")
+        raise InvalidInput(f"status can be set to 'active' (a pending subscriber) or 'unsubscribed', not {str(status)!r}")
     if status == S.active and sub.status != S.active and sub.status != S.pending:
         raise ConflictError(f"{sub.email} is {sub.status}; only their own confirmation can bring them back")
     clean = service.clean_name(name) if name is not None else None

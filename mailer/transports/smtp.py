@@ -128,20 +128,12 @@ class SmtpTransport:
                 conn.ehlo()
             if self.username:
                 conn.login(self.username, self.password)
-        except smtplib.SMTPAuthenticationError as err:
+        except smtplib.SMTPResponseException as err:  # a login refused, or the session
             _close_quietly(conn)
-            raise TransientDeliveryError(
-                f"SMTP relay {self.where} refused the login for {self.username!r} (NEWSLETTER_SMTP_URL): {_one_line(err)}",
-                code=err.smtp_code,
-                reply=_text(err.smtp_error),
-            ) from err
-        except smtplib.SMTPResponseException as err:
-            _close_quietly(conn)
-            raise TransientDeliveryError(
-                f"SMTP relay {self.where} refused the session: {_one_line(err)}",
-                code=err.smtp_code,
-                reply=_text(err.smtp_error),
-            ) from err
+            what = (f"the login for {self.username!r} (NEWSLETTER_SMTP_URL)"
+                    if isinstance(err, smtplib.SMTPAuthenticationError) else "the session")
+            raise TransientDeliveryError(f"SMTP relay {self.where} refused {what}: {_one_line(err)}",
+                                         code=err.smtp_code, reply=_text(err.smtp_error)) from err
         except (OSError, smtplib.SMTPException) as err:  # refused, timeout, DNS, TLS, no STARTTLS
             _close_quietly(conn)
             raise TransientDeliveryError(f"cannot reach SMTP relay {self.where}: {_one_line(err)}") from err

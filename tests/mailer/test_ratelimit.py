@@ -216,7 +216,7 @@ def test_file_domain_slot_of_a_killed_process_frees_itself(tmp_path):
         holder.wait(10)
     fd = slots.try_acquire("example.com")
     assert fd is not None
-    slots.release(fd)
+    slots.release("example.com", fd)
 
 
 def test_domain_slots_for_settings(tmp_path, redis_url):

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from mailer import campaigns, queries
 from mailer.core.db import transaction
 from mailer.models import Campaign, Delivery
 from mailer.sending import drain, send_batch
 from mailer.transports.smtp import SmtpTransport
+from subscribers.models import Membership, Subscriber
 from tests.support.delivery import (
     assert_counters_match,
     config,
@@ -276,3 +278,118 @@ def test_static_body_lines_never_start_with_a_dot():
     values = {"name": "Ann", "email": "a@example.org", "unsubscribe_url": "https://x.example/u/t", "preferences_url": ""}
     assert plain.replace("\r\n", "\n") == personalise(text_part, values, html=False)
     assert rich.replace("\r\n", "\n") == personalise(html, values, html=True)
+
+
+# --- bad input: an address the relay rejects or that cannot go into a message, CR/LF in a name
+# or a stored subject, an unreachable relay: each ends in a clear recorded state.
+
+
+def test_an_address_the_relay_rejects_is_recorded_and_the_others_are_sent(engine, smtp_sink):
+    smtp_sink.reject["reader000002@example.com"] = (550, "5.1.1 <reader000002@example.com>: User unknown")
+    cid = seed_campaign(engine, 5, batch_size=50)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    got = received(smtp_sink)
+    assert sorted(got) == [f"reader{i:06d}@example.com" for i in (0, 1, 3, 4)] and set(got.values()) == {1}
+    with transaction(engine) as s:
+        st, code, reply = s.execute(text(
+            "SELECT d.status, d.last_code, d.last_reply FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+            "WHERE s.email = 'reader000002@example.com'")).one()
+        assert (st, code) == ("bounced", 550) and "User unknown" in reply
+        assert s.get(Campaign, cid).status == "sent"
+    assert assert_counters_match(engine, cid) == {"sent": 4, "bounced": 1}
+
+
+def _add_subscriber(engine, list_id: int, email_addr: str, name: str) -> None:
+    with transaction(engine) as s:
+        sid = s.execute(insert(Subscriber).returning(Subscriber.id),
+                        [{"email": email_addr, "email_key": email_addr.lower(), "name": name, "status": "active",
+                          "attributes": {}}]).scalar_one()
+        s.execute(insert(Membership), [{"list_id": list_id, "subscriber_id": sid}])
+
+
+def _campaign_for(engine, list_id: int, subject: str = "This week in AI") -> int:
+    from mailer import campaigns
+
+    issue_id = seed_issue(engine, subject=subject)
+    with transaction(engine) as s:
+        c, _ = campaigns.create_campaign(s, issue_id=issue_id, list_id=list_id)
+        campaigns.start_campaign(s, campaign_id=c.id, batch_size=50)
+        return c.id
+
+
+def test_an_address_that_cannot_go_into_a_message_fails_alone_with_its_reason(engine, smtp_sink):
+    """A non-ASCII address needs SMTPUTF8, which we do not speak: that one delivery ends
+    'failed' with the reason, the batch goes on, and it is not retried forever."""
+    list_id = seed_list(engine, 3)
+    _add_subscriber(engine, list_id, "josé@example.com", "José")
+    cid = _campaign_for(engine, list_id)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert len(received(smtp_sink)) == 3
+    with transaction(engine) as s:
+        st, reply = s.execute(text("SELECT d.status, d.last_reply FROM delivery d JOIN subscriber s "
+                                   "ON s.id = d.subscriber_id WHERE s.email = 'josé@example.com'")).one()
+        assert st == "failed" and "not a plain ASCII address" in reply and "\n" not in reply
+        assert s.get(Campaign, cid).status == "sent"
+    assert assert_counters_match(engine, cid) == {"sent": 3, "failed": 1}
+
+
+@pytest.mark.parametrize("name", [
+    "Eve\r\nBcc: victim@example.org",
+    "Eve\nBcc: victim@example.org",
+    "Eve\rBcc: victim@example.org",
+    "Eve\u2028Bcc: victim@example.org",
+    '"Eve" <x@evil.example>\r\n\r\n<p>injected body',
+])
+def test_cr_lf_in_a_subscriber_name_cannot_inject_a_header(engine, smtp_sink, name):
+    list_id = seed_list(engine, 0)
+    _add_subscriber(engine, list_id, "eve@example.com", name)
+    cid = _campaign_for(engine, list_id)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert len(smtp_sink.messages) == 1
+    m = smtp_sink.messages[0]
+    assert m.rcpt_tos == ("eve@example.com",)
+    assert sys.version_info[:2] >= (3, 11)
+    for policy in (email.policy.compat32, email.policy.default):
+        msg = email.message_from_bytes(m.content, policy=policy)
+        assert msg["Bcc"] is None and msg.get_all("To") and len(msg.get_all("To")) == 1
+        assert [k.lower() for k in msg.keys()].count("content-type") == 1
+        assert "eve@example.com" in str(msg["To"])
+        assert not msg.defects, msg.defects
+    assert assert_counters_match(engine, cid) == {"sent": 1}
+
+
+def test_a_stored_subject_with_a_line_break_pauses_the_campaign_with_the_reason(engine, smtp_sink):
+    """The issue parser refuses such a subject; if one reaches the database anyway the
+    engine builds nothing, sends nothing and says why, instead of failing every task."""
+    list_id = seed_list(engine, 4)
+    cid = _campaign_for(engine, list_id, subject="Hello\r\nBcc: victim@example.org")
+    outcomes = drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    assert outcomes and outcomes[-1].stopped.startswith("paused: cannot build the message")
+    assert len(smtp_sink.messages) == 0
+    with transaction(engine) as s:
+        c = s.get(Campaign, cid)
+        assert c.status == "paused" and "subject must be one line" in c.pause_reason
+    assert assert_counters_match(engine, cid) == {"queued": 4}
+
+
+def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(engine, smtp_sink):
+    cid = seed_campaign(engine, 6, batch_size=3)
+    port = smtp_sink.port
+    smtp_sink.stop()
+    outcomes = drain(engine, cid, transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{port}", timeout=2),
+                     cfg=config())
+    assert len(outcomes) == 1 and outcomes[0].stopped.startswith("relay unreachable: cannot reach SMTP relay")
+    assert "\n" not in outcomes[0].stopped
+    with transaction(engine) as s:
+        replies = s.execute(text("SELECT last_reply FROM delivery WHERE campaign_id = :c AND last_reply <> ''"),
+                            {"c": cid}).scalars().all()
+        assert replies == [replies[0]] and f"127.0.0.1:{port}" in replies[0] and "\n" not in replies[0]
+        assert s.get(Campaign, cid).status == "sending"
+    assert assert_counters_match(engine, cid) == {"queued": 6}
+    smtp_sink.start()
+    with transaction(engine) as s:
+        s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    got = received(smtp_sink)
+    assert len(got) == 6 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 6}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from mailer.campaigns import create_campaign, start_campaign
 from mailer.core.db import transaction
@@ -54,3 +54,9 @@ def seed_campaign(engine, n: int, *, batch_size: int = 50, start: bool = True) -
         if start:
             start_campaign(s, campaign_id=campaign.id, batch_size=batch_size)
         return campaign.id
+
+
+def count_rows(engine, table: str) -> int:
+    """Rows in one of our tables (a name from the test, never from input)."""
+    with transaction(engine) as s:
+        return s.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()

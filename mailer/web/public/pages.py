@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from mailer.core.config import Settings
+from mailer.core.db import transaction
+from mailer.core.signing import InvalidToken
+from mailer.operations.subscribers import from_link
 from mailer.web.templating import page_templates
+from subscribers.models import Subscriber
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
 
@@ -22,6 +29,18 @@ def page(request: Request, settings: Settings, template: str, /, status_code: in
 def bad_link(request: Request, settings: Settings) -> HTMLResponse:
     # One page, one status, for tampered, truncated, foreign and unknown alike.
     return page(request, settings, "web/unsubscribe_invalid.html", status_code=404)
+
+
+def for_link(request: Request, settings: Settings, engine: Engine, token: str,
+             answer: Callable[[Session, Subscriber, int | None], Response]) -> Response:
+    """``answer(session, subscriber, campaign_id)`` for the subscriber a link's token
+    names, in one transaction; the one bad-link page for any other token."""
+    with transaction(engine) as session:
+        try:
+            subscriber, campaign_id = from_link(session, token=token, settings=settings)
+        except InvalidToken:
+            return bad_link(request, settings)
+        return answer(session, subscriber, campaign_id)
 
 
 def client_of(request: Request) -> str:

@@ -11,12 +11,10 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailer.core.config import Settings
-from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput
-from mailer.core.signing import InvalidToken
 from mailer.operations import subscribers as ops
 from mailer.web.deps import EngineDep, SettingsDep
-from mailer.web.public.pages import NO_STORE, bad_link, mask, page
+from mailer.web.public.pages import NO_STORE, for_link, mask, page
 from subscribers import service
 from subscribers.models import MAILABLE, Subscriber
 
@@ -33,13 +31,9 @@ def _page(request: Request, settings: Settings, token: str, subscriber: Subscrib
 
 
 @router.get("/p/{token}", response_class=HTMLResponse)
-def preferences_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
-    with transaction(engine) as session:
-        try:
-            subscriber, _ = ops.from_link(session, token=token, settings=settings)
-        except InvalidToken:
-            return bad_link(request, settings)
-        return _page(request, settings, token, subscriber)
+def preferences_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
+    return for_link(request, settings, engine, token,
+                    lambda session, subscriber, _: _page(request, settings, token, subscriber))
 
 
 @router.post("/p/{token}")
@@ -53,12 +47,9 @@ async def preferences_post(token: str, request: Request, background: BackgroundT
 def _act(token: str, request: Request, background: BackgroundTasks, settings: Settings, engine,
          fields: dict[str, str]) -> Response:
     action = fields.get("action", "")
-    pending = None
-    with transaction(engine) as session:
-        try:
-            subscriber, campaign_id = ops.from_link(session, token=token, settings=settings)
-        except InvalidToken:
-            return bad_link(request, settings)
+    pending = []
+
+    def answer(session, subscriber, campaign_id) -> Response:
         if subscriber.email == service.placeholder_email(subscriber.id):
             return _page(request, settings, token, subscriber)  # erased: nothing left to change
         try:
@@ -69,7 +60,8 @@ def _act(token: str, request: Request, background: BackgroundTasks, settings: Se
                 ops.unsubscribe(session, subscriber_id=subscriber.id, campaign_id=campaign_id, origin="preferences")
                 notice = "You are unsubscribed."
             elif action == "resubscribe":
-                notice, pending = ops.ask_to_resubscribe(session, subscriber=subscriber)
+                notice, confirmation = ops.ask_to_resubscribe(session, subscriber=subscriber)
+                pending.extend([confirmation] if confirmation else [])
             elif action == "export":
                 data = ops.my_data(session, subscriber_id=subscriber.id)
                 return Response(
@@ -88,7 +80,9 @@ def _act(token: str, request: Request, background: BackgroundTasks, settings: Se
             return _page(request, settings, token, subscriber, status_code=400, error=str(err))
         session.flush()
         session.refresh(subscriber)
-        response = _page(request, settings, token, subscriber, notice=notice)
-    if pending is not None:
-        background.add_task(ops.send_confirmation, settings, pending, list_name="")
+        return _page(request, settings, token, subscriber, notice=notice)
+
+    response = for_link(request, settings, engine, token, answer)
+    for confirmation in pending:
+        background.add_task(ops.send_confirmation, settings, confirmation, list_name="")
     return response

@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailer.core.config import Settings
-from mailer.core.db import transaction
-from mailer.core.signing import InvalidToken
 from mailer.operations import subscribers as ops
 from mailer.web.deps import EngineDep, SettingsDep
-from mailer.web.public.pages import bad_link, mask, page
+from mailer.web.public.pages import for_link, mask, page
 from subscribers.models import MAILABLE
 
 router = APIRouter(tags=["subscribers"])
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)
-def unsubscribe_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
+def unsubscribe_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
     """Shows one button; changes nothing (link scanners fetch this URL)."""
-    with transaction(engine) as session:
-        try:
-            subscriber, _ = ops.from_link(session, token=token, settings=settings)
-        except InvalidToken:
-            return bad_link(request, settings)
-        return page(request, settings, "web/unsubscribe.html", mailable=subscriber.status in MAILABLE,
-                    masked=mask(subscriber.email), action=f"/u/{token}", preferences=f"/p/{token}")
+    return for_link(request, settings, engine, token, lambda session, subscriber, _: page(
+        request, settings, "web/unsubscribe.html", mailable=subscriber.status in MAILABLE,
+        masked=mask(subscriber.email), action=f"/u/{token}", preferences=f"/p/{token}"))
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
@@ -45,11 +39,9 @@ async def unsubscribe_post(token: str, request: Request, settings: SettingsDep, 
     return await run_in_threadpool(_unsubscribe, token, request, settings, engine, origin)
 
 
-def _unsubscribe(token: str, request: Request, settings: Settings, engine, origin: str) -> HTMLResponse:
-    with transaction(engine) as session:
-        try:
-            subscriber, campaign_id = ops.from_link(session, token=token, settings=settings)
-        except InvalidToken:
-            return bad_link(request, settings)
+def _unsubscribe(token: str, request: Request, settings: Settings, engine, origin: str) -> Response:
+    def answer(session, subscriber, campaign_id) -> Response:
         ops.unsubscribe(session, subscriber_id=subscriber.id, campaign_id=campaign_id, origin=origin)
-    return page(request, settings, "web/unsubscribe_done.html", preferences=f"/p/{token}")
+        return page(request, settings, "web/unsubscribe_done.html", preferences=f"/p/{token}")
+
+    return for_link(request, settings, engine, token, answer)

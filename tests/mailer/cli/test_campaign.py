@@ -8,11 +8,12 @@ import json
 import pytest
 
 from mailer.core.db import transaction
-from mailer.models import Campaign
+from mailer.models import Campaign, Issue
 from mailer.sending import drain
 from tests.support.cli import assert_one_line_error, cli
 from tests.support.delivery import assert_counters_match, config, transport_for
-from tests.support.seed import seed_campaign
+from tests.support.example import EXAMPLE
+from tests.support.seed import count_rows, seed_campaign, seed_list
 
 pytestmark = pytest.mark.timeout(120)
 REPORT_FIELDS = {"id", "issue", "list", "status", "total", "sent", "failed", "bounced", "skipped", "queued",
@@ -100,3 +101,42 @@ def test_pause_resume_cancel_and_retry_change_state_once(engine, half_sent):
     assert refused.returncode == 2 and refused.stderr.strip() == f"error: campaign {cid} was cancelled"
     report = json.loads(cli("campaign", "status", cid, "--json").stdout)
     assert (report["status"], report["queued"], report["skipped"]) == ("cancelled", 0, 21)
+
+
+# --- refusals of `newsletter send` (one line, and nothing half-done left behind) ---------------
+
+
+def test_send_to_a_list_without_active_members_is_refused_in_one_line(engine):
+    seed_list(engine, 3, list_name="empty", status="unsubscribed")
+    result = cli("send", str(EXAMPLE), "--list", "empty")
+    assert_one_line_error(result, "has no active subscribers")
+    # Nothing half-done is left behind: the whole start was one transaction.
+    assert count_rows(engine, "campaign") == 0 and count_rows(engine, "delivery") == 0
+
+
+def test_send_to_a_missing_list_is_refused_in_one_line(engine):
+    assert_one_line_error(cli("send", str(EXAMPLE), "--list", "no-such-list"), "no list named 'no-such-list'")
+    assert count_rows(engine, "campaign") == 0
+
+
+def test_send_of_a_missing_issue_file_is_refused_in_one_line(engine, tmp_path):
+    seed_list(engine, 3, list_name="weekly")
+    assert_one_line_error(cli("send", str(tmp_path / "missing.md"), "--list", "weekly"), "no such file")
+    assert count_rows(engine, "campaign") == 0
+
+
+def test_a_subject_with_cr_lf_in_the_front_matter_is_refused_by_the_issue_parser(engine, tmp_path):
+    seed_list(engine, 3, list_name="weekly")
+    issue = tmp_path / "evil.md"
+    issue.write_text('---\nsubject: "Hello\\r\\nBcc: victim@example.org"\nslug: evil\n---\n\nBody.\n', encoding="utf-8")
+    result = cli("send", str(issue), "--list", "weekly")
+    assert_one_line_error(result, "subject")
+    assert count_rows(engine, "campaign") == 0 and count_rows(engine, "issue") == 0
+
+
+def test_issue_row_is_unchanged_by_a_refused_send(engine):
+    """A refused send leaves no issue row half-written either (same transaction)."""
+    seed_list(engine, 2, list_name="empty", status="unsubscribed")
+    cli("send", str(EXAMPLE), "--list", "empty")
+    with transaction(engine) as s:
+        assert s.query(Issue).count() == 0
