@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.services import (
     PG_ADMIN_URL,
+    REDIS_DB,
     REDIS_URL,
     in_ci,
     need,
@@ -80,7 +81,7 @@ def redis_url() -> str:
         need(f"Redis is not reachable at {REDIS_URL}")
     import redis
 
-    url = f"{REDIS_URL}/9"
+    url = f"{REDIS_URL}/{REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

@@ -10,6 +10,8 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379")
+# The Redis database the tests empty and use: another one lets two suites share a server.
+REDIS_DB = int(os.environ.get("NEWSLETTER_TEST_REDIS_DB", "9"))
 CHROMIUM = os.environ.get("NEWSLETTER_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
