@@ -9,6 +9,7 @@ PostgreSQL, Redis and a relay.
 from __future__ import annotations
 
 import functools
+import sys
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
@@ -22,6 +23,10 @@ from mailer.core.errors import ConfigurationError
 
 DEFAULT_SECRET = "change-me-in-production"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What ships with the project (templates/, examples/): the checkout itself, or, for a
+# regular install, <prefix>/share/newsletter (pyproject.toml's data-files).
+SHIPPED = PROJECT_ROOT if (PROJECT_ROOT / "templates").is_dir() else Path(sys.prefix) / "share" / "newsletter"
+SHIPPED_TEMPLATES = SHIPPED / "templates"
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory")
@@ -146,8 +151,7 @@ class Settings(BaseSettings):
     @property
     def template_folders(self) -> list[Path]:
         """Operator overrides first, then the templates shipped with the project."""
-        shipped = PROJECT_ROOT / "templates"
-        return [self.templates_dir, shipped] if self.templates_dir else [shipped]
+        return [self.templates_dir, SHIPPED_TEMPLATES] if self.templates_dir else [SHIPPED_TEMPLATES]
 
 
 def _with_scheme(url: str, schemes: tuple[str, ...], hint: str) -> str:

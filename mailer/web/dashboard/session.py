@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from mailer import accounts
-from mailer.core.config import PROJECT_ROOT
+from mailer.core.config import SHIPPED_TEMPLATES
 from mailer.web.auth import (
     CheckedFormDep,
     PageRoute,
@@ -24,7 +24,7 @@ from mailer.web.deps import SessionDep, SettingsDep
 from subscribers import signup
 
 router = APIRouter(route_class=PageRoute)
-STATIC = PROJECT_ROOT / "templates" / "web" / "admin" / "static"
+STATIC = SHIPPED_TEMPLATES / "web" / "admin" / "static"
 # Password guessing: a few tries per network and per account, counted in the same
 # database table as signups (works without Redis, atomic on both databases).
 LOGIN_PER_CLIENT = signup.Limit("login-client", 30, 900)
