@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailer import queries
 from mailer.core.clock import utcnow
+from mailer.core.db import insert_for
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import (
     COUNTED,
@@ -55,11 +56,19 @@ def store_issue(session: Session, *, slug: str, subject: str, preheader: str, so
     what subscribers got, so a changed source is refused instead of silently replaced."""
     issue = session.scalar(select(Issue).where(Issue.slug == slug))
     if issue is None:
-        issue = Issue(slug=slug, subject=subject, preheader=preheader, source=source, html=html,
-                      text=text_part, issue_date=issue_date, status=IssueStatus.ready, rendered_at=utcnow())
-        session.add(issue)
-        session.flush()
-        return issue
+        # Two `newsletter send` of one file at once: ON CONFLICT makes the second find the
+        # first one's issue instead of failing on the unique slug.
+        now = utcnow()
+        created = session.execute(
+            insert_for(session)(Issue).values(slug=slug, subject=subject, preheader=preheader, source=source,
+                                              html=html, text=text_part, issue_date=issue_date,
+                                              status=IssueStatus.ready, rendered_at=now, created_at=now,
+                                              updated_at=now)
+            .on_conflict_do_nothing(index_elements=["slug"]).returning(Issue.id)
+        ).first()
+        issue = session.scalar(select(Issue).where(Issue.slug == slug).execution_options(populate_existing=True))
+        if created is not None:
+            return issue
     started = session.scalar(
         select(func.count()).select_from(Campaign).where(Campaign.issue_id == issue.id, Campaign.status.in_(STARTED))
     )

@@ -11,11 +11,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from kombu.exceptions import KombuError
+
 from mailer import queries
 from mailer.celeryapp import make_celery
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings, get_settings
 from mailer.core.db import engine_for, transaction
+from mailer.core.errors import ServiceUnavailable
 from mailer.dkim import DkimSigner, load_private_key
 from mailer.ratelimit import domain_slots_for, limiter_for
 from mailer.schedules import DispatchReport
@@ -104,8 +107,15 @@ def _producer(broker: str, var_dir: str):
 
 
 def enqueue(campaign_id: int, settings: Settings | None = None) -> None:
+    """Put one send task of the campaign on the broker; ``ServiceUnavailable`` (one line
+    naming the setting) when the broker does not take it, after Celery's own retries."""
     settings = settings or get_settings()
-    _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch", args=[campaign_id])
+    try:
+        _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch",
+                                                                              args=[campaign_id])
+    except (KombuError, OSError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ServiceUnavailable(f"the broker does not answer (NEWSLETTER_BROKER_URL): {reason}") from err
 
 
 def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None = None) -> int:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
     dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
     missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
+    # The web app's request body limits (bytes): what anyone may post, and the editor's.
+    max_public_body: int = Field(64 * 1024, ge=1024, description="largest body of a public request")
+    max_editor_body: int = Field(200 * 1024 * 1024, ge=1024, description="largest body of an admin request")
     # DKIM: all three or none.
     dkim_selector: str | None = None
     dkim_domain: str | None = None

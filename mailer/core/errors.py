@@ -23,6 +23,12 @@ class ConflictError(InvalidInput):
     """The request is well formed but the thing is in a state that forbids it."""
 
 
+class ServiceUnavailable(NewsletterError):
+    """A service we depend on (the database, the broker, the relay) does not answer.
+    Trying again later can help; nothing the user gave was wrong. One line naming the
+    service (CLI exit code 2, HTTP 503)."""
+
+
 class DeliveryError(NewsletterError):
     """Sending one message failed. ``reply`` is the SMTP reply text, when there was one."""
 
