@@ -176,9 +176,12 @@ class CampaignReport:
     bounced: int
     skipped: int
     queued: int
+    repeated: int  # sent more than once: a try whose outcome was lost (a crash), then sent again
     rate_per_minute: float
     eta_seconds: float | None
     pause_reason: str
+    relay_down_since: str | None  # the relay does not answer since then ...
+    relay_error: str  # ... saying this
     scheduled_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -194,13 +197,16 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
     counts = queries.delivery_counts(session, campaign_id=campaign_id)
     queued = sum(counts.get(s, 0) for s in UNSENT)
     rate = float(queries.sent_since(session, campaign_id=campaign_id, since=now - timedelta(seconds=60)))
-    eta = (queued / rate * 60) if rate and queued else (0.0 if not queued else None)
+    relay_down = c.relay_down_since is not None
+    eta = None if relay_down and queued else (queued / rate * 60) if rate and queued else (0.0 if not queued else None)
     iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return CampaignReport(
         id=c.id, issue=issue.slug, list=campaign_list_name(session, c), status=c.status,
         total=sum(counts.values()) if counts else c.total,
         **{s.value: counts.get(s, 0) for s in COUNTED}, queued=queued,
+        repeated=queries.repeated(session, campaign_id=campaign_id),
         rate_per_minute=rate, eta_seconds=eta, pause_reason=c.pause_reason,
+        relay_down_since=iso(c.relay_down_since), relay_error=c.relay_error or "",
         scheduled_at=iso(c.scheduled_at), started_at=iso(c.started_at), finished_at=iso(c.finished_at),
     )
 

@@ -8,16 +8,17 @@ import functools
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kombu.exceptions import KombuError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer import queries
 from mailer.celeryapp import make_celery
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings, get_settings
-from mailer.core.db import engine_for, transaction
+from mailer.core.db import database_error, engine_for, transaction
 from mailer.core.errors import ServiceUnavailable
 from mailer.dkim import DkimSigner, load_private_key
 from mailer.ratelimit import domain_slots_for, limiter_for
@@ -25,6 +26,9 @@ from mailer.schedules import DispatchReport
 from mailer.schedules import dispatch_due as _dispatch_due
 from mailer.sending import EngineConfig, drain
 from mailer.transports import transport_from_settings
+
+# A task queued for the end of a lease comes a moment after it, when the lease is over.
+RECOVERY_MARGIN = timedelta(seconds=1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,19 +73,40 @@ def domain_slots(settings: Settings):
                          str((settings.var_dir / "domain-slots").resolve()), 4 * settings.smtp_timeout + 30)
 
 
-def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
-    """Send batches of the campaign for a while. Returns True when batches are still
-    ready to claim (the task then queues a successor)."""
+def run_send_task(campaign_id: int, settings: Settings | None = None) -> datetime | None:
+    """Send batches of the campaign for a while. Returns when the campaign next has a
+    batch to claim (now or before: at once; later: a retry time, or the end of a lease
+    that may be a dead worker's), or None when nothing is left to send. A database that
+    does not answer is ``ServiceUnavailable`` (the task tries again shortly)."""
     settings = settings or get_settings()
     engine = engine_for(settings.database)
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
     limiter = _limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve()))
-    outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
-                     slots=domain_slots(settings))
-    if not outcomes or outcomes[-1].stopped:
-        return False
-    with transaction(engine) as s:
-        return queries.claimable_batches(s, campaign_id=campaign_id, now=utcnow()) > 0
+    try:
+        drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
+              slots=domain_slots(settings))
+        with transaction(engine) as s:
+            return queries.next_work_at(s, campaign_id=campaign_id, now=utcnow())
+    except (OperationalError, InterfaceError) as err:
+        raise ServiceUnavailable(database_error(err)) from err
+
+
+def follow_up(campaign_id: int, when: datetime | None, *, now_task: Callable[[], object],
+              later_task: Callable[[datetime], object], settings: Settings | None = None) -> None:
+    """After a send task: queue the next one at once when there is work to claim now;
+    when the next work comes later (a retry time, the lease of a worker that may have
+    died), queue one task for then, unless one is already waiting. So a campaign keeps
+    moving as long as any worker lives, with or without beat's sweep."""
+    if when is None:
+        return
+    now = utcnow()
+    if when <= now:
+        now_task()
+        return
+    with transaction(engine_for((settings or get_settings()).database)) as s:
+        if not queries.claim_recovery(s, campaign_id=campaign_id, at=when, now=now):
+            return
+    later_task(when + RECOVERY_MARGIN)
 
 
 def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None) -> dict[int, int]:

@@ -121,6 +121,12 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # The relay does not answer since (and why): set when a batch stops for it, cleared
+    # by the next accepted message.
+    relay_down_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    relay_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # When a task is queued to take over work whose lease runs out (one at a time).
+    recovery_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Counters, kept in the same transactions as the deliveries they count.
     total: Mapped[int] = mapped_column(Integer, default=0)
     sent: Mapped[int] = mapped_column(Integer, default=0)
@@ -163,7 +169,9 @@ class Delivery(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
     batch_seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.queued)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # counted when a try begins (the mark)
+    # Sent again after a try whose outcome was never recorded: a possible duplicate.
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_code: Mapped[int | None] = mapped_column(Integer)
     last_reply: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(String(255), default="")

@@ -50,7 +50,7 @@ from subscribers.models import (
 )
 
 D, B, C, S = DeliveryStatus, BatchStatus, CampaignStatus, SubscriberStatus
-_TIME_PARAMS = ("now", "until", "next", "due", "sent_at", "rnow", "since", "start", "end")
+_TIME_PARAMS = ("now", "until", "next", "due", "sent_at", "rnow", "marked", "since", "start", "end", "at")
 
 
 def text(sql: str):
@@ -309,11 +309,12 @@ def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datet
     return [Recipient(*row) for row in rows]
 
 
-def release_batch(session, *, campaign_id: int, seq: int, now: datetime,
-                  available_at: datetime | None = None) -> BatchStatus:
+def release_batch(session, *, campaign_id: int, seq: int, worker: str, now: datetime,
+                  available_at: datetime | None = None) -> BatchStatus | None:
     """End a worker's hold on a batch: 'done' when nothing in it is left to send,
     otherwise back to 'pending' until the earliest retry time (or ``available_at``, when
-    the relay is down). Returns the new status. Run by the holder only."""
+    the relay is down). Returns the new status, or None when ``worker`` no longer holds
+    the batch (its lease ran out and another worker claimed it: that one releases it)."""
     pending = session.execute(
         text(
             f"""
@@ -328,14 +329,58 @@ def release_batch(session, *, campaign_id: int, seq: int, now: datetime,
     else:
         status = B.pending
         due = max(filter(None, [as_utc(pending.due), available_at]), default=now)
-    session.execute(
+    held = session.execute(
         text(
             "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
-            "WHERE campaign_id = :cid AND seq = :seq"
+            f"WHERE campaign_id = :cid AND seq = :seq AND status = '{B.claimed}' AND worker = :w"
         ),
-        {"st": status, "due": due, "cid": campaign_id, "seq": seq},
-    )
-    return status
+        {"st": status, "due": due, "cid": campaign_id, "seq": seq, "w": worker},
+    ).rowcount
+    return status if held else None
+
+
+def next_work_at(session, *, campaign_id: int, now: datetime) -> datetime | None:
+    """When some batch of a sending campaign can next be claimed: now (or earlier) when
+    one can be at once, the earliest retry time or lease end otherwise, None when there is
+    nothing left (or the campaign is not sending). A read only."""
+    at = session.execute(
+        text(f"""
+            SELECT MIN(CASE WHEN b.status = '{B.pending}' THEN COALESCE(b.available_at, :now)
+                            ELSE b.lease_until END)
+            FROM batch b JOIN campaign c ON c.id = b.campaign_id
+            WHERE b.campaign_id = :cid AND b.status <> '{B.done}' AND c.status = '{C.sending}'
+        """),
+        {"cid": campaign_id, "now": now},
+    ).scalar()
+    return as_utc(at)
+
+
+def claim_recovery(session, *, campaign_id: int, at: datetime, now: datetime) -> bool:
+    """The right to queue the one task that comes back at ``at`` for work that is not
+    claimable yet (a lease that may belong to a dead worker, a retry time). The guarded
+    UPDATE gives it to one caller while an earlier one is still waiting, so idle tasks do
+    not each queue a waiter."""
+    return bool(session.execute(
+        text("UPDATE campaign SET recovery_at = :at WHERE id = :cid AND (recovery_at IS NULL OR recovery_at <= :now)"),
+        {"cid": campaign_id, "at": at, "now": now},
+    ).rowcount)
+
+
+def note_relay(session, *, campaign_id: int, down: bool, error: str = "", now: datetime) -> None:
+    """The relay stopped answering (keep the first time it was seen down, and the latest
+    reason), or answers again (clear both). Shown by the campaign's status."""
+    if down:
+        session.execute(text("UPDATE campaign SET relay_down_since = COALESCE(relay_down_since, :now), "
+                             "relay_error = :err WHERE id = :cid"), {"cid": campaign_id, "now": now, "err": error[:500]})
+    else:
+        session.execute(text("UPDATE campaign SET relay_down_since = NULL, relay_error = '' "
+                             "WHERE id = :cid AND relay_down_since IS NOT NULL"), {"cid": campaign_id})
+
+
+def repeated(session, *, campaign_id: int) -> int:
+    """Deliveries of a campaign sent more than once (a try whose outcome was lost)."""
+    return session.execute(text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid AND repeats > 0"),
+                           {"cid": campaign_id}).scalar_one()
 
 
 def finish_campaign_if_done(session, *, campaign_id: int, now: datetime) -> bool:
@@ -502,7 +547,14 @@ _MARKABLE = f"""
       AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = '{S.active}')
       AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')
 """
-_MARK_SENDING = text(f"UPDATE delivery SET status = '{D.sending}', updated_at = :now WHERE {_MARKABLE}")
+# A try begins at its mark, so it is counted there. A delivery already 'sending' was
+# marked by a try whose outcome never got recorded: this is a repeat (its message may
+# have reached the relay). The same mark run again (after a connection dropped before
+# its commit was confirmed) carries the same time and counts nothing twice.
+_MARK = f"""status = '{D.sending}', updated_at = :now,
+    attempts = attempts + CASE WHEN status = '{D.sending}' AND updated_at = :now THEN 0 ELSE 1 END,
+    repeats = repeats + CASE WHEN status = '{D.sending}' AND updated_at <> :now THEN 1 ELSE 0 END"""
+_MARK_SENDING = text(f"UPDATE delivery SET {_MARK} WHERE {_MARKABLE}")
 _CAMPAIGN_STATUS = text("SELECT status FROM campaign WHERE id = :cid")
 _SKIP = text(
     f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
@@ -512,7 +564,10 @@ _COUNT_SKIPPED = text("UPDATE campaign SET skipped = skipped + 1 WHERE id = :cid
 _RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
            attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
            next_attempt_at = :next"""
-_RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE id = :prev AND status = '{D.sending}'")
+# Only onto the mark of this very try: after a lost lease another worker may have marked
+# the delivery again, and its try is the one to record.
+_RECORDABLE = f"id = :prev AND status = '{D.sending}' AND updated_at = :marked"
+_RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE {_RECORDABLE}")
 _COUNT = {s: text(f"UPDATE campaign SET {s} = {s} + 1 WHERE id = :cid") for s in (D.sent, D.failed, D.bounced)}
 _RENEW_LEASE = text(
     f"UPDATE batch SET lease_until = :until WHERE campaign_id = :cid AND seq = :seq "
@@ -525,7 +580,7 @@ _BOUNCE_SUBSCRIBER = text(
 
 def _record_params(o: Outcome) -> dict:
     return {"prev": o.delivery_id, "status": o.status, "code": o.code, "reply": o.reply[:2000],
-            "mid": o.message_id, "inc": 1 if o.counts_attempt else 0, "rnow": o.at,
+            "mid": o.message_id, "inc": 0 if o.counts_attempt else -1, "rnow": o.at, "marked": o.marked_at,
             "sent_at": o.at if o.status == D.sent else None, "next": o.next_attempt_at}
 
 
@@ -551,8 +606,9 @@ def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> 
 def record_result(conn, outcome: Outcome, *, campaign_id: int) -> None:
     """Store one attempt's outcome on its delivery and move the campaign counter in the
     same transaction, so counters always equal the counts of deliveries.
-    ``WHERE status = 'sending'`` makes a late or repeated record harmless: a delivery
-    already recorded (or skipped by an unsubscribe) is not counted twice. A permanent
+    The guard (still 'sending', and from this try's mark) makes a late or repeated record
+    harmless: a delivery already recorded, skipped by an unsubscribe, or marked again by
+    another worker after a lost lease is not counted twice. A permanent
     "no such mailbox" marks the subscriber bounced in the same transaction."""
     n = conn.execute(_RECORD, _record_params(outcome)).rowcount
     if n and outcome.status in _COUNT:
@@ -590,7 +646,7 @@ _RECORD_AND_MARK = text(
     f"""
     WITH rec AS (
         UPDATE delivery SET {_RECORD_FIELDS}
-        WHERE id = :prev AND status = '{D.sending}'
+        WHERE {_RECORDABLE}
         RETURNING status
     ), counted AS (
         UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = '{D.sent}'),
@@ -599,14 +655,14 @@ _RECORD_AND_MARK = text(
         WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN {_in((D.sent, D.failed, D.bounced))})
         RETURNING id
     ), marked AS (
-        UPDATE delivery SET status = '{D.sending}', updated_at = :now
+        UPDATE delivery SET {_MARK}
         WHERE {_MARKABLE}
         RETURNING id
     )
     SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM counted)
     """
 )
-_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 1,
+_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 0,
                       "sent_at": None, "next": None}
 
 
@@ -616,7 +672,7 @@ def record_and_mark(conn, *, previous: Outcome | None, delivery_id: int, campaig
     subscriber left or the campaign stopped) — the previous outcome IS recorded then —
     and the caller sorts out which with ``mark_sending`` in a transaction of its own.
     An outcome that suppresses its subscriber goes through ``record_result`` instead."""
-    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now}
+    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now, "marked": now}
     marked, _counted = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
                                                        "now": now}).one()
     return bool(marked)

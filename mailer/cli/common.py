@@ -61,6 +61,8 @@ def format_report(r: campaigns.CampaignReport) -> str:
     eta = "—" if r.eta_seconds is None else f"{r.eta_seconds:.0f}s"
     return (f"campaign {r.id} ({r.issue} → {r.list}): {r.status}; {r.sent}/{r.total} sent, {r.failed} failed, "
             f"{r.bounced} bounced, {r.skipped} skipped, {r.queued} queued; {r.rate_per_minute:.0f}/min, ETA {eta}"
+            + (f"; {r.repeated} sent twice (a try's outcome was lost)" if r.repeated else "")
+            + (f"; relay unreachable since {r.relay_down_since}: {r.relay_error}" if r.relay_down_since else "")
             + (f"; paused: {r.pause_reason}" if r.status == CampaignStatus.paused and r.pause_reason else ""))
 
 
