@@ -95,6 +95,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.sink._lock:
+            self.sink.rcpt_times.append(time.monotonic())
+        if self.sink.refuse_all is not None:
+            code, text = self.sink.refuse_all
+            if code == 421:  # RFC 5321 §3.8: "closing transmission channel"
+                server.transport.close()
+            return f"{code} {text}"
         reply = self.sink.reject.get(address)
         if reply is not None:
             code, text = reply
@@ -132,8 +139,10 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 
 class SmtpSink:
     """``messages`` (thread-safe list of ``Received``), ``sessions`` (connections that sent
-    MAIL), ``reject`` (recipient -> (code, text) answered at RCPT), ``delay`` (seconds per
-    message), ``drop_after_data`` (close without replying to the message)."""
+    MAIL), ``reject`` (recipient -> (code, text) answered at RCPT), ``refuse_all`` ((code,
+    text) answered to every RCPT while set: a relay throttling everyone), ``rcpt_times``
+    (when each RCPT came), ``delay`` (seconds per message), ``drop_after_data`` (close
+    without replying to the message)."""
 
     def __init__(
         self,
@@ -150,6 +159,8 @@ class SmtpSink:
         self.messages: list[Received] = []
         self.sessions = 0
         self.reject: dict[str, tuple[int, str]] = {}
+        self.refuse_all: tuple[int, str] | None = None
+        self.rcpt_times: list[float] = []
         self.delay = 0.0
         self.in_flight = 0  # messages being received right now (over all connections)
         self.max_in_flight = 0

@@ -6,7 +6,7 @@ import pytest
 
 from mailer.core.db import transaction
 from mailer.models import Campaign, CampaignStatus, Issue
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, start_cli
 from tests.support.example import ROOT as REPO
 
 ISSUE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
@@ -96,11 +96,7 @@ def test_the_database_gone_is_one_line(ready, monkeypatch):
 
 
 def test_two_sends_of_one_issue_at_once_make_one_campaign(ready, engine):
-    import subprocess
-    import sys
-
-    procs = [subprocess.Popen([sys.executable, "-m", "mailer.cli", "send", str(ISSUE), "--list", "weekly"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [start_cli("send", ISSUE, "--list", "weekly") for _ in range(2)]
     results = [(p.wait(60), *p.communicate()) for p in procs]
     assert sorted(code for code, _, _ in results) == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
