@@ -7,15 +7,21 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer import campaigns
 from mailer.core.config import Settings, get_settings
-from mailer.core.db import check_connection, engine_for, transaction
+from mailer.core.db import MAX_ID, check_connection, engine_for, transaction
 from mailer.core.errors import InvalidInput
 from mailer.models import CampaignStatus
+
+# A row's id on the command line: a positive BIGINT (a larger one is a usage error).
+CampaignId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The campaign's id.")]
+IssueId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The issue's id.")]
 
 
 def settings() -> Settings:

@@ -39,6 +39,7 @@ from mailer.core.errors import ConfigurationError
 # BIGINT primary keys on PostgreSQL (a million subscribers times every campaign is many
 # delivery rows); SQLite only autoincrements a column declared exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # the largest BIGINT (and SQLite INTEGER)
 
 
 class UtcDateTime(TypeDecorator):
