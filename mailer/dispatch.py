@@ -32,10 +32,15 @@ RECOVERY_MARGIN = timedelta(seconds=1)
 
 
 @functools.lru_cache(maxsize=1)
-def _signer(selector: str | None, domain: str | None, key: str | None):
-    if not (selector and domain and key):
-        return None
-    return DkimSigner(selector, domain, load_private_key(key)).sign
+def _signers(domain: str | None, rsa: tuple[str | None, str | None], ed: tuple[str | None, str | None]):
+    """RSA always (when DKIM is configured), and Ed25519 next to it when configured."""
+    signers = []
+    if domain and all(rsa):
+        signers.append(DkimSigner(rsa[0], domain, load_private_key(rsa[1])))
+        if all(ed):
+            pem = load_private_key(ed[1], setting="NEWSLETTER_DKIM_ED25519_PRIVATE_KEY", ed25519_key=True)
+            signers.append(DkimSigner(ed[0], domain, pem))
+    return tuple(signers)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -51,7 +56,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         permanent_error_limit=settings.permanent_error_limit,
-        sign=_signer(settings.dkim_selector, settings.dkim_domain, settings.dkim_private_key),
+        signers=_signers(settings.dkim_domain, (settings.dkim_selector, settings.dkim_private_key),
+                         (settings.dkim_ed25519_selector, settings.dkim_ed25519_private_key)),
     )
 
 

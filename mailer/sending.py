@@ -36,6 +36,7 @@ from mailer.core import signing
 from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
+from mailer.dkim import DkimSigner, relaxed_piece
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
 from mailer.models import Campaign, DeliveryStatus, Issue
 from mailer.outcomes import Outcome, decide
@@ -62,7 +63,7 @@ class EngineConfig:
     max_attempts: int = 5
     retry_base_seconds: float = 30.0
     permanent_error_limit: int = 25
-    sign: Callable[[bytes], bytes] | None = None  # DKIM signer, when configured
+    signers: tuple[DkimSigner, ...] = ()  # DKIM, when configured: RSA, and maybe Ed25519
 
 
 @dataclass
@@ -100,7 +101,7 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     """Compile the campaign's issue once per process (cached by issue update time)."""
     campaign = session.get(Campaign, campaign_id)
     issue = session.get(Issue, campaign.issue_id)
-    key = (campaign_id, str(issue.updated_at))
+    key = (campaign_id, str(issue.updated_at), bool(cfg.signers))
     if key not in _prepared:
         mlist = session.get(MailingList, campaign.list_id)
         template = compile_message(
@@ -112,6 +113,7 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
             list_name=mlist.description or mlist.name,
             # Gmail's Feedback-ID: campaign:list:kind:sender, no personal data.
             feedback_id=f"{campaign_id}:{mlist.id}:newsletter:{cfg.sending_domain}",
+            body_canon=relaxed_piece if cfg.signers else None,
         )
         _prepared.clear()  # one campaign at a time is the common case; keep memory flat
         _prepared[key] = PreparedCampaign(campaign_id, template)
@@ -228,9 +230,12 @@ def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfi
     when the address or name cannot go into a message (a non-ASCII address needs
     SMTPUTF8): that recipient fails alone, with the reason recorded."""
     recipient = recipient_for(r, prepared.campaign_id, cfg)
-    message = prepared.template.assemble(recipient)
-    if cfg.sign:
-        message = cfg.sign(message)
+    if cfg.signers:
+        message, body_hash = prepared.template.assemble_for_signing(recipient)
+        for signer in cfg.signers:
+            message = signer.sign(message, body_hash=body_hash)
+    else:
+        message = prepared.template.assemble(recipient)
     envelope_from = verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
     return envelope_from, message, recipient.message_id
 

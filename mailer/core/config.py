@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key: str | None = None  # a path to a PEM file, or the PEM itself
+    # A second, Ed25519 signature (RFC 8463) next to the RSA one: its own selector and key.
+    dkim_ed25519_selector: str | None = None
+    dkim_ed25519_private_key: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -117,6 +120,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NEWSLETTER_DKIM_SELECTOR, NEWSLETTER_DKIM_DOMAIN and NEWSLETTER_DKIM_PRIVATE_KEY go together"
             )
+        ed = [self.dkim_ed25519_selector, self.dkim_ed25519_private_key]
+        if any(ed) and not (all(ed) and all(dkim)):
+            raise ValueError("NEWSLETTER_DKIM_ED25519_SELECTOR and NEWSLETTER_DKIM_ED25519_PRIVATE_KEY go together, "
+                             "next to the RSA key (receivers still expect an RSA signature)")
         return self
 
     # Derived values: the embedded defaults live under var_dir.
