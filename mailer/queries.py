@@ -183,7 +183,7 @@ def skip_unsent(session: Session, *, campaign_id: int, reason: str, now: datetim
              f"WHERE campaign_id = :cid AND status = '{D.queued}'"),
         {"cid": campaign_id, "now": now, "reason": reason},
     ).rowcount
-    session.execute(text("UPDATE campaign SET skipped = skipped + :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    count_campaign(session, campaign_id=campaign_id)
     return n
 
 
@@ -199,7 +199,7 @@ def requeue_failed(session: Session, *, campaign_id: int, now: datetime) -> int:
     ).rowcount
     if not n:
         return 0
-    session.execute(text("UPDATE campaign SET failed = failed - :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    count_campaign(session, campaign_id=campaign_id)
     session.execute(
         text(f"UPDATE batch SET status = '{B.pending}', available_at = :now "
              f"WHERE campaign_id = :cid AND status = '{B.done}' AND seq IN "
@@ -336,7 +336,62 @@ def release_batch(session, *, campaign_id: int, seq: int, worker: str, now: date
         ),
         {"st": status, "due": due, "cid": campaign_id, "seq": seq, "w": worker},
     ).rowcount
-    return status if held else None
+    if not held:
+        return None
+    count_batch(session, campaign_id=campaign_id, seq=seq)
+    return status
+
+
+_OUTCOMES = tuple(s.value for s in (D.sent, D.failed, D.bounced, D.skipped))
+
+
+def count_batch(session, *, campaign_id: int, seq: int) -> None:
+    """Count a batch's outcomes from its deliveries (one index range of a few hundred
+    rows) and move the campaign's counters by the difference from the last count. The
+    batch row is locked first (``FOR UPDATE``; SQLite's write lock does the same), so two
+    counts of one batch cannot both add the same difference."""
+    lock = "" if dialect_name(session) == "sqlite" else "FOR UPDATE"
+    before = session.execute(
+        text(f"SELECT {', '.join(_OUTCOMES)} FROM batch WHERE campaign_id = :cid AND seq = :seq {lock}"),
+        {"cid": campaign_id, "seq": seq},
+    ).one()
+    now = dict(session.execute(
+        text("SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq GROUP BY status"),
+        {"cid": campaign_id, "seq": seq},
+    ).all())
+    after = [now.get(s, 0) for s in _OUTCOMES]
+    if list(before) == after:
+        return
+    session.execute(
+        text(f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} WHERE campaign_id = :cid AND seq = :seq"),
+        {"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, after))},
+    )
+    session.execute(
+        text(f"UPDATE campaign SET {', '.join(f'{s} = {s} + :{s}' for s in _OUTCOMES)} WHERE id = :cid"),
+        {"cid": campaign_id, **{s: a - b for s, a, b in zip(_OUTCOMES, after, before)}},
+    )
+
+
+def count_campaign(session, *, campaign_id: int) -> None:
+    """Count every batch of a campaign again (after an editor's change to many of its
+    deliveries: cancel, retry): batch counters from the deliveries, the campaign's from
+    the batches, in two statements."""
+    sums = ", ".join(f"SUM(CASE WHEN d.status = '{s}' THEN 1 ELSE 0 END)" for s in _OUTCOMES)
+    rows = session.execute(
+        text(f"SELECT d.batch_seq, {sums} FROM delivery d WHERE d.campaign_id = :cid GROUP BY d.batch_seq"),
+        {"cid": campaign_id},
+    ).all()
+    if rows:
+        session.execute(
+            text(f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} "
+                 "WHERE campaign_id = :cid AND seq = :seq"),
+            [{"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, counts))} for seq, *counts in rows],
+        )
+    session.execute(
+        text(f"UPDATE campaign SET {', '.join(f'{s} = (SELECT COALESCE(SUM({s}), 0) FROM batch WHERE campaign_id = :cid)' for s in _OUTCOMES)} "
+             "WHERE id = :cid"),
+        {"cid": campaign_id},
+    )
 
 
 def next_work_at(session, *, campaign_id: int, now: datetime) -> datetime | None:
@@ -496,25 +551,23 @@ def find_delivery(session: Session, *, delivery_id: int) -> DeliveryRef | None:
 def bounce_sent_delivery(session: Session, *, delivery_id: int, campaign_id: int, code: int | None,
                          reply: str, now: datetime) -> bool:
     """A delivery the relay accepted ('sent') and whose message later bounced for good:
-    move it to 'bounced' and move the campaign's counters with it (sent - 1, bounced + 1)
-    in the same transaction, so counters keep equalling the counts of deliveries.
+    move it to 'bounced' and count its batch again in the same transaction, so the
+    counters keep equalling the counts of deliveries.
 
     ``WHERE status = 'sent'`` makes a second copy of the report a no-op, and leaves a
     delivery alone that is not (yet) recorded as sent: the engine records an outcome
     with the next message, so a very fast bounce can arrive first; the subscriber is
     still marked bounced, and the delivery keeps what the relay told us."""
-    n = session.execute(
+    seq = session.execute(
         text(
             f"UPDATE delivery SET status = '{D.bounced}', last_code = :code, last_reply = :reply, updated_at = :now "
-            f"WHERE id = :did AND status = '{D.sent}'"
+            f"WHERE id = :did AND status = '{D.sent}' RETURNING batch_seq"
         ),
         {"did": delivery_id, "code": code, "reply": reply[:2000], "now": now},
-    ).rowcount
-    if n:
-        session.execute(
-            text("UPDATE campaign SET sent = sent - 1, bounced = bounced + 1 WHERE id = :cid"), {"cid": campaign_id}
-        )
-    return bool(n)
+    ).scalar()
+    if seq is not None:
+        count_batch(session, campaign_id=campaign_id, seq=seq)
+    return seq is not None
 
 
 def set_subscriber_status(session: Session, *, subscriber_id: int, status: SubscriberStatus, now: datetime) -> bool:
@@ -560,7 +613,6 @@ _SKIP = text(
     f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
     f"WHERE id = :did AND status IN {_in(UNSENT)}"
 )
-_COUNT_SKIPPED = text("UPDATE campaign SET skipped = skipped + 1 WHERE id = :cid")
 _RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
            attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
            next_attempt_at = :next"""
@@ -568,7 +620,6 @@ _RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, me
 # the delivery again, and its try is the one to record.
 _RECORDABLE = f"id = :prev AND status = '{D.sending}' AND updated_at = :marked"
 _RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE {_RECORDABLE}")
-_COUNT = {s: text(f"UPDATE campaign SET {s} = {s} + 1 WHERE id = :cid") for s in (D.sent, D.failed, D.bounced)}
 _RENEW_LEASE = text(
     f"UPDATE batch SET lease_until = :until WHERE campaign_id = :cid AND seq = :seq "
     f"AND status = '{B.claimed}' AND worker = :w"
@@ -598,21 +649,19 @@ def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> 
         return D.sending
     if conn.execute(_CAMPAIGN_STATUS, {"cid": campaign_id}).scalar_one() != C.sending:
         return "stopped"
-    if conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"}).rowcount:
-        conn.execute(_COUNT_SKIPPED, {"cid": campaign_id})
+    conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"})
     return D.skipped
 
 
 def record_result(conn, outcome: Outcome, *, campaign_id: int) -> None:
-    """Store one attempt's outcome on its delivery and move the campaign counter in the
-    same transaction, so counters always equal the counts of deliveries.
-    The guard (still 'sending', and from this try's mark) makes a late or repeated record
-    harmless: a delivery already recorded, skipped by an unsubscribe, or marked again by
-    another worker after a lost lease is not counted twice. A permanent
-    "no such mailbox" marks the subscriber bounced in the same transaction."""
-    n = conn.execute(_RECORD, _record_params(outcome)).rowcount
-    if n and outcome.status in _COUNT:
-        conn.execute(_COUNT[outcome.status], {"cid": campaign_id})
+    """Store one attempt's outcome on its delivery. The guard (still 'sending', and from
+    this try's mark) makes a late or repeated record harmless: a delivery already
+    recorded, skipped by an unsubscribe, or marked again by another worker after a lost
+    lease is left as it is. The campaign's counters move when the batch is released
+    (``count_batch``), not here: no per-message write to the one campaign row that every
+    worker would wait on. A permanent "no such mailbox" marks the subscriber bounced in
+    the same transaction."""
+    conn.execute(_RECORD, _record_params(outcome))
     if outcome.suppress_subscriber is not None:
         mark_bounced(conn, subscriber_id=outcome.suppress_subscriber, campaign_id=campaign_id,
                      delivery_id=outcome.delivery_id, reply=outcome.reply, now=outcome.at)
@@ -635,31 +684,24 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
             delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
 
 
-# PostgreSQL only: the previous message's outcome, its campaign counter and the mark of
-# the next delivery in ONE statement (one round trip, its own transaction). The same
-# guards as record_result and mark_sending: the record only touches a delivery still
-# 'sending', the counter moves only with it, the mark only takes a queued delivery of an
-# active subscriber while the campaign is sending. Data-modifying WITH clauses all see
-# the snapshot from before the statement and touch different rows here (the previous and
-# the next delivery differ), which PostgreSQL allows.
+# PostgreSQL only: the previous message's outcome and the mark of the next delivery in
+# ONE statement (one round trip, its own transaction). The same guards as record_result
+# and mark_sending: the record only touches this try's mark, the mark only takes a
+# queued delivery of an active subscriber while the campaign is sending. Data-modifying
+# WITH clauses all see the snapshot from before the statement and touch different rows
+# here (the previous and the next delivery differ), which PostgreSQL allows.
 _RECORD_AND_MARK = text(
     f"""
     WITH rec AS (
         UPDATE delivery SET {_RECORD_FIELDS}
         WHERE {_RECORDABLE}
-        RETURNING status
-    ), counted AS (
-        UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = '{D.sent}'),
-                            failed = failed + (SELECT COUNT(*) FROM rec WHERE status = '{D.failed}'),
-                            bounced = bounced + (SELECT COUNT(*) FROM rec WHERE status = '{D.bounced}')
-        WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN {_in((D.sent, D.failed, D.bounced))})
         RETURNING id
     ), marked AS (
         UPDATE delivery SET {_MARK}
         WHERE {_MARKABLE}
         RETURNING id
     )
-    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM counted)
+    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM rec)
     """
 )
 _NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 0,
@@ -673,6 +715,6 @@ def record_and_mark(conn, *, previous: Outcome | None, delivery_id: int, campaig
     and the caller sorts out which with ``mark_sending`` in a transaction of its own.
     An outcome that suppresses its subscriber goes through ``record_result`` instead."""
     params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now, "marked": now}
-    marked, _counted = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
+    marked, _recorded = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
                                                        "now": now}).one()
     return bool(marked)
