@@ -83,6 +83,12 @@ class _Handler:
     def __init__(self, sink: "SmtpSink"):
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:  # RFC 2920; aiosmtpd reads pipelined commands in order anyway
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         # Sessions are counted at their first MAIL: the controller's own start-up probe
         # connects without sending anything, and STARTTLS must not count twice.
@@ -151,6 +157,7 @@ class SmtpSink:
         tls: Literal[None, "starttls", "smtps"] = None,
         port: int | None = None,
         cert_folder: Path | None = None,
+        pipelining: bool = True,
     ):
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -160,6 +167,7 @@ class SmtpSink:
         self.sessions = 0
         self.reject: dict[str, tuple[int, str]] = {}
         self.refuse_all: tuple[int, str] | None = None
+        self.pipelining = pipelining  # offered in EHLO, as Postfix and every big relay do
         self.rcpt_times: list[float] = []
         self.delay = 0.0
         self.in_flight = 0  # messages being received right now (over all connections)
@@ -257,6 +265,11 @@ def smtp_sink():
     try:
         yield sink
     finally:
-        stopper = threading.Thread(target=sink.stop, daemon=True)
-        stopper.start()
-        stopper.join(timeout=10)
+        stop_quietly(sink)
+
+
+def stop_quietly(sink: SmtpSink, timeout: float = 10) -> None:
+    """Stop a sink without letting a stuck server thread hang the test."""
+    stopper = threading.Thread(target=sink.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=timeout)
