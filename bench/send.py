@@ -7,10 +7,17 @@ memory of each worker. Prints a small table; asserts nothing.
     .venv/bin/python bench/send.py --subscribers 100000
     .venv/bin/python bench/send.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench \\
                                    --broker-url redis://127.0.0.1:6379/5
+    .venv/bin/python bench/send.py --dkim rsa            # RSA-2048 signatures (both: RSA and Ed25519)
     .venv/bin/python bench/send.py --profile --subscribers 5000   # cProfile of drain(), in process
 
-Embedded default: SQLite and the filesystem broker in a temporary folder. Without DKIM.
-Each run uses its own list and issue, so a PostgreSQL database can be reused.
+Embedded default: SQLite and the filesystem broker in a temporary folder. Without DKIM
+unless ``--dkim``. Each run uses its own list and issue, so a PostgreSQL database can be
+reused. Three senders in the same run, the same message, the same sink:
+
+- the ceiling: Postfix's ``smtp-source`` (C), as many sessions as the engine opens;
+- naive Python: one ``EmailMessage`` built per recipient, dkimpy signing,
+  ``smtplib.sendmail`` over one kept connection per process, nothing recorded;
+- the engine: real Celery workers, every delivery marked and recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import multiprocessing
 import os
 import pstats
 import shutil
@@ -71,7 +79,77 @@ def smtp_source_rate(port: int, *, messages: int, size: int, sessions: int) -> f
     return messages / (time.perf_counter() - t0)
 
 
-def configure(args, folder: Path, port: int) -> dict[str, str]:
+def naive_rate(port: int, *, html: str, text: str, subject: str, messages: int, processes: int,
+               dkim_key: bytes | None) -> float:
+    """What a straightforward Python sender gets: ``processes`` processes, each with one
+    kept ``smtplib`` connection, building and (with ``dkim_key``) signing one
+    ``EmailMessage`` per recipient; no database, nothing recorded."""
+    share = [messages // processes + (1 if i < messages % processes else 0) for i in range(processes)]
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    with ctx.Pool(processes) as pool:
+        sent = sum(pool.starmap(_naive_sender, [(port, html, text, subject, start, count, dkim_key)
+                                                for start, count in zip(_offsets(share), share)]))
+    elapsed = time.perf_counter() - t0
+    assert sent == messages, (sent, messages)
+    return messages / elapsed
+
+
+def _offsets(share: list[int]) -> list[int]:
+    return [sum(share[:i]) for i in range(len(share))]
+
+
+def _naive_sender(port: int, html: str, text: str, subject: str, start: int, count: int,
+                  dkim_key: bytes | None) -> int:
+    import smtplib
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    import dkim
+
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for i in range(start, start + count):
+            to = f"r{i:07d}@example.org"
+            msg = EmailMessage()
+            msg["From"] = "Recode China AI <news@example.com>"
+            msg["To"] = f"Reader {i} <{to}>"
+            msg["Subject"] = subject
+            msg["Message-ID"] = f"<naive.{i}@example.com>"
+            msg["List-Unsubscribe"] = f"<https://news.example.com/u/{i}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            msg.set_content(text)
+            msg.add_alternative(html, subtype="html")
+            data = msg.as_bytes(policy=SMTP)
+            if dkim_key is not None:
+                data = dkim.sign(data, b"bench", b"example.com", dkim_key,
+                                 include_headers=[b"from", b"to", b"subject", b"message-id"]) + data
+            smtp.sendmail("bounces@example.com", [to], data)
+    return count
+
+
+def dkim_keys(folder: Path, which: str) -> tuple[dict[str, str], bytes | None]:
+    """Settings for ``--dkim`` (fresh keys in the run's folder) and the RSA key's PEM
+    for the naive sender."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if which == "none":
+        return {}, None
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (folder / "rsa.pem").write_bytes(pem)
+    env = {"NEWSLETTER_DKIM_SELECTOR": "bench", "NEWSLETTER_DKIM_DOMAIN": "example.com",
+           "NEWSLETTER_DKIM_PRIVATE_KEY": str(folder / "rsa.pem")}
+    if which == "both":  # Ed25519 goes next to RSA (RFC 8463), never alone
+        ed = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        (folder / "ed.pem").write_bytes(ed)
+        env.update({"NEWSLETTER_DKIM_ED25519_SELECTOR": "bench-ed", "NEWSLETTER_DKIM_ED25519_PRIVATE_KEY":
+                    str(folder / "ed.pem")})
+    return env, pem
+
+
+def configure(args, folder: Path, port: int, dkim_env: dict[str, str]) -> dict[str, str]:
     env = {
         "NEWSLETTER_VAR_DIR": str(folder / "var"),
         "NEWSLETTER_DATABASE_URL": args.database_url or f"sqlite:///{folder / 'var' / 'newsletter.db'}",
@@ -81,6 +159,8 @@ def configure(args, folder: Path, port: int) -> dict[str, str]:
         "NEWSLETTER_BASE_URL": "https://news.example.com",
         "NEWSLETTER_SECRET_KEY": "bench-secret",
         "NEWSLETTER_BATCH_SIZE": str(args.batch_size),
+        "NEWSLETTER_SMTP_CONNECTIONS": str(args.connections),
+        **dkim_env,
     }
     for key in [k for k in os.environ if k.startswith("NEWSLETTER_")]:
         del os.environ[key]
@@ -122,9 +202,10 @@ def _now():
     return datetime.now(timezone.utc)
 
 
-def prepare(engine, settings, n: int, run: str) -> tuple[int, int, int]:
+def prepare(engine, settings, n: int, run: str):
     """Seed, store the rendered example issue, create and start the campaign.
-    Returns (campaign id, batches, size in bytes of one assembled message)."""
+    Returns (campaign id, batches, size in bytes of one assembled message, the rendered
+    issue)."""
     from mailer import campaigns, queries
     from mailer.core.db import transaction
     from mailer.dispatch import engine_config
@@ -146,7 +227,7 @@ def prepare(engine, settings, n: int, run: str) -> tuple[int, int, int]:
         prepared = prepare_campaign(s, cid, cfg)
         r = queries.batch_recipients(s, campaign_id=cid, seq=0, now=_now())[0]
         size = len(prepared.template.assemble(recipient_for(r, cid, cfg)))
-    return cid, -(-n // settings.batch_size), size
+    return cid, -(-n // settings.batch_size), size, rendered
 
 
 def start_workers(env: dict[str, str], count: int, folder: Path) -> list[subprocess.Popen]:
@@ -251,9 +332,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=4, help="NEWSLETTER_SMTP_CONNECTIONS (per worker)")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--dkim", choices=["none", "rsa", "both"], default="none",
+                        help="sign with RSA-2048, or RSA-2048 and Ed25519")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--broker-url", default="", help="default: the filesystem broker in that folder")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive Python sender")
     parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -266,7 +351,8 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     try:
-        env = configure(args, folder, port)
+        dkim_env, rsa_pem = dkim_keys(folder, args.dkim)
+        env = configure(args, folder, port, dkim_env)
         from mailer.core.config import get_settings
         from mailer.core.db import make_engine
         from mailer.migrate import upgrade
@@ -276,22 +362,28 @@ def main() -> None:
         engine = make_engine(settings.database)
         run = uuid.uuid4().hex[:8]
         t0 = time.perf_counter()
-        cid, batches, size = prepare(engine, settings, args.subscribers, run)
+        cid, batches, size, rendered = prepare(engine, settings, args.subscribers, run)
+        setup = (f"{'PostgreSQL' if engine.url.get_backend_name() == 'postgresql' else 'SQLite'} + "
+                 f"{settings.broker.split(':')[0]}")
         print(f"seeded {args.subscribers} subscribers and froze the audience in {time.perf_counter() - t0:.1f} s; "
-              f"message size {size / 1000:.1f} KB; database {engine.url.get_backend_name()}, "
-              f"broker {settings.broker.split(':')[0]}")
+              f"message size {size / 1000:.1f} KB; {setup}; DKIM {args.dkim}")
         if args.profile:
             profile(engine, settings, cid, args.top)
             return
-        ceiling = smtp_source_rate(port, messages=args.subscribers, size=size, sessions=args.workers)
+        sessions = args.workers * args.connections
+        ceiling = smtp_source_rate(port, messages=args.subscribers, size=size, sessions=sessions)
+        naive = None if args.no_naive else naive_rate(
+            port, html=rendered.html, text=rendered.text, subject=rendered.subject, messages=args.subscribers,
+            processes=args.workers, dkim_key=rsa_pem)
         elapsed, peaks, counts = run_workers(args, env, folder, engine, settings, cid, batches)
         rate = counts.get("sent", 0) / elapsed
         print()
-        print("| subscribers | workers | sent | seconds | engine msg/s | smtp-source msg/s | engine/ceiling "
-              "| peak RSS per worker (MB) |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---|")
-        print(f"| {args.subscribers:,} | {args.workers} | {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} "
-              f"| {ceiling:.0f} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
+        print("| setup | DKIM | subscribers | workers x connections | sent | seconds | engine msg/s "
+              "| naive msg/s | smtp-source msg/s | naive/ceiling | engine/ceiling | peak RSS per worker (MB) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print(f"| {setup} | {args.dkim} | {args.subscribers:,} | {args.workers} x {args.connections} "
+              f"| {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} | {naive or 0:.0f} | {ceiling:.0f} "
+              f"| {(naive or 0) / ceiling:.0%} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
         other = {k: v for k, v in counts.items() if k != "sent"}
         if other:
             print(f"not sent: {other}")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -86,11 +89,25 @@ def run_send_task(campaign_id: int, settings: Settings | None = None) -> datetim
     does not answer is ``ServiceUnavailable`` (the task tries again shortly)."""
     settings = settings or get_settings()
     engine = engine_for(settings.database)
-    transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
     limiter = _limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve()))
+    cfg, slots = engine_config(settings), domain_slots(settings)
+
+    def connection() -> None:
+        # Each thread: its own relay connection and its own batches, claimed and sent
+        # exactly as a task of its own would (at most one unknown outcome per connection).
+        # It holds its batches under a name of its own: a lease guards against another
+        # holder, and two threads of one process must not pass for the same one.
+        transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+        drain(engine, campaign_id, transport=transport, cfg=replace(cfg, worker=f"{cfg.worker}:{uuid.uuid4().hex[:8]}"),
+              limiter=limiter, slots=slots)
+
     try:
-        drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
-              slots=domain_slots(settings))
+        if settings.smtp_connections == 1:
+            connection()
+        else:
+            with ThreadPoolExecutor(settings.smtp_connections, thread_name_prefix="smtp") as pool:
+                for running in [pool.submit(connection) for _ in range(settings.smtp_connections)]:
+                    running.result()  # the first error, once every connection has stopped
         with transaction(engine) as s:
             return queries.next_work_at(s, campaign_id=campaign_id, now=utcnow())
     except (OperationalError, InterfaceError) as err:

@@ -102,7 +102,8 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     campaign = session.get(Campaign, campaign_id)
     issue = session.get(Issue, campaign.issue_id)
     key = (campaign_id, str(issue.updated_at), bool(cfg.signers))
-    if key not in _prepared:
+    prepared = _prepared.get(key)
+    if prepared is None:
         mlist = session.get(MailingList, campaign.list_id)
         template = compile_message(
             subject=issue.subject,
@@ -115,9 +116,12 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
             feedback_id=f"{campaign_id}:{mlist.id}:newsletter:{cfg.sending_domain}",
             body_canon=relaxed_piece if cfg.signers else None,
         )
-        _prepared.clear()  # one campaign at a time is the common case; keep memory flat
-        _prepared[key] = PreparedCampaign(campaign_id, template)
-    return _prepared[key]
+        prepared = PreparedCampaign(campaign_id, template)
+        # One campaign at a time is the common case; keep memory flat. A send task's
+        # threads may compile it at once: each keeps its own result, the cache keeps one.
+        _prepared.clear()
+        _prepared[key] = prepared
+    return prepared
 
 
 def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig) -> Recipient:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Tasks queued at once for one campaign: enough to keep every worker busy; an extra
     # task is harmless (it finds no batch to claim and ends).
     parallel_tasks: int = Field(8, ge=1, le=1000, description="send tasks queued at once per campaign")
+    # SMTP connections one send task keeps open, each sending its own batch on its own
+    # thread: a connection spends most of its time waiting for the relay's reply, so a
+    # few per worker process keep both the relay and the process busy.
+    smtp_connections: int = Field(4, ge=1, le=64, description="SMTP connections per send task (one batch each)")
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
     dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
     missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")

@@ -108,7 +108,8 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A send task's threads hold two connections each (NEWSLETTER_SMTP_CONNECTIONS).
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @functools.lru_cache(maxsize=8)
