@@ -10,7 +10,7 @@ import pytest
 
 from mailer.core.errors import InvalidInput
 from mailer.issues import MAX_ISSUE_BYTES, derive_slug, load_issue, parse_issue
-from tests.support.example import EXAMPLE, SAMPLE_SECTIONS, SAMPLE_STORIES
+from tests.support.example import EXAMPLE, EXAMPLE_PREHEADER, SAMPLE_SECTIONS, SAMPLE_STORIES
 
 
 def issue(body: str = "Hello.\n", **meta: str) -> str:
@@ -29,7 +29,7 @@ def assert_one_line(err: pytest.ExceptionInfo) -> str:
 def test_example_parses_into_sections_and_stories():
     source = load_issue(EXAMPLE)
     assert source.subject.startswith("Megvii Chief Scientist, ResNet Creator Dies;")
-    assert source.preheader == "Weekly China AI News from June 6 to June 12"
+    assert source.preheader == EXAMPLE_PREHEADER
     assert source.date == dt.date(2022, 6, 14)
     assert source.slug == "china-ai-weekly-2022-06-14"
     assert source.list_name == "Recode China AI"

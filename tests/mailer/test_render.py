@@ -21,7 +21,7 @@ from mailer.render import (
     validate_mjml,
     write_render_outputs,
 )
-from tests.support.example import EXAMPLE, ROOT, SAMPLE_SECTIONS, SAMPLE_STORIES
+from tests.support.example import EXAMPLE, EXAMPLE_PREHEADER, ROOT, SAMPLE_SECTIONS, SAMPLE_STORIES
 
 SHIPPED = ROOT / "templates"
 
@@ -52,8 +52,8 @@ def test_example_renders_small_and_without_warnings(rendered):
     assert rendered.html.lstrip().lower().startswith("<!doctype html>")
     assert len(rendered.html.encode("utf-8")) < GMAIL_CLIP_BYTES
     assert rendered.warnings == ()
-    assert "<mj-preview>Weekly China AI News from June 6 to June 12</mj-preview>" in rendered.mjml
-    assert "Weekly China AI News from June 6 to June 12" in rendered.html
+    assert rendered.preheader == EXAMPLE_PREHEADER
+    assert re.search(r'<div class="nl-preheader" style="display:none;[^"]*">' + re.escape(htmllib.escape(EXAMPLE_PREHEADER, quote=False)), rendered.html)
 
 
 def test_every_section_and_story_is_in_html_and_text(rendered):
