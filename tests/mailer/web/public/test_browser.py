@@ -21,8 +21,7 @@ from mailer.core import signing
 from mailer.core.db import transaction
 from mailer.models import Issue
 from mailer.operations import issues as issue_ops
-from mailer.render import preview_html
-from mailer.render import RenderedIssue
+from mailer.render import RenderedIssue, preview_html
 from subscribers.models import Event, Membership, Subscriber
 from tests.support.browser import ARTIFACTS, live_app
 from tests.support.example import EXAMPLE
