@@ -28,7 +28,7 @@ import premailer
 
 from mailer.core.errors import InvalidInput
 from mailer.core.templates import environment
-from mailer.issues import TEXT_WIDTH, IssueSource, load_issue, opening_text
+from mailer.issues import TEXT_WIDTH, IssueSource, is_local, load_issue, opening_text
 from mailer.merge import MARKERS, personalise
 
 # Gmail clips a message whose HTML is over about 102 KB: the rest (the footer with its
@@ -192,6 +192,10 @@ def check_issue(source: IssueSource, html: str) -> list[str]:
         if not image.alt:
             warnings.append(f"image {_short(image.src)} has no alt text: write what it shows in ![...]"
                             " (screen readers read it, and many readers block images)")
+        if is_local(image.src) and not image.published:
+            warnings.append(f"image {_short(image.src)} is a file next to the issue: it is published when the issue"
+                            " is saved from its file (newsletter issue create FILE); until then it shows nowhere")
+            continue
         problem = _url_problem(image.published or image.src)
         if problem:
             warnings.append(f"image {_short(image.src)} {problem}")

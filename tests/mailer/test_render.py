@@ -297,3 +297,9 @@ def test_strict_mode_follows_the_setting(tmp_path, monkeypatch):
     assert context_from_settings(load_settings(strict_render=True)).strict
     assert not context_from_settings(load_settings()).strict
     assert not context_from_settings(load_settings(strict_render=True), strict=False).strict
+
+
+def test_an_unpublished_local_image_says_how_to_publish_it():
+    text = "---\nsubject: s\npreheader: p\n---\n![A chart](chart.png)\n"
+    (warning,) = render_issue(parse_issue(text), ctx=context()).warnings
+    assert warning.startswith("image 'chart.png' is a file next to the issue") and "issue create FILE" in warning

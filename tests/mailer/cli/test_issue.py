@@ -140,3 +140,15 @@ def test_create_publishes_the_images_and_the_dashboard_text_keeps_them(settings,
         lab = s.scalar(select(Asset).join(IssueImage).where(IssueImage.issue_id == issue_id,
                                                             IssueImage.name == "lab.png"))
         assert lab.width == 401 and lab.digest != names["lab.png"]
+
+
+def test_a_test_send_of_a_file_publishes_its_images_first(settings, issue_folder, engine):
+    result = cli("issue", "test", issue_folder / "pictures.md", "--to", "editor@example.com")
+    assert result.returncode == 0, result.stderr
+    (sent,) = settings.outbox_dir.glob("*.eml")
+    message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
+    mailed = message.get_body(("html",)).get_content()
+    digests = re.findall(r'src="https://news\.example\.com/issues/assets/([0-9a-f]{64})\.png"', mailed)
+    with transaction(engine) as s:
+        assert sorted(digests) == sorted(s.scalars(select(Asset.digest)).all())  # served before anyone is mailed
+        assert s.scalar(select(Issue.id)) is None  # a test saves no issue
