@@ -10,6 +10,7 @@ The layers, top to bottom (written down as contracts in ``.importlinter``):
   the pipeline, in order:
     issues.py      parse an editor's Markdown issue (front matter + body)
     render.py      Markdown -> Jinja2 -> MJML -> HTML with CSS inlined, plus plain text (once)
+    images.py      an issue's local images: read, scaled down, content-hashed for publishing
     merge.py       the per-recipient merge fields left as markers in the rendered issue
     message.py     compile the rendered issue into a MIME template; per-recipient assembly
     dkim.py        DKIM signing (RSA through OpenSSL)

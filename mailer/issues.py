@@ -2,21 +2,28 @@
 
     ---
     subject: What happened this week        (required, one line)
-    preheader: The line inbox lists show    (optional)
+    preheader: The line inbox lists show    (optional: else a summary of the story titles)
     date: 2022-06-14                        (optional)
     slug: china-ai-weekly-2022-06-14        (optional: else the file name, else the subject)
     list: Recode China AI                   (optional: the list's display name)
+    lang: en                                (optional: the language, BCP 47; default en)
+    dir: ltr                                (optional: ltr, rtl or auto; default from lang)
     ---
     Intro paragraphs...
     ## A section
     ### A story
-    Paragraphs, **bold lead-ins:**, [links](https://...), ![images](https://...).
+    Paragraphs, **bold lead-ins:**, [links](https://...), ![images](https://...),
+    ![local images](chart.png) next to the Markdown file (published with the issue).
 
 Parsing is pure: text in, an ``IssueSource`` out, each story already in both forms the
-renderer needs (sanitised HTML and plain text with numbered link references), so the HTML
-and the text part of a message are made from the same parsed content. Raw HTML in the
-Markdown is never passed through: markdown-it runs with ``html`` off (``<script>`` shows
-as text) and its output goes through nh3 as well.
+renderer needs (sanitised HTML and plain text with link references numbered through the
+whole issue), so the HTML and the text part of a message are made from the same parsed
+content. Raw HTML in the Markdown is never passed through: markdown-it runs with
+``html`` off (``<script>`` shows as text) and its output goes through nh3 as well.
+
+A local image (a relative ``src``) is resolved through ``images``, a mapping from the
+name as written to its published ``ImageRef`` (an absolute URL, width and height): the
+caller publishes the files (``mailer.images``) and passes the result in.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import re
 import textwrap
 import unicodedata
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import nh3
@@ -40,7 +48,13 @@ from mailer.core.errors import InvalidInput
 # The limit keeps a wrong file (a log, a data dump) from tying up the renderer.
 MAX_ISSUE_BYTES = 1_000_000
 TEXT_WIDTH = 72
-FRONT_MATTER_KEYS = ("subject", "preheader", "date", "slug", "list")
+FRONT_MATTER_KEYS = ("subject", "preheader", "date", "slug", "list", "lang", "dir")
+DIRECTIONS = ("ltr", "rtl", "auto")
+# Scripts written right to left (the primary language subtag), for the default ``dir``.
+RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ku", "ps", "sd", "ug", "ur", "yi"})
+LANG_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+# What inbox lists show after the subject: about 90-140 characters depending on the client.
+PREHEADER_CHARS = 140
 # RFC 5322 2.1.1: a header line must not exceed 998 characters.
 MAX_SUBJECT_CHARS = 998
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,198}[a-z0-9])?$")
@@ -53,8 +67,23 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": 
 
 @dataclass(frozen=True)
 class Image:
-    src: str
+    src: str  # as written in the Markdown
     alt: str
+    published: str = ""  # a local image: the URL it was published at
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a local image was published, and its display size in CSS pixels."""
+
+    url: str
+    width: int
+    height: int
+
+
+def is_local(src: str) -> bool:
+    """A relative image reference (``chart.png``, ``img/a.jpg``): a file next to the issue."""
+    return bool(src) and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", src) and not src.startswith(("/", "\\"))
 
 
 @dataclass(frozen=True)
@@ -66,8 +95,11 @@ class Story:
     title_text: str  # for the text part: the title with its links as [n]
     html: str  # sanitised HTML of the body
     text: str  # plain text of the body, wrapped, links as [n]
-    links: tuple[str, ...]  # every href, title link first; [n] in ``text`` is links[n-1]
+    links: tuple[str, ...]  # every href of the story, title link first
     images: tuple[Image, ...]
+    # (n, href) for each of ``links``: [n] is numbered through the whole issue, so one
+    # number means one URL everywhere in the text part.
+    refs: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,9 @@ class IssueSource:
     list_name: str
     body: str  # the Markdown after the front matter
     sections: tuple[Section, ...]
+    lang: str = "en"
+    dir: str = "ltr"
+    preheader_given: bool = True  # False: ``preheader`` is the summary made from the titles
 
     @property
     def stories(self) -> tuple[Story, ...]:
@@ -101,9 +136,9 @@ class IssueSource:
         return tuple(image for story in self.stories for image in story.images)
 
 
-def load_issue(path: str | Path) -> IssueSource:
+def load_issue(path: str | Path, *, images: Mapping[str, ImageRef] | None = None) -> IssueSource:
     """Read and parse an issue file; every problem is a one-line ``InvalidInput``."""
-    return parse_issue(read_issue_file(path), filename=Path(path).name)
+    return parse_issue(read_issue_file(path), filename=Path(path).name, images=images)
 
 
 def read_issue_file(path: str | Path) -> str:
@@ -132,8 +167,10 @@ def read_issue_file(path: str | Path) -> str:
     return text
 
 
-def parse_issue(text: str, *, filename: str | None = None) -> IssueSource:
-    """Parse an issue; every problem is a one-line ``InvalidInput``."""
+def parse_issue(text: str, *, filename: str | None = None,
+                images: Mapping[str, ImageRef] | None = None) -> IssueSource:
+    """Parse an issue; every problem is a one-line ``InvalidInput``. ``images`` maps a
+    local image's name (as written) to where it was published."""
     where = f"{filename}: " if filename else ""
     # len() of a str is O(1), so a 10 MB string is refused before any work on it.
     if len(text) > MAX_ISSUE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_ISSUE_BYTES:
@@ -165,20 +202,55 @@ def parse_issue(text: str, *, filename: str | None = None) -> IssueSource:
     list_name = _one_line_field(meta, "list", where)
     issue_date = _date_field(meta.get("date"), where)
     slug = _slug_field(meta.get("slug"), where) or derive_slug(subject, filename=filename)
+    lang = _one_line_field(meta, "lang", where) or "en"
+    if not LANG_RE.match(lang):
+        raise InvalidInput(f"{where}lang {lang[:40]!r} is not a language tag; use e.g. en, zh-Hans or pt-BR")
+    direction = _one_line_field(meta, "dir", where).lower() or default_dir(lang)
+    if direction not in DIRECTIONS:
+        raise InvalidInput(f"{where}dir {direction[:40]!r} must be one of {', '.join(DIRECTIONS)}")
 
     body = text[match.end():]
     if not body.strip():
         raise InvalidInput(f"{where}the issue has no content after the front matter")
-    sections = _parse_body(body)
+    sections = _parse_body(body, images or {})
     return IssueSource(
         slug=slug,
         subject=subject,
-        preheader=preheader,
+        preheader=preheader or summarize(sections),
         date=issue_date,
         list_name=list_name,
         body=body,
         sections=sections,
+        lang=lang,
+        dir=direction,
+        preheader_given=bool(preheader),
     )
+
+
+def default_dir(lang: str) -> str:
+    return "rtl" if lang.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+
+
+def summarize(sections: tuple[Section, ...], limit: int = PREHEADER_CHARS) -> str:
+    """The preheader an issue gets when it gives none: its story titles (else its section
+    titles), cut at a word before ``limit``. A summary, so it never repeats the opening
+    paragraph an inbox list would show anyway."""
+    titles = [story.title for section in sections for story in section.stories if story.title]
+    titles = titles or [section.title for section in sections if section.title]
+    summary = " · ".join(titles)
+    if len(summary) <= limit:
+        return summary
+    cut = summary[: limit - 1].rsplit(" ", 1)[0].rstrip(" ·,;:")
+    return cut + "…"
+
+
+def opening_text(source: IssueSource, chars: int = 400) -> str:
+    """The first words a reader sees in the body, as plain text without link numbers."""
+    first = next((story for section in source.sections for story in section.stories), None)
+    if first is None:
+        return ""
+    body = re.sub(r"\s*\[\d+\]", "", first.text)
+    return " ".join(f"{first.title} {body}".split())[:chars]
 
 
 def derive_slug(subject: str, *, filename: str | None = None) -> str:
@@ -240,9 +312,10 @@ def _slug_field(value, where: str) -> str:
 # -- Markdown body -------------------------------------------------------------------
 
 
-def _parse_body(body: str) -> tuple[Section, ...]:
-    env: dict = {}
+def _parse_body(body: str, images: Mapping[str, ImageRef]) -> tuple[Section, ...]:
+    env: dict = {"images": images}
     tokens = _md.parse(body, env)
+    refs: list[str] = []  # every href of the issue, in order: [n] is refs[n-1]
     sections: list[tuple[str, list[tuple[Token | None, list[Token]]]]] = []
     current_title = ""
     current_stories: list[tuple[Token | None, list[Token]]] = []
@@ -271,12 +344,12 @@ def _parse_body(body: str) -> tuple[Section, ...]:
         i += 1
     close_section()
     return tuple(
-        Section(title=title, stories=tuple(_make_story(inline, toks, env) for inline, toks in stories))
+        Section(title=title, stories=tuple(_make_story(inline, toks, env, refs) for inline, toks in stories))
         for title, stories in sections
     )
 
 
-def _make_story(title_inline: Token | None, tokens: list[Token], env: dict) -> Story:
+def _make_story(title_inline: Token | None, tokens: list[Token], env: dict, refs: list[str]) -> Story:
     links: list[str] = []
     images: list[Image] = []
     title = title_html = title_text = ""
@@ -284,14 +357,14 @@ def _make_story(title_inline: Token | None, tokens: list[Token], env: dict) -> S
         children = title_inline.children or []
         title = _inline_plain(children)
         title_html = _clean(_md.renderer.renderInline(children, _md.options, env))
-        _collect(children, links, images)
+        _collect(children, links, images, env["images"])
         # The title's link gets a reference too, so the text part carries it.
-        title_text = _inline_text(children, links).strip()
+        title_text = _inline_text(children, refs).strip()
     for tok in tokens:
         if tok.type == "inline":
-            _collect(tok.children or [], links, images)
+            _collect(tok.children or [], links, images, env["images"])
     html = _clean(_md.renderer.render(tokens, _md.options, env)) if tokens else ""
-    text = _blocks_to_text(tokens, links)
+    text = _blocks_to_text(tokens, refs)
     return Story(
         title=title,
         title_html=title_html,
@@ -300,21 +373,41 @@ def _make_story(title_inline: Token | None, tokens: list[Token], env: dict) -> S
         text=text,
         links=tuple(links),
         images=tuple(images),
+        refs=tuple((_ref(refs, href), href) for href in links),
     )
+
+
+def _render_image(self, tokens: list[Token], idx: int, options, env: dict) -> str:
+    """A local image points at where it was published, with its size, so the layout
+    does not jump while it loads; any other image renders as markdown-it writes it."""
+    token = tokens[idx]
+    published = (env.get("images") or {}).get(str(token.attrGet("src") or ""))
+    if published is None:
+        return self.image(tokens, idx, options, env)
+    # A copy: the token still names the file as written, for the checks and the text part.
+    shown = token.copy(attrs={**token.attrs, "src": published.url, "width": str(published.width),
+                              "height": str(published.height)})
+    return self.image([shown], 0, options, env)
+
+
+_md.add_render_rule("image", _render_image)
 
 
 def _clean(html: str) -> str:
     # markdown-it with html off already escapes raw HTML; nh3 is the second lock on the
-    # door (and keeps hrefs as written: no rel= rewriting, relative links allowed).
+    # door (and keeps hrefs as written: no rel= rewriting, relative links allowed;
+    # img keeps src, alt, width and height).
     return nh3.clean(html, link_rel=None)
 
 
-def _collect(children: list[Token], links: list[str], images: list[Image]) -> None:
+def _collect(children: list[Token], links: list[str], images: list[Image], published: Mapping[str, ImageRef]) -> None:
     for child in children:
         if child.type == "link_open":
             _ref(links, str(child.attrGet("href") or ""))
         elif child.type == "image":
-            images.append(Image(src=str(child.attrGet("src") or ""), alt=_inline_plain(child.children or []).strip()))
+            src = str(child.attrGet("src") or "")
+            ref = published.get(src)
+            images.append(Image(src=src, alt=_inline_plain(child.children or []).strip(), published=ref.url if ref else ""))
 
 
 def _ref(links: list[str], href: str) -> int:

@@ -420,6 +420,31 @@ def compile_message(
     return MessageTemplate(plan, body_canon=body_canon)
 
 
+# --- Feedback-ID -----------------------------------------------------------------------
+
+# Gmail's Feedback Loop header is "a:b:c:SenderId": up to three identifiers of the
+# sender's choice, then a SenderId of 5-15 characters that names the sender, the same on
+# every message, so that Postmaster Tools can group complaints by campaign. No personal
+# data goes into it (it is the same for every recipient anyway).
+FEEDBACK_KIND = "newsletter"
+_FEEDBACK_FIELD = re.compile(r"[A-Za-z0-9._-]{1,40}")
+
+
+def feedback_sender_id(domain: str) -> str:
+    """A stable SenderId for ``domain``: "nl" and 10 hex digits of its SHA-256 (12
+    characters, whatever the length of the domain; a domain itself is often over 15)."""
+    return "nl" + hashlib.sha256(domain.strip().lower().encode("utf-8")).hexdigest()[:10]
+
+
+def feedback_id(campaign: int | str, mailing_list: int | str, *, domain: str, kind: str = FEEDBACK_KIND) -> str:
+    """``campaign:list:kind:SenderId`` for the ``Feedback-ID`` header."""
+    fields = [str(campaign), str(mailing_list), kind]
+    for value in fields:
+        if not _FEEDBACK_FIELD.fullmatch(value):
+            raise InvalidInput(f"Feedback-ID fields are letters, digits and ._- only: {value!r}")
+    return ":".join([*fields, feedback_sender_id(domain)])
+
+
 # --- VERP ------------------------------------------------------------------------------
 
 _VERP_RE = re.compile(r"^bounces\+([^@]+)@[^@]+$", re.IGNORECASE)

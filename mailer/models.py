@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -102,6 +103,34 @@ class Issue(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     rendered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Asset(Base):
+    """A published image (``mailer.images``), found by the SHA-256 of its bytes: one row
+    per distinct file, however many issues show it. Served at
+    ``/issues/assets/{digest}.{ext}``. Migration 0005."""
+
+    __tablename__ = "asset"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    media_type: Mapped[str] = mapped_column(String(50))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class IssueImage(Base):
+    """A local image of an issue: the name its Markdown gives it, and the asset it was
+    published as. Rendering the issue again from its text (the dashboard, the API, a
+    re-render before scheduling) finds its images here. Migration 0005."""
+
+    __tablename__ = "issue_image"
+
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="RESTRICT"), index=True)
 
 
 class Campaign(Base):

@@ -29,7 +29,7 @@ import premailer
 from mailer.core.config import SHIPPED_TEMPLATES
 from mailer.core.errors import InvalidInput
 from mailer.core.templates import environment
-from mailer.issues import TEXT_WIDTH, IssueSource, load_issue
+from mailer.issues import TEXT_WIDTH, IssueSource, is_local, load_issue, opening_text
 from mailer.merge import MARKERS, personalise
 
 # Gmail clips a message whose HTML is over about 102 KB: the rest (the footer with its
@@ -41,12 +41,15 @@ PERSONAL_HEADROOM_BYTES = 1024
 ISSUE_TEMPLATE = "email/issue.mjml.j2"
 TEXT_TEMPLATE = "email/issue.txt.j2"
 
-PREVIEW_VALUES = {
-    "name": "Ada",
-    "email": "ada@example.com",
-    "unsubscribe_url": "https://example.com/unsubscribe/preview",
-    "preferences_url": "https://example.com/preferences/preview",
-}
+
+
+def preview_values(base_url: str) -> dict[str, str]:
+    """Sample values for previews: the footer links point at the configured site (the
+    same paths as a subscriber's, with a token no subscriber has)."""
+    base = base_url.rstrip("/")
+    return {"name": "Ada", "email": "ada@example.com", "unsubscribe_url": f"{base}/u/preview",
+            "preferences_url": f"{base}/p/preview"}
+
 
 # mjml-python accepts unknown tags silently (FACTS.md); this list is what the reference
 # mjml knows, so a typo in an operator's template is caught here, not by a reader.
@@ -72,7 +75,9 @@ class RenderContext:
     list_name: str = ""  # "" -> the issue's ``list:``, else from_name
     template_folders: list[Path] = field(default_factory=list)
     web_url: str | None = None  # None -> f"{base_url}/issues/{slug}"
-    lang: str = "en"
+    # Every warning refuses the issue (an image without alt text among them):
+    # NEWSLETTER_STRICT_RENDER, or ``--strict`` on the command line.
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,13 @@ class RenderedIssue:
     warnings: tuple[str, ...] = ()
     web_url: str = ""
     date: str = ""  # the issue's own date (ISO 8601) from its front matter, if it has one
+    base_url: str = ""  # where previews point the footer links
 
 
 def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
     """Render ``source`` into HTML and text; problems a sender should know about come
-    back as ``warnings``, problems that make the issue unsendable as ``InvalidInput``."""
+    back as ``warnings``, problems that make the issue unsendable as ``InvalidInput``
+    (in strict mode, every warning too)."""
     env = _environment(tuple(ctx.template_folders) or (SHIPPED_TEMPLATES,))
     web_url = ctx.web_url or f"{ctx.base_url.rstrip('/')}/issues/{source.slug}"
     values = {
@@ -103,11 +110,16 @@ def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
         "web_url": web_url,
         "sections": source.sections,
         "markers": MARKERS,
-        "lang": ctx.lang,
+        "lang": source.lang,
+        "dir": source.dir,
+        "align": "right" if source.dir == "rtl" else "left",
     }
     mjml_source = _render_template(env, ISSUE_TEMPLATE, values)
     html = inline_css(compile_mjml(mjml_source))
     text = _tidy_text(_render_template(env, TEXT_TEMPLATE, values))
+    warnings = tuple(check_issue(source, html))
+    if ctx.strict and warnings:
+        raise InvalidInput(f"{warnings[0]} (strict mode: every warning refuses the issue)")
     return RenderedIssue(
         slug=source.slug,
         subject=source.subject,
@@ -115,9 +127,10 @@ def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
         html=html,
         text=text,
         mjml=mjml_source,
-        warnings=tuple(check_issue(source, html)),
+        warnings=warnings,
         web_url=web_url,
         date=source.date.isoformat() if source.date else "",
+        base_url=ctx.base_url.rstrip("/"),
     )
 
 
@@ -149,6 +162,9 @@ def inline_css(html: str) -> str:
         remove_classes=False,  # the @media rules select by class
         disable_validation=True,  # keep overflow-wrap:anywhere, mso-* and friends
         disable_link_rewrites=True,
+        # premailer copies CSS heights into height= attributes: an image's "height: auto"
+        # would replace the real height it is given, and its layout would jump on load.
+        disable_basic_attributes=["height"],
         cssutils_logging_level=logging.CRITICAL,
     )
     # lxml drops the doctype; without it a browser (the web archive) renders in quirks mode.
@@ -164,6 +180,9 @@ def check_issue(source: IssueSource, html: str) -> list[str]:
         warnings.append("no subject")
     if not source.preheader.strip():
         warnings.append("no preheader: inbox lists will show the first words of the body instead")
+    elif source.preheader_given and repeats_opening(source):
+        warnings.append("the preheader repeats the first words of the issue: inbox lists show it next to them;"
+                        " write a line of its own, or leave it out for a summary of the story titles")
     size = len(html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES - PERSONAL_HEADROOM_BYTES:
         warnings.append(
@@ -172,8 +191,13 @@ def check_issue(source: IssueSource, html: str) -> list[str]:
         )
     for image in source.images:
         if not image.alt:
-            warnings.append(f"image {_short(image.src)} has no alt text (many readers block images)")
-        problem = _url_problem(image.src)
+            warnings.append(f"image {_short(image.src)} has no alt text: write what it shows in ![...]"
+                            " (screen readers read it, and many readers block images)")
+        if is_local(image.src) and not image.published:
+            warnings.append(f"image {_short(image.src)} is a file next to the issue: it is published when the issue"
+                            " is saved from its file (newsletter issue create FILE); until then it shows nowhere")
+            continue
+        problem = _url_problem(image.published or image.src)
         if problem:
             warnings.append(f"image {_short(image.src)} {problem}")
     for link in source.links:
@@ -183,34 +207,57 @@ def check_issue(source: IssueSource, html: str) -> list[str]:
     return warnings
 
 
+def repeats_opening(source: IssueSource) -> bool:
+    """True when the preheader is the opening of the body word for word: the inbox list
+    would show the same words twice (preheader, then the start of the message)."""
+    def norm(text: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+    preheader = norm(source.preheader)
+    return bool(preheader) and preheader in norm(opening_text(source))
+
+
 def preview_html(rendered: RenderedIssue, values: Mapping[str, str] | None = None) -> str:
     """The HTML with sample values in place of the markers, for previews."""
-    return personalise(rendered.html, values or PREVIEW_VALUES, html=True)
+    return personalise(rendered.html, values or preview_values(rendered.base_url), html=True)
 
 
 def preview_text(rendered: RenderedIssue, values: Mapping[str, str] | None = None) -> str:
-    return personalise(rendered.text, values or PREVIEW_VALUES, html=False)
+    return personalise(rendered.text, values or preview_values(rendered.base_url), html=False)
 
 
-def write_render_outputs(rendered: RenderedIssue, out_dir: Path, *, sample_message: bytes | None) -> list[Path]:
+def write_render_outputs(rendered: RenderedIssue, out_dir: Path, *, sample_message: bytes | None,
+                         assets: Mapping[str, bytes] | None = None, asset_url: str = "") -> list[Path]:
     """Write a preview of the rendered issue (sample values in place of the markers):
-    ``index.html``, ``index.txt`` and, if given, ``message.eml``."""
+    ``index.html``, ``index.txt``, if given ``message.eml``, and the issue's images in
+    ``assets/`` (``assets``: file name -> bytes); index.html shows those copies in place
+    of the published URLs, which start with ``asset_url``."""
     out_dir = Path(out_dir)
+    html = preview_html(rendered)
+    if assets and asset_url:
+        html = html.replace(asset_url, "assets/")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [out_dir / "index.html", out_dir / "index.txt"]
-        written[0].write_text(preview_html(rendered), encoding="utf-8")
+        written[0].write_text(html, encoding="utf-8")
         written[1].write_text(preview_text(rendered), encoding="utf-8")
         if sample_message is not None:
             written.append(out_dir / "message.eml")
             written[-1].write_bytes(sample_message)
+        if assets:
+            (out_dir / "assets").mkdir(exist_ok=True)
+            for name, data in assets.items():
+                written.append(out_dir / "assets" / name)
+                written[-1].write_bytes(data)
     except OSError as err:
         raise InvalidInput(f"{out_dir}: cannot write: {err.strerror or err}") from err
     return written
 
 
-def context_from_settings(settings, *, list_name: str = "", web_url: str | None = None) -> RenderContext:
-    """Build a ``RenderContext`` from ``mailer.core.config.Settings``."""
+def context_from_settings(settings, *, list_name: str = "", web_url: str | None = None,
+                          strict: bool | None = None) -> RenderContext:
+    """Build a ``RenderContext`` from ``mailer.core.config.Settings`` (``strict``: None
+    follows ``NEWSLETTER_STRICT_RENDER``)."""
     return RenderContext(
         from_name=settings.from_address.display_name or settings.from_address.addr_spec,
         postal_address=settings.postal_address,
@@ -218,6 +265,7 @@ def context_from_settings(settings, *, list_name: str = "", web_url: str | None 
         list_name=list_name,
         template_folders=list(settings.template_folders),
         web_url=web_url,
+        strict=settings.strict_render if strict is None else strict,
     )
 
 
@@ -238,7 +286,8 @@ def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
 
 
 def _underline(text: str, char: str = "=") -> str:
-    return char * min(len(str(text)), TEXT_WIDTH)
+    """A setext underline as long as the longest line of ``text`` (as wrapped)."""
+    return char * min(max((len(line) for line in str(text).splitlines()), default=0), TEXT_WIDTH)
 
 
 def _render_template(env: jinja2.Environment, name: str, values: dict) -> str:

@@ -37,7 +37,7 @@ from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
 from mailer.dkim import DkimSigner, relaxed_piece
-from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
+from mailer.message import MessageTemplate, Recipient, compile_message, feedback_id, verp_address
 from mailer.models import Campaign, DeliveryStatus, Issue
 from mailer.outcomes import Outcome, decide
 from mailer.ratelimit import Backoff, DomainSlots, NoDomainCap, NoLimit, RateLimiter
@@ -112,8 +112,8 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
             text=issue.text,
             list_id=f"{mlist.name}.{cfg.sending_domain}",
             list_name=mlist.description or mlist.name,
-            # Gmail's Feedback-ID: campaign:list:kind:sender, no personal data.
-            feedback_id=f"{campaign_id}:{mlist.id}:newsletter:{cfg.sending_domain}",
+            # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
+            feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
             body_canon=relaxed_piece if cfg.signers else None,
         )
         prepared = PreparedCampaign(campaign_id, template)

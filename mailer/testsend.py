@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from mailer.core.config import Settings
 from mailer.core.errors import InvalidInput, ServiceUnavailable, TransientDeliveryError
-from mailer.message import Recipient, compile_message, verp_address
+from mailer.message import Recipient, compile_message, feedback_id, verp_address
 from mailer.render import RenderedIssue
 
 MAX_TEST_RECIPIENTS = 20
@@ -43,7 +43,7 @@ def send_test(rendered: RenderedIssue, addresses: list[str], settings: Settings)
     domain = settings.sending_domain
     template = compile_message(
         subject=f"[TEST] {rendered.subject}", from_=settings.from_address, html=rendered.html, text=rendered.text,
-        list_id=f"test.{domain}", list_name="Test send", feedback_id=f"test:0:newsletter:{domain}",
+        list_id=f"test.{domain}", list_name="Test send", feedback_id=feedback_id("test", 0, domain=domain),
         extra_headers={"X-Newsletter-Test": "yes"},
     )
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)

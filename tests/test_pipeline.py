@@ -108,3 +108,42 @@ def test_a_started_campaign_publishes_its_issue_in_the_archive(settings, engine,
         campaigns.start_campaign(s, campaign_id=c.id, batch_size=10)
     assert client.get("/issues/weekly-42").status_code == 200
     assert "weekly-42" in client.get("/issues/").text
+
+
+def test_the_example_issue_as_mailed_scores_clean_with_spamassassin(settings, engine, smtp_sink, tmp_path):
+    """The example issue saved, given to a list and sent by the engine: the message as it
+    reaches the relay scores below 1.0 with SpamAssassin's local rules (``-L``: no
+    network tests), and no rule about hidden or low-contrast text fires."""
+    import os
+    import shutil
+    import subprocess
+
+    from mailer import campaigns
+    from mailer.core.config import get_settings
+    from mailer.operations import issues as issue_ops
+    from tests.support.example import EXAMPLE
+    from tests.support.seed import seed_list
+    from tests.support.services import need
+
+    spamassassin = shutil.which("spamassassin")
+    if not spamassassin:
+        need("spamassassin is not installed (Debian package spamassassin; .ci/run installs it)")
+    list_id = seed_list(engine, 1)
+    with transaction(engine) as s:
+        issue = issue_ops.create_issue(s, source=EXAMPLE.read_text(encoding="utf-8"), settings=get_settings(),
+                                       filename=EXAMPLE.name)
+        campaign, _ = campaigns.create_campaign(s, issue_id=issue.id, list_id=list_id)
+        campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=10)
+    drain(engine, campaign.id, transport=transport_for(smtp_sink),
+          cfg=config(secret_key=settings.secret_key, base_url=settings.base_url))
+    (message,) = smtp_sink.messages
+    # Its own home: spamassassin writes user preferences there on its first run.
+    result = subprocess.run([spamassassin, "-L", "-t"], input=message.content, capture_output=True, timeout=120,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    checked = email.message_from_bytes(result.stdout, policy=email.policy.default)
+    status = " ".join(str(checked["X-Spam-Status"]).split())
+    score = float(re.search(r"score=(-?[\d.]+)", status).group(1))
+    tests = re.search(r"tests=(\S*)", status).group(1).split(",")
+    assert score < 1.0, status
+    assert "HTML_FONT_LOW_CONTRAST" not in tests and "HTML_FONT_TINY" not in tests, status

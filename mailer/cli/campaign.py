@@ -64,7 +64,7 @@ def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: st
     source = read_issue_file(ref) if is_issue_file(ref) else None
     with session() as s:
         if source is not None:
-            ref = save_issue(s, source=source, settings=conf, filename=Path(ref).name).id
+            ref = save_issue(s, source=source, settings=conf, filename=Path(ref).name, folder=Path(ref).parent).id
         done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now)
         commit(s, done, settings=conf)
     return done

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from mailer.cli.common import IssueId, is_issue_file, session, settings
+from mailer.images import asset_url
 from mailer.issues import read_issue_file
-from mailer.message import Recipient, compile_message
+from mailer.message import Recipient, compile_message, feedback_id
 from mailer.operations import issues as ops
 from mailer.render import RenderedIssue, write_render_outputs
 
@@ -26,7 +27,7 @@ def sample_message(rendered: RenderedIssue) -> bytes:
     template = compile_message(
         subject=rendered.subject, from_=conf.from_address, html=rendered.html, text=rendered.text,
         list_id=f"preview.{conf.sending_domain}", list_name="Preview",
-        feedback_id=f"0:0:newsletter:{conf.sending_domain}",
+        feedback_id=feedback_id("preview", 0, domain=conf.sending_domain),
     )
     return template.assemble(Recipient(
         email="reader@example.com", name="Reader", message_id=f"<preview@{conf.sending_domain}>",
@@ -38,11 +39,23 @@ def sample_message(rendered: RenderedIssue) -> bytes:
 @app.command("render")
 def issue_render(
     path: IssueFile,
-    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, index.txt and message.eml.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, index.txt, message.eml and assets/.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the issue on any warning (an image without alt "
+                                                          "text among them), as NEWSLETTER_STRICT_RENDER=true "
+                                                          "does for every save.")] = False,
 ) -> None:
-    """Render an issue to HTML, plain text and a sample message; print warnings."""
-    rendered = ops.render_source(read_issue_file(path), settings=settings(), filename=path.name)
-    files = write_render_outputs(rendered, out, sample_message=sample_message(rendered))
+    """Render an issue to HTML, plain text and a sample message; print warnings. Local
+    images are read and resized but not published: index.html shows the copies in
+    assets/, message.eml points at the URLs they get once the issue is saved."""
+    conf = settings()
+    source = read_issue_file(path)
+    found = ops.read_local_images(source, folder=path.parent, filename=path.name)
+    rendered = ops.render_source(source, settings=conf, filename=path.name,
+                                 images={image.name: image.ref(conf.base_url) for image in found},
+                                 strict=True if strict else None)
+    files = write_render_outputs(rendered, out, sample_message=sample_message(rendered),
+                                 assets={image.filename: image.data for image in found},
+                                 asset_url=asset_url(conf.base_url, ""))
     for warning in rendered.warnings:
         typer.echo(f"warning: {warning}", err=True)
     for f in files:
@@ -54,13 +67,22 @@ def issue_test(
     ref: Annotated[str, typer.Argument(help="The issue file, or the id or slug of a saved issue.")],
     to: Annotated[list[str], typer.Option("--to", help="Address to send the test to (repeat for more).")],
 ) -> None:
-    """Send the real rendered message, marked as a test, to a few addresses."""
+    """Send the real rendered message, marked as a test, to a few addresses. The local
+    images of a file are published first, so the test shows them."""
+    conf = settings()
     if is_issue_file(ref):
-        source = read_issue_file(ref)
+        source, images = read_issue_file(ref), {}
+        if ops.local_image_names(source, filename=Path(ref).name):  # no database needed otherwise
+            with session() as s:
+                assets = ops.publish_images(s, source=source, settings=conf, folder=Path(ref).parent,
+                                            filename=Path(ref).name)
+                images = {name: ops.image_ref(asset, settings=conf) for name, asset in assets.items()}
+                s.commit()
     else:
         with session() as s:
-            source = ops.find_issue(s, ref).source
-    results = ops.send_test(source=source, to=to, settings=settings())
+            issue = ops.find_issue(s, ref)
+            source, images = issue.source, ops.image_refs(s, issue, settings=conf)
+    results = ops.send_test(source=source, to=to, settings=conf, images=images)
     for r in results:
         typer.echo(f"{r.address}: {r.code} {r.reply}".strip())
     if not all(r.ok for r in results):
@@ -69,9 +91,11 @@ def issue_test(
 
 @app.command("create")
 def issue_create(path: IssueFile) -> None:
-    """Save a new issue (refused when an issue with its slug exists)."""
+    """Save a new issue (refused when an issue with its slug exists); its local images
+    are published with it."""
     with session() as s:
-        issue = ops.create_issue(s, source=read_issue_file(path), settings=settings(), filename=path.name)
+        issue = ops.create_issue(s, source=read_issue_file(path), settings=settings(), filename=path.name,
+                                 folder=path.parent)
         typer.echo(f"issue {issue.id} {issue.slug} saved")
 
 
@@ -79,7 +103,8 @@ def issue_create(path: IssueFile) -> None:
 def issue_update(issue_id: IssueId, path: IssueFile) -> None:
     """Replace an issue's content (refused once a campaign of it started)."""
     with session() as s:
-        issue = ops.update_issue(s, issue_id=issue_id, source=read_issue_file(path), settings=settings())
+        issue = ops.update_issue(s, issue_id=issue_id, source=read_issue_file(path), settings=settings(),
+                                 folder=path.parent)
         typer.echo(f"issue {issue.id} {issue.slug} saved")
 
 

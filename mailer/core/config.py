@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     from_: str = Field("Weekly Newsletter <news@example.com>", alias="NEWSLETTER_FROM")
     postal_address: str = "Example Media Ltd, 1 Example Street, 00000 Example City"
     templates_dir: Path | None = None
+    # Every render warning (an image without alt text, a relative or http link, ...)
+    # refuses the issue instead of being printed: for teams that want none to go out.
+    strict_render: bool = False
     # Sending engine.
     batch_size: int = Field(200, ge=1, le=10_000)
     lease_seconds: int = Field(300, ge=5)

@@ -13,7 +13,7 @@ What must happen after the commit (queueing send tasks on the broker: a worker m
 see a task before the campaign it names is committed) comes back in the result's
 ``queue``; ``commit`` does both, in that order.
 
-  issues.py       save, update, delete, preview and test-send an issue
+  issues.py       save (publishing its local images), update, delete, preview and test-send an issue
   campaigns.py    schedule or start an issue, pause, resume, cancel, retry, reschedule; stats
   schedules.py    a list's weekly slot and what goes out in the coming weeks
   subscribers.py  add, edit, search, import, export, erase; signup and confirmation mail

@@ -10,7 +10,8 @@ import pytest
 
 from mailer.core.errors import InvalidInput
 from mailer.issues import MAX_ISSUE_BYTES, derive_slug, load_issue, parse_issue
-from tests.support.example import EXAMPLE, SAMPLE_SECTIONS, SAMPLE_STORIES
+from mailer.issues import ImageRef, is_local
+from tests.support.example import EXAMPLE, EXAMPLE_PREHEADER, SAMPLE_SECTIONS, SAMPLE_STORIES
 
 
 def issue(body: str = "Hello.\n", **meta: str) -> str:
@@ -29,7 +30,7 @@ def assert_one_line(err: pytest.ExceptionInfo) -> str:
 def test_example_parses_into_sections_and_stories():
     source = load_issue(EXAMPLE)
     assert source.subject.startswith("Megvii Chief Scientist, ResNet Creator Dies;")
-    assert source.preheader == "Weekly China AI News from June 6 to June 12"
+    assert source.preheader == EXAMPLE_PREHEADER
     assert source.date == dt.date(2022, 6, 14)
     assert source.slug == "china-ai-weekly-2022-06-14"
     assert source.list_name == "Recode China AI"
@@ -70,6 +71,48 @@ def test_links_are_numbered_references_in_text():
     assert story.links == ("https://a.example/t", "https://b.example/x", "https://c.example/")
     assert story.title_text == "Title [1]"
     assert "this [2]" in story.text and "https://c.example/" in story.text
+
+
+def test_link_numbers_run_through_the_whole_issue():
+    source = parse_issue(issue("### One\n\n[a](https://a.example/) and [b](https://b.example/)\n\n"
+                               "### Two\n\n[c](https://c.example/) and [a again](https://a.example/)\n"))
+    one, two = source.stories
+    assert one.refs == ((1, "https://a.example/"), (2, "https://b.example/"))
+    assert two.refs == ((3, "https://c.example/"), (1, "https://a.example/"))  # one number, one URL
+    assert "c [3]" in two.text and "a again [1]" in two.text
+
+
+def test_language_and_direction():
+    plain = parse_issue(issue())
+    assert (plain.lang, plain.dir) == ("en", "ltr")
+    assert (parse_issue(issue(lang="ar")).lang, parse_issue(issue(lang="ar")).dir) == ("ar", "rtl")
+    assert parse_issue(issue(lang="he-IL")).dir == "rtl"
+    assert parse_issue(issue(lang="zh-Hans", dir="auto")).dir == "auto"
+    with pytest.raises(InvalidInput, match="lang 'english please' is not a language tag"):
+        parse_issue(issue(lang="english please"))
+    with pytest.raises(InvalidInput, match="dir 'sideways' must be one of ltr, rtl, auto"):
+        parse_issue(issue(dir="sideways"))
+
+
+def test_without_a_preheader_the_story_titles_are_the_summary():
+    source = parse_issue(issue("Intro words that open the issue.\n\n## News\n\n### First story\n\nA.\n\n"
+                               "### Second story\n\nB.\n"))
+    assert source.preheader == "First story · Second story" and not source.preheader_given
+    long = parse_issue(issue("".join(f"### A rather long story title number {n}\n\nText.\n\n" for n in range(10))))
+    assert len(long.preheader) <= 140 and long.preheader.endswith("…")
+    assert parse_issue(issue(preheader="Mine")).preheader_given
+
+
+def test_a_local_image_points_where_it_was_published():
+    ref = ImageRef(url="https://news.example.com/issues/assets/abc.png", width=552, height=276)
+    source = parse_issue(issue("![A chart](img/chart.png) ![Remote](https://cdn.example/x.png)\n"),
+                         images={"img/chart.png": ref})
+    html = source.stories[0].html
+    assert '<img src="https://news.example.com/issues/assets/abc.png" alt="A chart" width="552" height="276">' in html
+    assert 'src="img/chart.png"' not in html and 'src="https://cdn.example/x.png"' in html
+    local, remote = source.images
+    assert (local.src, local.published) == ("img/chart.png", ref.url) and remote.published == ""
+    assert is_local("img/chart.png") and not is_local("https://cdn.example/x.png") and not is_local("/abs.png")
 
 
 def test_slug_from_file_name_then_subject():

@@ -12,7 +12,7 @@ import pytest
 
 from mailer.core.errors import InvalidInput
 from mailer.merge import MARKERS, personalise
-from mailer.message import Recipient, compile_message, parse_verp, verp_address
+from mailer.message import Recipient, compile_message, feedback_id, feedback_sender_id, parse_verp, verp_address
 
 M = MARKERS
 HTML = (
@@ -275,3 +275,16 @@ def test_a_subscriber_without_a_name_is_greeted_by_the_fallback():
     assert msg.get_body(("plain",)).get_content().strip() == f"Hi {NAME_FALLBACK},"
     assert msg["To"].addresses[0].display_name == ""
     assert personalise("Hi __NL_NAME__,", {}, html=False) == f"Hi {NAME_FALLBACK},"
+
+
+def test_feedback_id_is_gmails_format_with_a_short_stable_sender_id():
+    long_domain = "news.example.com"  # 16 characters: too long to be the SenderId itself
+    value = feedback_id(7, 3, domain=long_domain)
+    *fields, sender_id = value.split(":")
+    assert fields == ["7", "3", "newsletter"]
+    assert 5 <= len(sender_id) <= 15 and long_domain not in value
+    assert feedback_id(8, 3, domain="NEWS.example.com ").endswith(":" + sender_id)  # the same for every campaign
+    assert feedback_sender_id("other.example.org") != sender_id
+    for bad in ("a:b", "", "two words"):
+        with pytest.raises(InvalidInput, match="Feedback-ID"):
+            feedback_id(bad, 1, domain=long_domain)

@@ -15,13 +15,15 @@ from mailer.merge import MARKERS, personalise
 from mailer.render import (
     GMAIL_CLIP_BYTES,
     RenderContext,
+    context_from_settings,
     preview_html,
+    preview_text,
     render_file,
     render_issue,
     validate_mjml,
     write_render_outputs,
 )
-from tests.support.example import EXAMPLE, ROOT, SAMPLE_SECTIONS, SAMPLE_STORIES
+from tests.support.example import EXAMPLE, EXAMPLE_PREHEADER, ROOT, SAMPLE_SECTIONS, SAMPLE_STORIES
 
 SHIPPED = ROOT / "templates"
 
@@ -52,8 +54,8 @@ def test_example_renders_small_and_without_warnings(rendered):
     assert rendered.html.lstrip().lower().startswith("<!doctype html>")
     assert len(rendered.html.encode("utf-8")) < GMAIL_CLIP_BYTES
     assert rendered.warnings == ()
-    assert "<mj-preview>Weekly China AI News from June 6 to June 12</mj-preview>" in rendered.mjml
-    assert "Weekly China AI News from June 6 to June 12" in rendered.html
+    assert rendered.preheader == EXAMPLE_PREHEADER
+    assert re.search(r'<div class="nl-preheader" style="display:none;[^"]*">' + re.escape(htmllib.escape(EXAMPLE_PREHEADER, quote=False)), rendered.html)
 
 
 def test_every_section_and_story_is_in_html_and_text(rendered):
@@ -225,3 +227,79 @@ def test_render_file_reads_settings(tmp_path, monkeypatch):
     assert "Dispatch Team" in rendered.text
     assert "https://letters.example.org/issues/china-ai-weekly-2022-06-14" in rendered.html
     assert "Read online" in rendered.html
+
+
+def test_preview_links_point_at_the_configured_site(rendered):
+    html, text = preview_html(rendered), preview_text(rendered)
+    assert 'href="https://news.example.com/u/preview"' in html and 'href="https://news.example.com/p/preview"' in html
+    assert "Unsubscribe: https://news.example.com/u/preview" in text
+    assert "example.com/unsubscribe/preview" not in html + text
+
+
+def test_dark_mode_is_declared_and_styled(rendered):
+    html = rendered.html
+    assert '<meta name="color-scheme" content="light dark">' in html
+    assert '<meta name="supported-color-schemes" content="light dark">' in html
+    assert "@media (prefers-color-scheme: dark)" in html
+    assert '<html lang="en" dir="ltr"' in html
+
+
+def test_the_hidden_preheader_has_no_colour_of_its_own(rendered):
+    hidden = re.search(r'<div class="nl-preheader" style="([^"]*)"', rendered.html).group(1)
+    assert "display:none" in hidden and "color" not in hidden  # white-on-white is "low contrast" to filters
+    assert "mj-preview" not in rendered.mjml
+
+
+def test_a_preheader_that_repeats_the_opening_is_a_warning():
+    text = "---\nsubject: s\npreheader: Weekly news from June 6\n---\nWeekly news from June 6 to June 12. More.\n"
+    warnings = render_issue(parse_issue(text), ctx=context()).warnings
+    assert any("the preheader repeats the first words of the issue" in w for w in warnings)
+    summary = render_issue(parse_issue("---\nsubject: s\n---\nIntro.\n\n### A story\n\nText.\n"), ctx=context())
+    assert summary.preheader == "A story" and summary.warnings == ()
+
+
+def test_right_to_left_issues_render_right_to_left():
+    rendered = render_issue(parse_issue("---\nsubject: نشرة\nlang: ar\n---\n### خبر\n\nمرحبا بكم.\n"), ctx=context())
+    assert '<html lang="ar" dir="rtl"' in rendered.html
+    assert "direction:rtl" in rendered.html and "text-align:right" in rendered.html
+
+
+def test_the_text_part_has_one_heading_style_and_issue_wide_link_numbers(rendered):
+    text = rendered.text
+    assert "###" not in text
+    lines = text.splitlines()
+    stories = re.findall(r"\n\n(.+(?:\n.+)*)\n(-+)\n", text)  # setext: the title, then a "-" underline
+    for title, underline in stories:
+        assert len(underline) == max(len(line) for line in title.splitlines()), title
+    assert [re.sub(r" \[\d+\]$", "", " ".join(title.split())) for title, _ in stories] == SAMPLE_STORIES
+    for section in SAMPLE_SECTIONS:
+        at = lines.index(section.upper())
+        assert lines[at + 1] == "=" * len(section)
+    numbers = [int(n) for n in re.findall(r"^\[(\d+)\] ", text, re.M)]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 1  # every list continues the last one
+    assert numbers[-1] == len(set(re.findall(r"^\[\d+\] (\S+)", text, re.M)))
+
+
+def test_alt_text_is_a_warning_and_an_error_in_strict_mode():
+    text = "---\nsubject: s\npreheader: p\n---\n![](https://cdn.example/chart.png)\n"
+    warnings = render_issue(parse_issue(text), ctx=context()).warnings
+    assert warnings == ("image 'https://cdn.example/chart.png' has no alt text: write what it shows in ![...]"
+                        " (screen readers read it, and many readers block images)",)
+    with pytest.raises(InvalidInput) as err:
+        render_issue(parse_issue(text), ctx=context(strict=True))
+    assert "chart.png" in str(err.value) and "has no alt text" in str(err.value) and "strict mode" in str(err.value)
+    clean = "---\nsubject: s\npreheader: p\n---\n![A chart](https://cdn.example/chart.png)\n"
+    assert render_issue(parse_issue(clean), ctx=context(strict=True)).warnings == ()
+
+
+def test_strict_mode_follows_the_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert context_from_settings(load_settings(strict_render=True)).strict
+    assert not context_from_settings(load_settings()).strict
+    assert not context_from_settings(load_settings(strict_render=True), strict=False).strict
+
+
+def test_an_unpublished_local_image_says_how_to_publish_it():
+    text = "---\nsubject: s\npreheader: p\n---\n![A chart](chart.png)\n"
+    (warning,) = render_issue(parse_issue(text), ctx=context()).warnings
+    assert warning.startswith("image 'chart.png' is a file next to the issue") and "issue create FILE" in warning

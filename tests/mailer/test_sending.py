@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, text
 
 from mailer import campaigns, queries
 from mailer.core.db import transaction
+from mailer.message import feedback_sender_id
 from mailer.models import Campaign, Delivery
 from mailer.sending import drain, send_batch
 from mailer.transports.smtp import SmtpTransport
@@ -81,6 +82,14 @@ def test_campaign_sends_every_message_once_with_headers(engine, smtp_sink):
         assert msg[header], header
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "https://news.example.com/u/" in msg["List-Unsubscribe"] and "mailto:" in msg["List-Unsubscribe"]
+    # Gmail's a:b:c:SenderId, the SenderId 5-15 characters: campaign, list, kind, sender.
+    with transaction(engine) as s:
+        list_id = s.get(Campaign, cid).list_id
+    campaign_field, list_field, kind, sender_id = msg["Feedback-ID"].split(":")
+    assert (campaign_field, list_field, kind) == (str(cid), str(list_id), "newsletter")
+    assert 5 <= len(sender_id) <= 15 and sender_id == feedback_sender_id("example.com")
+    assert {m.content.split(b"Feedback-ID: ")[1].split(b"\r\n")[0] for m in smtp_sink.messages} \
+        == {msg["Feedback-ID"].encode()}  # one value for the campaign: nothing personal in it
     assert mail_from.startswith("bounces+") and mail_from.endswith("@example.com")
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
 

@@ -16,3 +16,6 @@ SAMPLE_STORIES = [
     "Zero and R2D2: A Large-scale Chinese Cross-modal Benchmark and A Vision-Language Framework",
     "Siamese Image Modeling for Self-Supervised Vision Representation Learning",
 ]
+# The example's own preheader: a line of its own, not the intro's first sentence again.
+EXAMPLE_PREHEADER = ("Remembering Jian Sun, co-creator of ResNet; JIDU’s ROBO-01 robocar; Alibaba’s CIPU chip;"
+                     " three papers and three startups")

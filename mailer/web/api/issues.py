@@ -59,7 +59,8 @@ def preview_issue(body: IssueSourceIn, settings: SettingsDep) -> dict:
 @router.post("/issues/{issue_id}/test")
 def test_issue(issue_id: Id, body: TestSendIn, session: SessionDep, settings: SettingsDep) -> list[dict]:
     """Send the stored issue, marked [TEST], to a few addresses; outside any campaign."""
-    source = ops.get_issue(session, issue_id).source
+    issue = ops.get_issue(session, issue_id)
+    source, images = issue.source, ops.image_refs(session, issue, settings=settings)
     session.rollback()  # hold no database lock (SQLite: the write lock) while talking SMTP
     return [{"address": r.address, "code": r.code, "reply": r.reply, "ok": r.ok}
-            for r in ops.send_test(source=source, to=body.to, settings=settings)]
+            for r in ops.send_test(source=source, to=body.to, settings=settings, images=images)]

@@ -64,7 +64,8 @@ def editor(request: Request, settings: Settings, session: Session, who: SignedIn
     saved_preview = ""
     if issue is not None and issue.html and source is None:
         saved_preview = preview_html(RenderedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                                                   html=issue.html, text=issue.text, mjml=""))
+                                                   html=issue.html, text=issue.text, mjml="",
+                                                   base_url=settings.base_url))
     lists = all_lists(session)
     default_tz = "UTC"
     if lists:
@@ -137,10 +138,10 @@ def send_test(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFor
     issue = ops.get_issue(session, issue_id)
     to = str(form.get("to") or "")
     addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
-    source = issue.source
+    source, images = issue.source, ops.image_refs(session, issue, settings=settings)
     session.rollback()  # hold no database lock (SQLite: the write lock) while talking SMTP
     try:
-        results = ops.send_test(source=source, to=addresses, settings=settings)
+        results = ops.send_test(source=source, to=addresses, settings=settings, images=images)
     except InvalidInput as err:
         return editor(request, settings, session, who, issue=issue, status=status_of(err), error=str(err),
                       test_to=to)
@@ -175,10 +176,14 @@ def schedule_issue(issue_id: Id, request: Request, who: SignedInDep, form: Check
 @router.post("/preview")
 def preview(who: CheckedHeaderDep, session: SessionDep, settings: SettingsDep,
             body: Annotated[dict, Body(examples=[{"source": "---\nsubject: Hi\n---\nText"}])]) -> JSONResponse:
-    """The editor's live preview: unsaved Markdown in, the email's HTML out."""
-    session.rollback()  # rendering takes ~0.1 s: hold no database lock meanwhile
+    """The editor's live preview: unsaved Markdown in, the email's HTML out (with the
+    images published with the saved issue ``issue_id``, when given)."""
     source = body.get("source") if isinstance(body, dict) else None
     if not isinstance(source, str):
         raise InvalidInput("send {\"source\": \"...\"}")
-    shown = ops.preview(source, settings=settings)
+    issue_id = str(body.get("issue_id") or "")
+    images = ops.image_refs(session, ops.get_issue(session, int(issue_id)), settings=settings) \
+        if issue_id.isdigit() else None
+    session.rollback()  # rendering takes ~0.1 s: hold no database lock meanwhile
+    shown = ops.preview(source, settings=settings, images=images)
     return JSONResponse({k: shown[k] for k in ("subject", "slug", "html", "warnings")})

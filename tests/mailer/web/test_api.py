@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -218,6 +219,7 @@ def test_test_send_goes_through_the_configured_transport(api, settings, smtp_sin
     assert r.status_code == 200 and r.json()[0]["ok"], r.text
     (message,) = smtp_sink.wait_for(1)
     assert message.rcpt_tos == ("me@example.com",) and b"Subject: [TEST] AI this week" in message.content
+    assert re.search(rb"\r\nFeedback-ID: test:0:newsletter:nl[0-9a-f]{10}\r\n", message.content)
     bad = api.post(f"/api/admin/issues/{issue['id']}/test", json={"to": ["not an address"]})
     assert bad.status_code == 400 and bad.json()["detail"].startswith("not an address")
 

@@ -25,7 +25,8 @@
       fetch("/admin/preview", {
         method: "POST", credentials: "same-origin",
         headers: {"Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf},
-        body: JSON.stringify({source: source.value})
+        // A saved issue's id: its published images show in the preview.
+        body: JSON.stringify({source: source.value, issue_id: source.getAttribute("data-issue-id")})
       }).then(function (r) {
         return r.json().then(function (data) { return {ok: r.ok, status: r.status, data: data}; });
       }).then(function (res) {

@@ -1,4 +1,4 @@
-"""The preferences page: name, pause, resubscribe, download and delete my data."""
+"""The preferences page: name, leave, resubscribe, download and delete my data."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _get(engine, sid) -> Subscriber:
         return s.get(Subscriber, sid)
 
 
-def test_change_name_and_pause(client, engine, settings, make_subscriber):
+def test_change_name_and_leave(client, engine, settings, make_subscriber):
     sid = make_subscriber()
     url = _prefs(settings, sid)
     page = client.get(url)
