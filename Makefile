@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/freeze.py
 
 clean:
 	rm -rf var test-artifacts

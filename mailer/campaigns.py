@@ -114,7 +114,7 @@ def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: 
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in NOT_STARTED:
         return 0
-    if queries.count_audience(session, list_id=campaign.list_id) == 0:
+    if not queries.has_audience(session, list_id=campaign.list_id):
         raise InvalidInput(f"list {campaign_list_name(session, campaign)!r} has no active subscribers; nothing to send")
     if not queries.transition_campaign(session, campaign_id=campaign_id, from_=NOT_STARTED, to=C.sending,
                                        started_at=now):

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy import text as _text
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from mailer.core.clock import as_utc
 from mailer.core.db import UtcDateTime, dialect_name, insert_for
 from mailer.models import (
     UNSENT,
+    Batch,
     BatchStatus,
     Campaign,
     CampaignStatus,
@@ -102,15 +103,6 @@ def insert_campaign(session: Session, *, issue_id: int, list_id: int, scheduled_
     return campaign_id, created
 
 
-def count_audience(session: Session, *, list_id: int) -> int:
-    """Active members of a list: who a campaign started now would mail."""
-    return session.scalar(
-        select(func.count()).select_from(Membership)
-        .join(Subscriber, Subscriber.id == Membership.subscriber_id)
-        .where(Membership.list_id == list_id, Subscriber.status == S.active)
-    )
-
-
 def transition_campaign(session: Session, *, campaign_id: int, from_: Iterable[CampaignStatus],
                         to: CampaignStatus, **values) -> bool:
     """Move a campaign from one of ``from_`` to ``to`` (setting ``values`` with it), or
@@ -131,43 +123,46 @@ def publish_issue(session: Session, *, issue_id: int) -> None:
     session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.sent))
 
 
+def has_audience(session: Session, *, list_id: int) -> bool:
+    """Whether the list has an active member (stops at the first one found)."""
+    return session.scalar(
+        select(exists().where(Membership.list_id == list_id, Subscriber.id == Membership.subscriber_id,
+                              Subscriber.status == S.active))
+    )
+
+
 def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_size: int, now: datetime) -> int:
     """Create one ``delivery`` per active member of the list, numbered into batches, and
     one ``batch`` row per batch. Returns the number of deliveries.
 
     One INSERT ... SELECT: the database does the work, not a Python loop, so it stays
-    fast at a million subscribers. ``ON CONFLICT DO NOTHING`` on (campaign, subscriber)
-    makes a second run a no-op, so a repeated start cannot queue anyone twice.
+    fast at a million subscribers (the delivery table has no per-row foreign-key checks
+    for the same reason, ``mailer.models.Delivery``). Only the start that won the guarded
+    move to 'sending' (``transition_campaign``) freezes, so no ``ON CONFLICT`` is needed
+    (it costs per row); the unique (campaign, subscriber) key still refuses a second
+    delivery for anyone, whatever goes wrong. The batches are numbered from the count,
+    not read back from the million rows just written.
     """
-    session.execute(
+    total = session.execute(
         text(
             f"""
-            INSERT INTO delivery (campaign_id, subscriber_id, batch_seq, status, attempts,
+            INSERT INTO delivery (campaign_id, subscriber_id, batch_seq, status, attempts, repeats,
                                   last_reply, message_id, queued_at)
             SELECT :cid, s.id, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :size,
-                   '{D.queued}', 0, '', '', :now
+                   '{D.queued}', 0, 0, '', '', :now
             FROM membership m JOIN subscriber s ON s.id = m.subscriber_id
             WHERE m.list_id = :lid AND s.status = '{S.active}'
-            ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
             """
         ),
         {"cid": campaign_id, "lid": list_id, "size": batch_size, "now": now},
-    )
-    session.execute(
-        text(
-            f"""
-            INSERT INTO batch (campaign_id, seq, status, available_at, worker, claims)
-            SELECT DISTINCT :cid, batch_seq, '{B.pending}', :now, '', 0
-            FROM delivery WHERE campaign_id = :cid
-            ON CONFLICT (campaign_id, seq) DO NOTHING
-            """
-        ),
-        {"cid": campaign_id, "now": now},
-    )
-    total = session.execute(
-        text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid"), {"cid": campaign_id}
-    ).scalar_one()
-    session.execute(text("UPDATE campaign SET total = :n WHERE id = :cid"), {"n": total, "cid": campaign_id})
+    ).rowcount
+    if total:
+        session.execute(
+            insert(Batch),
+            [{"campaign_id": campaign_id, "seq": seq, "status": B.pending, "available_at": now, "worker": "",
+              "claims": 0} for seq in range(-(-total // batch_size))],
+        )
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total))
     return total
 
 
