@@ -160,6 +160,7 @@ def configure(args, folder: Path, port: int, dkim_env: dict[str, str]) -> dict[s
         "NEWSLETTER_SECRET_KEY": "bench-secret",
         "NEWSLETTER_BATCH_SIZE": str(args.batch_size),
         "NEWSLETTER_SMTP_CONNECTIONS": str(args.connections),
+        "NEWSLETTER_SEND_WINDOW": str(args.window),
         **dkim_env,
     }
     for key in [k for k in os.environ if k.startswith("NEWSLETTER_")]:
@@ -268,18 +269,26 @@ def _kb(status: str, field: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(proc: subprocess.Popen) -> float:
     """VmHWM: the peak resident set size of the process over its life."""
     return _kb(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
 
 
-def run_workers(args, env, folder, engine, settings, cid: int, batches: int) -> tuple[float, list[float], dict]:
+def run_workers(args, env, folder, engine, settings, cid: int, batches: int):
+    """(seconds, peak RSS per worker, delivery counts, CPU seconds the workers used)."""
     from mailer import queries
     from mailer.core.db import transaction
     from mailer.dispatch import enqueue_campaign
 
     procs = start_workers(env, args.workers, folder)
     try:
+        started_cpu = [cpu_seconds(p.pid) for p in procs]
         t0 = time.perf_counter()
         enqueue_campaign(cid, batches)
         while True:
@@ -292,9 +301,10 @@ def run_workers(args, env, folder, engine, settings, cid: int, batches: int) -> 
             time.sleep(0.1)
         elapsed = time.perf_counter() - t0
         peaks = [peak_rss_mb(p) for p in procs]
+        cpu = sum(cpu_seconds(p.pid) - cpu0 for p, cpu0 in zip(procs, started_cpu))
         with transaction(engine) as s:
             counts = queries.delivery_counts(s, campaign_id=cid)
-        return elapsed, peaks, counts
+        return elapsed, peaks, counts, cpu
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -333,6 +343,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4, help="NEWSLETTER_SMTP_CONNECTIONS (per worker)")
+    parser.add_argument("--window", type=int, default=1, help="NEWSLETTER_SEND_WINDOW")
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--dkim", choices=["none", "rsa", "both"], default="none",
                         help="sign with RSA-2048, or RSA-2048 and Ed25519")
@@ -375,13 +386,15 @@ def main() -> None:
         naive = None if args.no_naive else naive_rate(
             port, html=rendered.html, text=rendered.text, subject=rendered.subject, messages=args.subscribers,
             processes=args.workers, dkim_key=rsa_pem)
-        elapsed, peaks, counts = run_workers(args, env, folder, engine, settings, cid, batches)
+        elapsed, peaks, counts, cpu = run_workers(args, env, folder, engine, settings, cid, batches)
         rate = counts.get("sent", 0) / elapsed
+        print(f"the workers used {cpu:.1f} CPU seconds: {cpu / max(1, counts.get('sent', 0)) * 1000:.2f} ms "
+              "per message sent")
         print()
-        print("| setup | DKIM | subscribers | workers x connections | sent | seconds | engine msg/s "
+        print("| setup | DKIM | subscribers | workers x connections | window | sent | seconds | engine msg/s "
               "| naive msg/s | smtp-source msg/s | naive/ceiling | engine/ceiling | peak RSS per worker (MB) |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        print(f"| {setup} | {args.dkim} | {args.subscribers:,} | {args.workers} x {args.connections} "
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print(f"| {setup} | {args.dkim} | {args.subscribers:,} | {args.workers} x {args.connections} | {args.window} "
               f"| {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} | {naive or 0:.0f} | {ceiling:.0f} "
               f"| {(naive or 0) / ceiling:.0%} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
         other = {k: v for k, v in counts.items() if k != "sent"}

@@ -59,6 +59,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         permanent_error_limit=settings.permanent_error_limit,
+        window=settings.send_window,
         signers=_signers(settings.dkim_domain, (settings.dkim_selector, settings.dkim_private_key),
                          (settings.dkim_ed25519_selector, settings.dkim_ed25519_private_key)),
     )

@@ -18,7 +18,7 @@ inside the SQL text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -589,9 +589,10 @@ def subscriber_status(session, *, subscriber_id: int) -> SubscriberStatus:
 # ``Connection`` in a transaction (a Session adds its own bookkeeping per call; measured
 # with bench/send.py --profile). A Session works too.
 
-# The guard that makes an unsubscribe or a pause take effect at the very next message.
+# The guard that makes an unsubscribe or a pause take effect at the next window of
+# messages (``mark_window``).
 _MARKABLE = f"""
-    id = :did AND status IN {_in(UNSENT)}
+    id IN :ids AND status IN {_in(UNSENT)}
       AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = '{S.active}')
       AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')
 """
@@ -602,12 +603,22 @@ _MARKABLE = f"""
 _MARK = f"""status = '{D.sending}', updated_at = :now,
     attempts = attempts + CASE WHEN status = '{D.sending}' AND updated_at = :now THEN 0 ELSE 1 END,
     repeats = repeats + CASE WHEN status = '{D.sending}' AND updated_at <> :now THEN 1 ELSE 0 END"""
-_MARK_SENDING = text(f"UPDATE delivery SET {_MARK} WHERE {_MARKABLE}")
+_IDS = bindparam("ids", expanding=True)
+_MARK_WINDOW = text(f"UPDATE delivery SET {_MARK} WHERE {_MARKABLE} RETURNING id").bindparams(_IDS)
 _CAMPAIGN_STATUS = text("SELECT status FROM campaign WHERE id = :cid")
-_SKIP = text(
+# Skipped: only those whose subscriber left (a delivery another holder marked after a
+# lost lease is not this worker's to skip).
+_SKIP_LEFT = text(
     f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
-    f"WHERE id = :did AND status IN {_in(UNSENT)}"
-)
+    f"WHERE id IN :ids AND status IN {_in(UNSENT)} AND NOT EXISTS "
+    f"(SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = '{S.active}')"
+).bindparams(_IDS)
+# A mark taken back before its message went out (the window ended early): queued again
+# with its attempt given back. Only this very mark.
+_UNMARK = text(
+    f"UPDATE delivery SET status = '{D.queued}', updated_at = :now, next_attempt_at = NULL, "
+    f"attempts = attempts - 1 WHERE id IN :ids AND status = '{D.sending}' AND updated_at = :marked"
+).bindparams(_IDS)
 _RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
            attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
            next_attempt_at = :next"""
@@ -630,22 +641,50 @@ def _record_params(o: Outcome) -> dict:
             "sent_at": o.at if o.status == D.sent else None, "next": o.next_attempt_at}
 
 
-def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> str:
-    """Mark one delivery as being sent, right before it goes to the relay, in the
-    transaction that records the previous message's outcome. The subscriber must still
-    be active and the campaign still sending, so an unsubscribe or a pause takes effect
-    at the very next message, not the next batch. Returns 'sending' (go ahead),
-    'skipped' (the subscriber left; recorded and counted) or 'stopped' (the campaign is
-    no longer sending; nothing changed).
+def mark_window(conn, *, delivery_ids: Sequence[int], campaign_id: int, now: datetime) -> set[int] | None:
+    """Mark a window of deliveries 'sending', right before their messages go to the
+    relay, in the transaction that records the previous window's outcomes. A subscriber
+    must still be active and the campaign still sending, so an unsubscribe or a pause
+    takes effect at the next window. Returns the ids marked (go ahead with those; the
+    others' subscribers left and they are recorded as skipped), or None when the
+    campaign is no longer sending (nothing marked).
 
-    Only one delivery per worker is ever 'sending', so a worker killed mid-message
-    leaves at most one message whose fate is unknown."""
-    if conn.execute(_MARK_SENDING, {"did": delivery_id, "cid": campaign_id, "now": now}).rowcount:
-        return D.sending
+    A worker's connection has only its window marked at a time, so a worker killed
+    mid-window leaves at most a window of messages whose fate is unknown."""
+    marked = set(conn.execute(_MARK_WINDOW, {"ids": list(delivery_ids), "cid": campaign_id, "now": now}).scalars())
+    return settle_unmarked(conn, delivery_ids=delivery_ids, marked=marked, campaign_id=campaign_id, now=now)
+
+
+def settle_unmarked(conn, *, delivery_ids: Sequence[int], marked: set[int], campaign_id: int,
+                    now: datetime) -> set[int] | None:
+    """After marking a window: the ones not marked are skipped (their subscriber left),
+    or, when the campaign stopped meanwhile, every mark of the window is taken back and
+    None says so."""
+    rest = [i for i in delivery_ids if i not in marked]
+    if not rest:
+        return marked
     if conn.execute(_CAMPAIGN_STATUS, {"cid": campaign_id}).scalar_one() != C.sending:
-        return "stopped"
-    conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"})
-    return D.skipped
+        if marked:
+            unmark(conn, delivery_ids=list(marked), marked_at=now, now=now)
+        return None
+    conn.execute(_SKIP_LEFT, {"ids": rest, "now": now, "reason": "subscriber is no longer active"})
+    return marked
+
+
+def unmark(conn, *, delivery_ids: Sequence[int], marked_at: datetime, now: datetime) -> None:
+    """Take back marks whose messages were never handed to the relay."""
+    if delivery_ids:
+        conn.execute(_UNMARK, {"ids": list(delivery_ids), "marked": marked_at, "now": now})
+
+
+def record_results(conn, outcomes: Sequence[Outcome], *, campaign_id: int) -> None:
+    """``record_result`` for each of a window's outcomes (one ``executemany``)."""
+    if outcomes:
+        conn.execute(_RECORD, [_record_params(o) for o in outcomes])
+    for outcome in outcomes:
+        if outcome.suppress_subscriber is not None:
+            mark_bounced(conn, subscriber_id=outcome.suppress_subscriber, campaign_id=campaign_id,
+                         delivery_id=outcome.delivery_id, reply=outcome.reply, now=outcome.at)
 
 
 def record_result(conn, outcome: Outcome, *, campaign_id: int) -> None:
@@ -685,31 +724,48 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
 # queued delivery of an active subscriber while the campaign is sending. Data-modifying
 # WITH clauses all see the snapshot from before the statement and touch different rows
 # here (the previous and the next delivery differ), which PostgreSQL allows.
-_RECORD_AND_MARK = text(
+# PostgreSQL: a window's outcomes recorded and the next window marked in ONE statement
+# (data-modifying WITH clauses; the outcomes come as arrays): one round trip and one
+# commit per window instead of BEGIN, the statements and COMMIT. The two UPDATEs touch
+# different rows (the previous window's and the next one's), as PostgreSQL requires.
+# ``d.id = ANY(...)`` next to the join keeps the plan on the primary key: a prepared
+# (generic) plan otherwise joins the unnested arrays to a scan of the whole table.
+_RECORD_AND_MARK_WINDOW = text(
     f"""
-    WITH rec AS (
-        UPDATE delivery SET {_RECORD_FIELDS}
-        WHERE {_RECORDABLE}
-        RETURNING id
+    WITH v AS (
+        SELECT * FROM unnest(CAST(:r_id AS BIGINT[]), CAST(:r_status AS TEXT[]), CAST(:r_code AS INT[]),
+                             CAST(:r_reply AS TEXT[]), CAST(:r_mid AS TEXT[]), CAST(:r_inc AS INT[]),
+                             CAST(:r_at AS TIMESTAMPTZ[]), CAST(:r_marked AS TIMESTAMPTZ[]),
+                             CAST(:r_sent_at AS TIMESTAMPTZ[]), CAST(:r_next AS TIMESTAMPTZ[]))
+            AS v(id, status, code, reply, mid, inc, at, marked, sent_at, next)
+    ), rec AS (
+        UPDATE delivery d SET status = v.status, last_code = v.code, last_reply = v.reply, message_id = v.mid,
+               attempts = d.attempts + v.inc, updated_at = v.at, sent_at = COALESCE(v.sent_at, d.sent_at),
+               next_attempt_at = v.next
+        FROM v WHERE d.id = ANY(CAST(:r_id AS BIGINT[])) AND d.id = v.id
+          AND d.status = '{D.sending}' AND d.updated_at = v.marked
+        RETURNING d.id
     ), marked AS (
         UPDATE delivery SET {_MARK}
         WHERE {_MARKABLE}
         RETURNING id
     )
-    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM rec)
+    SELECT id FROM marked
     """
-)
-_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 0,
-                      "sent_at": None, "next": None}
+).bindparams(_IDS)
 
 
-def record_and_mark(conn, *, previous: Outcome | None, delivery_id: int, campaign_id: int, now: datetime) -> bool:
-    """Record ``previous`` (or nothing) and mark the next delivery 'sending', atomically,
-    on PostgreSQL. True when the delivery is marked. False means nothing was marked (the
-    subscriber left or the campaign stopped) — the previous outcome IS recorded then —
-    and the caller sorts out which with ``mark_sending`` in a transaction of its own.
-    An outcome that suppresses its subscriber goes through ``record_result`` instead."""
-    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now, "marked": now}
-    marked, _recorded = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
-                                                       "now": now}).one()
-    return bool(marked)
+def record_and_mark_window(conn, *, outcomes: Sequence[Outcome], delivery_ids: Sequence[int], campaign_id: int,
+                           now: datetime) -> set[int]:
+    """``record_results`` and ``mark_window``'s marking, atomically, on PostgreSQL, in
+    one statement on a connection in autocommit mode. Returns the ids marked; when some
+    were not, the caller settles them (``settle_unmarked``) in a transaction. Outcomes
+    that suppress their subscriber go through ``record_results`` instead."""
+    params = [_record_params(o) for o in outcomes]
+    arrays = {f"r_{key}": [p[name] for p in params]
+              for key, name in (("id", "prev"), ("status", "status"), ("code", "code"), ("reply", "reply"),
+                                ("mid", "mid"), ("inc", "inc"), ("at", "rnow"), ("marked", "marked"),
+                                ("sent_at", "sent_at"), ("next", "next"))}
+    arrays["r_status"] = [str(v) for v in arrays["r_status"]]
+    return set(conn.execute(_RECORD_AND_MARK_WINDOW, {**arrays, "ids": list(delivery_ids), "cid": campaign_id,
+                                                      "now": now}).scalars())

@@ -1,20 +1,25 @@
 """Send one claimed batch: one message per recipient through a transport, each outcome
-recorded on its delivery before the next message goes out.
+recorded on its delivery before the window after it goes out.
 
 The order of steps is what makes "exactly once" hold:
   1. claim a batch under a lease (``queries.claim_batch``);
-  2. per recipient, in ONE transaction: record the previous message's outcome and mark
-     this delivery 'sending' (that also checks the subscriber is still active and the
-     campaign still sending, so unsubscribes and pauses take effect at the next message);
-  3. hand the message to the relay;
-  4. at the end, record the last outcome and release the batch.
-A worker killed between 3 and the next 2 leaves exactly one delivery 'sending' whose
-message may have left; the next claim of the batch sends that one again (the only repeat
-possible, at most one per killed connection) and nothing is lost.
+  2. per window of ``EngineConfig.window`` recipients (NEWSLETTER_SEND_WINDOW, 1 by
+     default), in ONE transaction: record the previous window's outcomes and mark this
+     window's deliveries 'sending' (that also checks each subscriber is still active and
+     the campaign still sending, so unsubscribes and pauses take effect at the next
+     window);
+  3. hand the window's messages to the relay, one after the other;
+  4. at the end, record the last outcomes, give back the marks of any message that
+     never went out, and release the batch.
+A worker killed between 3 and the next 2 leaves at most one window of deliveries
+'sending' whose messages may have left; the next claim of the batch sends those again
+(the only repeats possible, at most a window per killed connection, each counted in
+``delivery.repeats``) and nothing is lost. A window of 1 is one message per connection.
 
 ``send_batch`` is that loop; each step around it is a small named piece: the lease
-(``_Lease``), throttling (``_throttle``), assembly (``_assemble``), what a reply means
-(``mailer.outcomes.decide``) and the circuit breaker (``_CircuitBreaker``).
+(``_Lease``), the window (``_send_window``), throttling (``_throttle``), assembly
+(``_assemble``), what a reply means (``mailer.outcomes.decide``) and the circuit
+breaker (``_CircuitBreaker``).
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class EngineConfig:
     retry_base_seconds: float = 30.0
     permanent_error_limit: int = 25
     signers: tuple[DkimSigner, ...] = ()  # DKIM, when configured: RSA, and maybe Ed25519
+    # Messages marked 'sending' together, then sent, then recorded together: one
+    # database round trip per window instead of per message; a connection that dies
+    # leaves at most this many messages of unknown fate.
+    window: int = 1
 
 
 @dataclass
@@ -249,22 +258,40 @@ def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email
         return transport.send(envelope_from, email, message)
 
 
-def _mark(conn, fast, previous: Outcome | None, *, delivery_id: int, campaign_id: int, now: datetime) -> str:
-    """Record ``previous`` and mark the next delivery 'sending', in one transaction:
-    'sending', 'skipped' or 'stopped' (``queries.mark_sending``)."""
-    if fast is not None and (previous is None or previous.suppress_subscriber is None):
-        if queries.record_and_mark(fast, previous=previous, delivery_id=delivery_id, campaign_id=campaign_id,
-                                   now=now):
-            return D.sending  # PostgreSQL: both steps in one statement, one round trip
-        previous = None  # recorded by that statement; only the mark is left to sort out
+def _mark(conn, fast, pending: list[Outcome], window: list[int], *, campaign_id: int,
+          now: datetime) -> set[int] | None:
+    """Record the previous window's outcomes and mark this window 'sending', in one
+    transaction: the ids marked, or None when the campaign stopped
+    (``queries.mark_window``)."""
+    if fast is not None and not any(o.suppress_subscriber is not None for o in pending):
+        # PostgreSQL: both steps in one statement, one round trip.
+        marked = queries.record_and_mark_window(fast, outcomes=pending, delivery_ids=window,
+                                                campaign_id=campaign_id, now=now)
+        if len(marked) == len(window):
+            return marked
+        with conn.begin():  # recorded already; only the ones left unmarked to sort out
+            return queries.settle_unmarked(conn, delivery_ids=window, marked=marked, campaign_id=campaign_id,
+                                           now=now)
     with conn.begin():
-        if previous is not None:
-            queries.record_result(conn, previous, campaign_id=campaign_id)
-        return queries.mark_sending(conn, delivery_id=delivery_id, campaign_id=campaign_id, now=now)
+        queries.record_results(conn, pending, campaign_id=campaign_id)
+        return queries.mark_window(conn, delivery_ids=window, campaign_id=campaign_id, now=now)
 
 
 def _failed(r: queries.Recipient, err: InvalidInput, *, marked_at: datetime, now: datetime) -> Outcome:
     return Outcome(r.delivery_id, D.failed, reply=str(err), at=now, marked_at=marked_at)
+
+
+@dataclass
+class _Window:
+    """What sending one window came to: its outcomes, the marks to take back (the
+    window ended early), and why it ended early ('' when it did not)."""
+
+    outcomes: list[Outcome]
+    unsent: list[int]
+    stopped: str = ""
+    relay_down_until: datetime | None = None
+    relay_error: str = ""
+    pause_reason: str = ""
 
 
 # --- the loop -------------------------------------------------------------------------
@@ -273,8 +300,9 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                limiter: RateLimiter | None = None, backoff: Backoff | None = None,
                slots: DomainSlots | None = None,
                clock: Callable[[], datetime] = utcnow) -> BatchOutcome | None:
-    """Claim one batch of the campaign and send it. Returns None when there is nothing
-    to claim (all done, not due yet, or the campaign is not sending)."""
+    """Claim one batch of the campaign and send it, a window of ``cfg.window`` messages
+    at a time. Returns None when there is nothing to claim (all done, not due yet, or
+    the campaign is not sending)."""
     limiter, slots, backoff = limiter or NoLimit(), slots or NoDomainCap(), backoff or Backoff()
     now = clock()
     broken: InvalidInput | None = None
@@ -298,83 +326,109 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
         out.stopped = f"paused: cannot build the message: {broken}"
         return out
 
-    pending: Outcome | None = None  # the previous message's outcome, recorded with the next mark
+    pending: list[Outcome] = []  # the previous window's outcomes, recorded with the next marks
+    unsent: list[int] = []  # marks to take back at the end
+    marked_at = now
     lease, breaker = _Lease(claim, cfg), _CircuitBreaker(cfg.permanent_error_limit)
-    relay_down_until: datetime | None = None
-    relay_error = ""
-    # One connection for the whole batch, one short transaction per message on it: a
+    ended = _Window([], [])
+    # One connection for the whole batch, one short transaction per window on it: a
     # Session per message cost more than the SQL it ran (bench/send.py --profile).
     db = _Database(engine, deadline=lambda: lease.until, clock=clock)
     try:
-        for r in recipients:
+        for start in range(0, len(recipients), cfg.window):
+            window = recipients[start:start + cfg.window]
             now = clock()
             if not db.run(lambda conn, fast: lease.keep(conn, now)):
                 out.stopped = "lease lost"
                 break
-            marked = db.run(lambda conn, fast: _mark(conn, fast, pending, delivery_id=r.delivery_id,
+            marked = db.run(lambda conn, fast: _mark(conn, fast, pending, [r.delivery_id for r in window],
                                                      campaign_id=campaign_id, now=now))
-            pending, marked_at = None, now
-            if marked == "stopped":
+            pending, marked_at = [], now
+            if marked is None:
                 out.stopped = "campaign no longer sending"
                 break
-            if marked == D.skipped:
-                out.skipped += 1
-                continue
-            try:
-                envelope_from, message, message_id = _assemble(prepared, r, cfg)
-                _throttle(limiter, backoff)
-                result = _deliver(transport, slots, envelope_from, r.email, message)
-            except InvalidInput as err:  # nothing to retry: this one recipient fails
-                pending = _failed(r, err, marked_at=marked_at, now=clock())
-                out.failed += 1
-                continue
-            except TransientDeliveryError as err:
-                # The relay cannot be reached at all: this delivery goes back to the queue
-                # without using up an attempt, and the batch waits before trying again.
-                pending = Outcome(r.delivery_id, D.queued, reply=err.reply, at=clock(), marked_at=marked_at,
-                                  counts_attempt=False)
-                relay_down_until = clock() + timedelta(seconds=max(5.0, cfg.retry_base_seconds))
-                relay_error = err.reply
-                out.stopped = f"relay unreachable: {err.reply}"
-                out.retry_later += 1
+            out.skipped += len(window) - len(marked)
+            ended = _send_window([r for r in window if r.delivery_id in marked], prepared, cfg, out,
+                                 transport=transport, limiter=limiter, backoff=backoff, slots=slots, breaker=breaker,
+                                 marked_at=marked_at, clock=clock)
+            pending, unsent = ended.outcomes, ended.unsent
+            if ended.pause_reason:
+                db.run(lambda conn, fast: _pause_after(conn, pending, unsent, marked_at=marked_at,
+                                                       campaign_id=campaign_id, reason=ended.pause_reason,
+                                                       now=clock()))
+                pending, unsent = [], []
+            if ended.stopped:
+                out.stopped = ended.stopped
                 break
-            verdict = classify(result.code, result.reply)
-            if verdict.kind == Kind.sent:
-                backoff.accepted()
-            elif verdict.kind == Kind.transient:
-                backoff.refused()
-            now = clock()
-            decision = decide(verdict, r.attempts + 1, cfg, now)
-            out.count(decision.status)
-            pending = Outcome(
-                r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
-                marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
-                next_attempt_at=decision.next_attempt_at,
-                suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,
-            )
-            if breaker.tripped(verdict):
-                reason = f"{breaker.in_a_row} permanent errors in a row; last: {result.code} {result.reply}"
-                db.run(lambda conn, fast: _pause_after(conn, pending, campaign_id=campaign_id, reason=reason))
-                pending = None
-                out.stopped = "paused: too many permanent errors in a row"
-                break
-        db.run(lambda conn, fast: _release(conn, out, pending, claim=claim, worker=cfg.worker, now=clock(),
-                                           relay_down_until=relay_down_until, relay_error=relay_error))
+        db.run(lambda conn, fast: _release(conn, out, pending, unsent, marked_at=marked_at, claim=claim,
+                                           worker=cfg.worker, now=clock(), relay_down_until=ended.relay_down_until,
+                                           relay_error=ended.relay_error))
     finally:
         db.close()
     return out
 
 
-def _release(conn, out: BatchOutcome, pending: Outcome | None, *, claim: queries.ClaimedBatch, worker: str,
-             now: datetime, relay_down_until: datetime | None, relay_error: str) -> None:
-    """The end of a batch, in one transaction: the last outcome, the batch let go (done,
-    or pending until its next retry), the campaign finished if it was the last, and the
-    relay's state noted."""
+def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cfg: EngineConfig,
+                 out: BatchOutcome, *, transport: Transport, limiter: RateLimiter, backoff: Backoff,
+                 slots: DomainSlots, breaker: _CircuitBreaker, marked_at: datetime,
+                 clock: Callable[[], datetime]) -> _Window:
+    """Hand each marked message of a window to the relay and decide what its reply
+    means. Stops early when the relay cannot be reached or the circuit breaker trips;
+    the rest of the window's marks are then given back."""
+    done = _Window([], [])
+    for i, r in enumerate(window):
+        try:
+            envelope_from, message, message_id = _assemble(prepared, r, cfg)
+            _throttle(limiter, backoff)
+            result = _deliver(transport, slots, envelope_from, r.email, message)
+        except InvalidInput as err:  # nothing to retry: this one recipient fails
+            done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
+            out.failed += 1
+            continue
+        except TransientDeliveryError as err:
+            # The relay cannot be reached at all: this delivery goes back to the queue
+            # without using up an attempt, and the batch waits before trying again.
+            done.outcomes.append(Outcome(r.delivery_id, D.queued, reply=err.reply, at=clock(), marked_at=marked_at,
+                                         counts_attempt=False))
+            done.unsent = [r.delivery_id for r in window[i + 1:]]
+            done.relay_down_until = clock() + timedelta(seconds=max(5.0, cfg.retry_base_seconds))
+            done.relay_error = err.reply
+            done.stopped = f"relay unreachable: {err.reply}"
+            out.retry_later += 1 + len(done.unsent)
+            return done
+        verdict = classify(result.code, result.reply)
+        if verdict.kind == Kind.sent:
+            backoff.accepted()
+        elif verdict.kind == Kind.transient:
+            backoff.refused()
+        now = clock()
+        decision = decide(verdict, r.attempts + 1, cfg, now)
+        out.count(decision.status)
+        done.outcomes.append(Outcome(
+            r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
+            marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
+            next_attempt_at=decision.next_attempt_at,
+            suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,
+        ))
+        if breaker.tripped(verdict):
+            done.pause_reason = f"{breaker.in_a_row} permanent errors in a row; last: {result.code} {result.reply}"
+            done.unsent = [r.delivery_id for r in window[i + 1:]]
+            done.stopped = "paused: too many permanent errors in a row"
+            return done
+    return done
+
+
+def _release(conn, out: BatchOutcome, pending: list[Outcome], unsent: list[int], *, marked_at: datetime,
+             claim: queries.ClaimedBatch, worker: str, now: datetime, relay_down_until: datetime | None,
+             relay_error: str) -> None:
+    """The end of a batch, in one transaction: the last window's outcomes (and its marks
+    that never went out taken back), the batch let go (done, or pending until its next
+    retry), the campaign finished if it was the last, and the relay's state noted."""
     if conn.in_transaction():  # a step that failed inside its own transaction
         conn.rollback()
     with conn.begin():
-        if pending is not None:
-            queries.record_result(conn, pending, campaign_id=claim.campaign_id)
+        queries.record_results(conn, pending, campaign_id=claim.campaign_id)
+        queries.unmark(conn, delivery_ids=unsent, marked_at=marked_at, now=now)
         out.batch_status = queries.release_batch(conn, campaign_id=claim.campaign_id, seq=claim.seq, worker=worker,
                                                  now=now, available_at=relay_down_until) or ""
         out.campaign_finished = queries.finish_campaign_if_done(conn, campaign_id=claim.campaign_id, now=now)
@@ -384,10 +438,15 @@ def _release(conn, out: BatchOutcome, pending: Outcome | None, *, claim: queries
             queries.note_relay(conn, campaign_id=claim.campaign_id, down=False, now=now)
 
 
-def _pause_after(conn, outcome: Outcome, *, campaign_id: int, reason: str) -> None:
-    """Record the last outcome and pause the campaign with the reason, together."""
+def _pause_after(conn, outcomes: list[Outcome], unsent: list[int], *, marked_at: datetime, campaign_id: int,
+                 reason: str, now: datetime) -> None:
+    """Record the window's outcomes, take back its unsent marks and pause the campaign
+    with the reason, together."""
+    if conn.in_transaction():
+        conn.rollback()
     with conn.begin():
-        queries.record_result(conn, outcome, campaign_id=campaign_id)
+        queries.record_results(conn, outcomes, campaign_id=campaign_id)
+        queries.unmark(conn, delivery_ids=unsent, marked_at=marked_at, now=now)
         with Session(bind=conn) as s:  # joins the connection's transaction
             pause_campaign(s, campaign_id=campaign_id, reason=reason)
 

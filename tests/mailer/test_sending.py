@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from mailer import campaigns, queries
 from mailer.core.db import transaction
@@ -30,6 +31,12 @@ from tests.support.seed import seed_campaign, seed_issue, seed_list
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(params=[1, 4], ids=["window1", "window4"])
+def window(request) -> int:
+    """NEWSLETTER_SEND_WINDOW: one message marked and recorded at a time, or four."""
+    return request.param
+
+
 def test_freeze_takes_active_members_once(engine):
     list_id = seed_list(engine, 30)
     seed_list(engine, 5, status="unsubscribed", start=100)
@@ -41,10 +48,13 @@ def test_freeze_takes_active_members_once(engine):
         assert created and not created_again and again.id == c.id
         assert campaigns.start_campaign(s, campaign_id=c.id, batch_size=7) == 30
     with transaction(engine) as s:
-        # A second start of the same campaign freezes nothing more.
+        # A second start of the same campaign freezes nothing more ...
         assert campaigns.start_campaign(s, campaign_id=c.id, batch_size=7) == 0
-        assert queries.freeze_audience(s, campaign_id=c.id, list_id=list_id, batch_size=7,
-                                       now=datetime.now(timezone.utc)) == 30
+        # ... and a second freeze, whatever called it, is refused by the unique key.
+        with pytest.raises(IntegrityError), s.begin_nested():
+            queries.freeze_audience(s, campaign_id=c.id, list_id=list_id, batch_size=7,
+                                    now=datetime.now(timezone.utc))
+        assert s.execute(text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :c"), {"c": c.id}).scalar() == 30
         assert s.execute(text("SELECT COUNT(*) FROM batch WHERE campaign_id = :c"), {"c": c.id}).scalar() == 5
         seqs = s.execute(text("SELECT batch_seq, COUNT(*) FROM delivery WHERE campaign_id = :c GROUP BY batch_seq"),
                          {"c": c.id}).all()
@@ -62,9 +72,9 @@ def test_empty_list_is_refused_and_nothing_recorded(engine):
             campaigns.start_campaign(s, campaign_id=c.id, batch_size=10)
 
 
-def test_campaign_sends_every_message_once_with_headers(engine, smtp_sink):
+def test_campaign_sends_every_message_once_with_headers(window, engine, smtp_sink):
     cid = seed_campaign(engine, 120, batch_size=50)
-    outcomes = drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    outcomes = drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     assert [o.sent for o in outcomes] == [50, 50, 20]
     got = received(smtp_sink)
     assert len(got) == 120 and set(got.values()) == {1}
@@ -94,23 +104,23 @@ def test_campaign_sends_every_message_once_with_headers(engine, smtp_sink):
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
 
 
-def test_unsubscribe_after_freeze_is_skipped_not_mailed(engine, smtp_sink):
+def test_unsubscribe_after_freeze_is_skipped_not_mailed(window, engine, smtp_sink):
     cid = seed_campaign(engine, 20, batch_size=50)
     with transaction(engine) as s:
         s.execute(text("UPDATE subscriber SET status = 'unsubscribed' WHERE email = 'reader000003@example.com'"))
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     got = received(smtp_sink)
     assert "reader000003@example.com" not in got and len(got) == 19
     assert assert_counters_match(engine, cid) == {"sent": 19, "skipped": 1}
 
 
-def test_smtp_replies_are_classified_and_recorded(engine, smtp_sink):
+def test_smtp_replies_are_classified_and_recorded(window, engine, smtp_sink):
     smtp_sink.reject["reader000001@example.com"] = (550, "5.1.1 No such user")
     smtp_sink.reject["reader000002@example.com"] = (550, "5.7.1 Message rejected as spam")
     smtp_sink.reject["reader000003@example.com"] = (451, "4.3.0 Try again later")
     cid = seed_campaign(engine, 6, batch_size=50)
     transport = transport_for(smtp_sink)
-    drain(engine, cid, transport=transport, cfg=config(retry_base_seconds=3600))
+    drain(engine, cid, transport=transport, cfg=config(window=window, retry_base_seconds=3600))
     with transaction(engine) as s:
         by_email = {e: (st, code, reply, att) for e, st, code, reply, att in s.execute(text(
             "SELECT s.email, d.status, d.last_code, d.last_reply, d.attempts FROM delivery d "
@@ -126,7 +136,7 @@ def test_smtp_replies_are_classified_and_recorded(engine, smtp_sink):
         s.execute(text("UPDATE delivery SET next_attempt_at = NULL WHERE campaign_id = :c"), {"c": cid})
         s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
     # The transient one is retried until max_attempts (3), then failed.
-    drain(engine, cid, transport=transport, cfg=config())
+    drain(engine, cid, transport=transport, cfg=config(window=window))
     with transaction(engine) as s:
         st, att = s.execute(text("SELECT d.status, d.attempts FROM delivery d JOIN subscriber s "
                                  "ON s.id = d.subscriber_id WHERE s.email = 'reader000003@example.com'")).one()
@@ -136,29 +146,29 @@ def test_smtp_replies_are_classified_and_recorded(engine, smtp_sink):
     assert received(smtp_sink)["reader000000@example.com"] == 1
 
 
-def test_pause_stops_at_next_message_and_resume_sends_the_rest_once(engine, smtp_sink):
+def test_pause_stops_at_next_message_and_resume_sends_the_rest_once(window, engine, smtp_sink):
     cid = seed_campaign(engine, 40, batch_size=10)
     transport = transport_for(smtp_sink)
-    send_batch(engine, cid, transport=transport, cfg=config())
+    send_batch(engine, cid, transport=transport, cfg=config(window=window))
     with transaction(engine) as s:
         assert campaigns.pause_campaign(s, campaign_id=cid)
-    assert send_batch(engine, cid, transport=transport, cfg=config()) is None
+    assert send_batch(engine, cid, transport=transport, cfg=config(window=window)) is None
     assert len(received(smtp_sink)) == 10
     with transaction(engine) as s:
         assert campaigns.resume_campaign(s, campaign_id=cid)
-    drain(engine, cid, transport=transport, cfg=config())
+    drain(engine, cid, transport=transport, cfg=config(window=window))
     got = received(smtp_sink)
     assert len(got) == 40 and set(got.values()) == {1}
     assert assert_counters_match(engine, cid) == {"sent": 40}
 
 
-def test_two_concurrent_senders_never_send_twice(engine, smtp_sink, database_url):
+def test_two_concurrent_senders_never_send_twice(window, engine, smtp_sink, database_url):
     cid = seed_campaign(engine, 300, batch_size=20)
     errors = []
 
     def run(name):
         try:
-            drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(worker=name))
+            drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window, worker=name))
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -182,7 +192,8 @@ def test_a_dead_workers_batch_is_taken_over_after_its_lease(engine, smtp_sink):
     with transaction(engine) as s:
         claim = queries.claim_batch(s, campaign_id=cid, worker="dead", now=now, lease=timedelta(seconds=30))
         first = queries.batch_recipients(s, campaign_id=cid, seq=claim.seq, now=now)[0]
-        assert queries.mark_sending(s, delivery_id=first.delivery_id, campaign_id=cid, now=now) == "sending"
+        assert queries.mark_window(s, delivery_ids=[first.delivery_id], campaign_id=cid, now=now) == {
+            first.delivery_id}
     # Within the lease nobody else can take it.
     assert send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config()) is None
     later = lambda: now + timedelta(seconds=31)  # noqa: E731
@@ -195,6 +206,41 @@ def test_a_dead_workers_batch_is_taken_over_after_its_lease(engine, smtp_sink):
                                {"c": cid}).all())
         assert tries.pop(first.delivery_id) == "2/1" and set(tries.values()) == {"1/0"}
         assert campaigns.campaign_report(s, cid).repeated == 1
+
+
+def test_a_worker_killed_mid_window_repeats_at_most_that_window(engine, smtp_sink):
+    """NEWSLETTER_SEND_WINDOW=4: a worker marks four deliveries and dies before it records
+    them. The one that takes over sends those four again, each counted as a repeat, and
+    nothing else twice: the bound is the window."""
+    cid = seed_campaign(engine, 10, batch_size=10)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        claim = queries.claim_batch(s, campaign_id=cid, worker="dead", now=now, lease=timedelta(seconds=30))
+        window = [r.delivery_id for r in queries.batch_recipients(s, campaign_id=cid, seq=claim.seq, now=now)[:4]]
+        assert queries.mark_window(s, delivery_ids=window, campaign_id=cid, now=now) == set(window)
+    later = lambda: now + timedelta(seconds=31)  # noqa: E731
+    out = send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=4), clock=later)
+    assert out.sent == 10 and out.campaign_finished
+    with transaction(engine) as s:
+        tries = dict(s.execute(text("SELECT id, attempts || '/' || repeats FROM delivery WHERE campaign_id = :c"),
+                               {"c": cid}).all())
+        assert {tries.pop(i) for i in window} == {"2/1"} and set(tries.values()) == {"1/0"}
+        assert campaigns.campaign_report(s, cid).repeated == 4
+
+
+def test_a_window_that_ends_early_gives_its_marks_back(engine, smtp_sink):
+    """The circuit breaker trips on the second message of a window of four: the two
+    marked but never sent go back to 'queued' with their attempt given back."""
+    for i in range(2):
+        smtp_sink.reject[f"reader{i:06d}@example.com"] = (554, "5.7.0 Authentication required")
+    cid = seed_campaign(engine, 8, batch_size=10)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=4, permanent_error_limit=2))
+    with transaction(engine) as s:
+        rows = s.execute(text("SELECT status, attempts, repeats FROM delivery WHERE campaign_id = :c ORDER BY id"),
+                         {"c": cid}).all()
+        assert s.get(Campaign, cid).status == "paused"
+    assert [tuple(r) for r in rows] == [("failed", 1, 0)] * 2 + [("queued", 0, 0)] * 6
+    assert len(received(smtp_sink)) == 0
 
 
 def test_a_dead_workers_release_cannot_undo_the_batch_of_the_one_that_took_over(engine):
@@ -288,11 +334,11 @@ def test_the_campaign_says_since_when_the_relay_is_unreachable(engine, smtp_sink
     assert (report.relay_down_since, report.relay_error, report.sent) == (None, "", 3)
 
 
-def test_too_many_permanent_errors_pause_the_campaign(engine, smtp_sink):
+def test_too_many_permanent_errors_pause_the_campaign(window, engine, smtp_sink):
     for i in range(10):
         smtp_sink.reject[f"reader{i:06d}@example.com"] = (554, "5.7.0 Authentication required")
     cid = seed_campaign(engine, 20, batch_size=50)
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(permanent_error_limit=5))
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window, permanent_error_limit=5))
     with transaction(engine) as s:
         c = s.get(Campaign, cid)
         assert c.status == "paused" and "permanent errors in a row" in c.pause_reason
@@ -301,12 +347,12 @@ def test_too_many_permanent_errors_pause_the_campaign(engine, smtp_sink):
     assert len(received(smtp_sink)) == 0
 
 
-def test_unreachable_relay_keeps_deliveries_queued(engine, smtp_sink):
+def test_unreachable_relay_keeps_deliveries_queued(window, engine, smtp_sink):
     cid = seed_campaign(engine, 5, batch_size=50)
     port = smtp_sink.port
     smtp_sink.stop()
     dead = SmtpTransport.from_url(f"smtp://127.0.0.1:{port}", timeout=2)
-    outcomes = drain(engine, cid, transport=dead, cfg=config())
+    outcomes = drain(engine, cid, transport=dead, cfg=config(window=window))
     assert outcomes == [] or outcomes[0].sent == 0
     counts = assert_counters_match(engine, cid)
     assert counts == {"queued": 5}
@@ -315,28 +361,28 @@ def test_unreachable_relay_keeps_deliveries_queued(engine, smtp_sink):
     smtp_sink.start()
     with transaction(engine) as s:  # the batch waits a little before the next try
         s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     assert len(received(smtp_sink)) == 5
     assert assert_counters_match(engine, cid) == {"sent": 5}
 
 
-def test_cancel_records_every_unsent_delivery(engine, smtp_sink):
+def test_cancel_records_every_unsent_delivery(window, engine, smtp_sink):
     cid = seed_campaign(engine, 30, batch_size=10)
-    send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     with transaction(engine) as s:
         assert campaigns.cancel_campaign(s, campaign_id=cid)
     assert assert_counters_match(engine, cid) == {"sent": 10, "skipped": 20}
 
 
-def test_retry_failed_queues_them_again(engine, smtp_sink):
+def test_retry_failed_queues_them_again(window, engine, smtp_sink):
     smtp_sink.reject["reader000001@example.com"] = (552, "5.2.2 Mailbox full")
     cid = seed_campaign(engine, 3, batch_size=50)
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     assert assert_counters_match(engine, cid) == {"sent": 2, "failed": 1}
     del smtp_sink.reject["reader000001@example.com"]
     with transaction(engine) as s:
         assert campaigns.retry_failed(s, campaign_id=cid) == 1
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     assert assert_counters_match(engine, cid) == {"sent": 3}
     assert set(received(smtp_sink).values()) == {1}
 
@@ -390,10 +436,10 @@ def test_static_body_lines_never_start_with_a_dot():
 # or a stored subject, an unreachable relay: each ends in a clear recorded state.
 
 
-def test_an_address_the_relay_rejects_is_recorded_and_the_others_are_sent(engine, smtp_sink):
+def test_an_address_the_relay_rejects_is_recorded_and_the_others_are_sent(window, engine, smtp_sink):
     smtp_sink.reject["reader000002@example.com"] = (550, "5.1.1 <reader000002@example.com>: User unknown")
     cid = seed_campaign(engine, 5, batch_size=50)
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     got = received(smtp_sink)
     assert sorted(got) == [f"reader{i:06d}@example.com" for i in (0, 1, 3, 4)] and set(got.values()) == {1}
     with transaction(engine) as s:
@@ -478,12 +524,12 @@ def test_a_stored_subject_with_a_line_break_pauses_the_campaign_with_the_reason(
     assert assert_counters_match(engine, cid) == {"queued": 4}
 
 
-def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(engine, smtp_sink):
+def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(window, engine, smtp_sink):
     cid = seed_campaign(engine, 6, batch_size=3)
     port = smtp_sink.port
     smtp_sink.stop()
     outcomes = drain(engine, cid, transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{port}", timeout=2),
-                     cfg=config())
+                     cfg=config(window=window))
     assert len(outcomes) == 1 and outcomes[0].stopped.startswith("relay unreachable: cannot reach SMTP relay")
     assert "\n" not in outcomes[0].stopped
     with transaction(engine) as s:
@@ -495,7 +541,7 @@ def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(engine
     smtp_sink.start()
     with transaction(engine) as s:
         s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
-    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=window))
     got = received(smtp_sink)
     assert len(got) == 6 and set(got.values()) == {1}
     assert assert_counters_match(engine, cid) == {"sent": 6}
