@@ -23,6 +23,10 @@ class ConflictError(InvalidInput):
     """The request is well formed but the thing is in a state that forbids it."""
 
 
+class Forbidden(InvalidInput):
+    """The request does not prove who sent it: a webhook whose signature does not verify."""
+
+
 class DeliveryError(NewsletterError):
     """Sending one message failed. ``reply`` is the SMTP reply text, when there was one."""
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from mailer.core.errors import InvalidInput
-from mailer.web import api, dashboard
+from mailer.web import api, dashboard, webhooks
 from mailer.web.deps import status_of
 from mailer.web.public import archive, preferences, signup, unsubscribe
 
@@ -23,6 +23,6 @@ def create_app() -> FastAPI:
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    for module in (archive, signup, unsubscribe, preferences, api, dashboard):
+    for module in (archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
