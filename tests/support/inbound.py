@@ -69,8 +69,10 @@ def sent_campaign(engine, emails: list[str], *, slug: str = "weekly-1", secret: 
     return found
 
 
-def corpus(name: str) -> bytes:
-    return (CORPUS / f"{name}.eml").read_bytes()
+def corpus(name: str, *, crlf: bool = False) -> bytes:
+    """A message of the corpus; with ``crlf`` as it travels over SMTP (RFC 5321 §2.3.8)."""
+    raw = (CORPUS / f"{name}.eml").read_bytes()
+    return raw.replace(b"\n", b"\r\n") if crlf else raw
 
 
 def statuses(engine) -> dict[str, str]:
