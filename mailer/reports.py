@@ -106,6 +106,20 @@ class DsnAction(enum.StrEnum):
     expanded = "expanded"
 
 
+class OddAction(enum.StrEnum):
+    """Action values MTAs write that RFC 3464 does not define, with what they mean."""
+
+    error = "error"  # OpenSMTPD: failed
+    bounced = "bounced"
+    rejected = "rejected"
+    undeliverable = "undeliverable"
+    deferred = "deferred"  # delayed
+    retrying = "retrying"
+    warning = "warning"
+
+
+_ODD_FAILED = (OddAction.error, OddAction.bounced, OddAction.rejected, OddAction.undeliverable)
+_ODD_DELAYED = (OddAction.deferred, OddAction.retrying, OddAction.warning)
 GOOD_NEWS = (DsnAction.delivered, DsnAction.relayed, DsnAction.expanded)
 # RFC 5965 §7.3 and RFC 6591: feedback reports that are not somebody complaining.
 NOT_COMPLAINTS = ("not-spam", "auth-failure")
@@ -332,9 +346,9 @@ def _action(raw: str, status: str) -> str:
     (bad destination mailbox address)``, ``error`` (OpenSMTPD) or nothing at all."""
     word = re.match(r"[a-z]+", raw.strip().lower())
     w = word.group(0) if word else ""
-    if w.startswith("fail") or w in ("error", "bounced", "rejected", "undeliverable"):
+    if w.startswith("fail") or w in _ODD_FAILED:
         return DsnAction.failed
-    if w.startswith("delay") or w in ("deferred", "retrying", "warning"):
+    if w.startswith("delay") or w in _ODD_DELAYED:
         return DsnAction.delayed
     if w in GOOD_NEWS:
         return w

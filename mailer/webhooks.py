@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import json
@@ -93,6 +94,28 @@ class Webhook:
     events: tuple[Event, ...] = ()
     ignored: tuple[str, ...] = ()  # event types understood and deliberately not recorded
     confirm_url: str = ""  # SNS SubscriptionConfirmation: GET it to confirm
+
+
+# The providers' own words for what happened (theirs, not our statuses).
+
+class SesObject(enum.StrEnum):
+    """The object an SES notification of that type carries."""
+
+    bounce = "bounce"
+    complaint = "complaint"
+
+
+class MailgunEvent(enum.StrEnum):
+    failed = "failed"
+    complained = "complained"
+
+
+class SendGridEvent(enum.StrEnum):
+    bounce = "bounce"
+    deferred = "deferred"
+    dropped = "dropped"
+    spamreport = "spamreport"
+    blocked = "blocked"  # a bounce's type, when the receiver would not take it
 
 
 # --- SNS ---------------------------------------------------------------------------------
@@ -230,8 +253,8 @@ def read_ses(doc: dict) -> Webhook:
                   quoted_tokens=_tokens(mail.get("source"), *_header_values(headers, "return-path")),
                   message_ids=_ids(common.get("messageId"), *_header_values(headers, "message-id")))
     raw = json.dumps(message, sort_keys=True).encode("utf-8")
-    if kind == "Bounce" and isinstance(message.get("bounce"), dict):
-        bounce = message["bounce"]
+    if kind == "Bounce" and isinstance(message.get(SesObject.bounce), dict):
+        bounce = message[SesObject.bounce]
         bounce_type, sub_type = str(bounce.get("bounceType", "")), str(bounce.get("bounceSubType", ""))
         failed = True if bounce_type == "Permanent" else False if bounce_type == "Transient" else None
         listed = []
@@ -249,8 +272,8 @@ def read_ses(doc: dict) -> Webhook:
                                    action=_str(r.get("action"), 32) or bounce_type.lower()))
         report = replace(base, recipients=tuple(listed), reporter=_str(bounce.get("reportingMTA"), 200) or SES)
         return Webhook(events=(Event(report, raw),))
-    if kind == "Complaint" and isinstance(message.get("complaint"), dict):
-        complaint = message["complaint"]
+    if kind == "Complaint" and isinstance(message.get(SesObject.complaint), dict):
+        complaint = message[SesObject.complaint]
         feedback = (_str(complaint.get("complaintFeedbackType"), 64) or "abuse").lower()
         # SES did not send to an address on the account's suppression list: nobody complained.
         ignored = feedback == "not-spam" or complaint.get("complaintSubType") == "OnAccountSuppressionList"
@@ -338,11 +361,11 @@ def read_mailgun(event: dict, raw: bytes) -> Webhook:
     envelope = event.get("envelope") if isinstance(event.get("envelope"), dict) else {}
     base = Report(kind=InboundKind.bounce, source=MAILGUN, reporter=MAILGUN,
                   quoted_tokens=_tokens(envelope.get("sender")), message_ids=_ids(headers.get("message-id")))
-    if name == "complained":
+    if name == MailgunEvent.complained:
         report = replace(base, kind=InboundKind.complaint, recipients=(
             Reported(address=address, status="", diagnostic="abuse", verdict=Verdict.permanent, action=name),))
         return Webhook(events=(Event(report, raw),))
-    if name != "failed":
+    if name != MailgunEvent.failed:
         return Webhook(ignored=(name or "a Mailgun event without a name",))
     ds = event.get("delivery-status") if isinstance(event.get("delivery-status"), dict) else {}
     code = ds.get("code") if isinstance(ds.get("code"), int) else None
@@ -407,12 +430,13 @@ def read_sendgrid(events: list) -> Webhook:
         base = Report(kind=InboundKind.bounce, source=SENDGRID, reporter=SENDGRID,
                       message_ids=_ids(event.get("smtp-id")))
         reason = _str(event.get("reason")) or _str(event.get("response"))
-        if name == "spamreport" or (name == "dropped" and "spam report" in reason.lower()):
+        if name == SendGridEvent.spamreport or (name == SendGridEvent.dropped and "spam report" in reason.lower()):
             report = replace(base, kind=InboundKind.complaint, recipients=(
                 Reported(address=address, status="", diagnostic="abuse", verdict=Verdict.permanent, action=name),))
-        elif name in ("bounce", "deferred") or (name == "dropped" and "bounced address" in reason.lower()):
+        elif name in (SendGridEvent.bounce, SendGridEvent.deferred) or (
+                name == SendGridEvent.dropped and "bounced address" in reason.lower()):
             kind = str(event.get("type", ""))
-            failed = name == "dropped" or (name == "bounce" and kind != "blocked")
+            failed = name == SendGridEvent.dropped or (name == SendGridEvent.bounce and kind != SendGridEvent.blocked)
             status, verdict = judge(status=_str(event.get("status"), 20), diagnostic=reason,
                                     failed=True if failed else False)
             if event.get("bounce_classification") in _SENDGRID_POLICY:
