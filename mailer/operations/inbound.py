@@ -30,7 +30,7 @@ from mailer.core import signing
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.db import engine_for, transaction
-from mailer.core.errors import NotFound
+from mailer.core.errors import InvalidInput, NotFound
 from mailer.models import InboundMessage, InboundStatus
 from mailer.reports import Channel, InboundKind, Report, Reported, Verdict, read_message
 from subscribers import service
@@ -116,7 +116,10 @@ def receive_webhook(provider: str, body: bytes, headers: Mapping[str, str], *, s
     engine = engine or engine_for(settings.database)
     received = tuple(handle(engine, e.report, raw=e.raw, channel=provider, settings=settings) for e in webhook.events)
     if webhook.confirm_url:
-        sns.fetch(webhook.confirm_url)
+        try:
+            sns.fetch(webhook.confirm_url)
+        except Exception as err:  # SNS's host did not answer: say so; SNS can be asked to send it again
+            raise InvalidInput(f"the SNS subscription could not be confirmed: {' '.join(str(err).split())}") from err
     return WebhookResult(received, webhook.ignored, webhook.confirm_url)
 
 
