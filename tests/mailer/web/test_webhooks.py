@@ -31,6 +31,14 @@ from tests.support.webhooks import (
 pytestmark = pytest.mark.timeout(120)
 
 
+def delivery_status(engine, delivery_id: int) -> str:
+    from mailer.core.db import transaction
+    from mailer.models import Delivery
+
+    with transaction(engine) as s:
+        return s.get(Delivery, delivery_id).status
+
+
 @pytest.fixture
 def certificates(tmp_path):
     with certificate_server(tmp_path) as served:
@@ -80,7 +88,7 @@ def test_a_signed_ses_bounce_through_sns_bounces_its_delivery(engine, site, cert
     assert response.status_code == 200, response.text
     assert response.json()["detail"].startswith(f"delivery {ann.delivery_id}: bounced (5.1.1")
     assert statuses(engine) == {"ann@example.org": "bounced", "bob@example.org": "active"}
-    assert suppressed(engine, "ann@example.org")
+    assert suppressed(engine, "ann@example.org") and delivery_status(engine, ann.delivery_id) == "bounced"
     assert certificates.requests == ["/SimpleNotificationService-test.pem"]
 
 
@@ -163,7 +171,8 @@ def test_a_postmark_bounce_with_its_credentials(engine, site):
     blocked = {**hard, "Type": "Blocked", "Email": "ann@example.org", "Details": "blocked by policy"}
     assert "policy" in site.post("/webhooks/postmark", json=blocked, headers={"Authorization": auth}).json()["detail"]
     assert statuses(engine) == {"ann@example.org": "bounced", "bob@example.org": "complained"}
-    assert sent["ann@example.org"].delivery_id
+    assert delivery_status(engine, sent["ann@example.org"].delivery_id) == "bounced"
+    assert suppressed(engine, "ann@example.org") and suppressed(engine, "bob@example.org")
 
 
 def test_a_mailgun_failure_with_its_signature(engine, site):
@@ -181,6 +190,7 @@ def test_a_mailgun_failure_with_its_signature(engine, site):
     response = site.post("/webhooks/mailgun", json=mailgun_signed(event))
     assert response.status_code == 200 and response.json()["detail"].startswith(f"delivery {ann.delivery_id}: bounced")
     assert statuses(engine) == {"ann@example.org": "bounced"}
+    assert suppressed(engine, "ann@example.org") and delivery_status(engine, ann.delivery_id) == "bounced"
 
 
 def test_a_sendgrid_batch_with_its_signature(engine, site, sendgrid_key):
@@ -207,6 +217,8 @@ def test_a_sendgrid_batch_with_its_signature(engine, site, sendgrid_key):
     assert "not recorded: delivered" in response.json()["detail"]
     assert statuses(engine) == {"ann@example.org": "bounced", "bob@example.org": "complained",
                                 "cy@example.org": "active"}
+    assert delivery_status(engine, sent["ann@example.org"].delivery_id) == "bounced"
+    assert suppressed(engine, "ann@example.org") and not suppressed(engine, "cy@example.org")
 
 
 def test_providers_not_set_up_or_unknown_are_404_and_bad_bodies_400(engine, settings, monkeypatch):
