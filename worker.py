@@ -8,22 +8,27 @@ more machines against the same database and broker to scale out.
 from __future__ import annotations
 
 from mailer import dispatch
-from mailer.celeryapp import make_celery
+from mailer.celeryapp import PATIENT_PUBLISH, make_celery
 from mailer.core.config import get_settings
-from mailer.core.errors import TransientDeliveryError
+from mailer.core.errors import ServiceUnavailable, TransientDeliveryError
 
 app = make_celery(get_settings())
 
 
 @app.task(name="newsletter.send_batch", bind=True, acks_late=True, max_retries=None)
 def send_batch(self, campaign_id: int) -> None:
-    """Send batches of one campaign for up to a minute, then hand over to a new task."""
+    """Send batches of one campaign for up to a minute, then hand over to the next task:
+    at once when there is more to claim, or when a retry time or a lease comes up."""
     try:
-        more = dispatch.run_send_task(campaign_id)
+        when = dispatch.run_send_task(campaign_id)
+    except ServiceUnavailable as err:  # the database went away: it comes back soon
+        raise self.retry(exc=err, countdown=5) from err
     except TransientDeliveryError as err:
         raise self.retry(exc=err, countdown=30) from err
-    if more:
-        send_batch.delay(campaign_id)
+    dispatch.follow_up(
+        campaign_id, when,
+        now_task=lambda: send_batch.apply_async(args=[campaign_id], retry_policy=PATIENT_PUBLISH),
+        later_task=lambda at: send_batch.apply_async(args=[campaign_id], eta=at, retry_policy=PATIENT_PUBLISH))
 
 
 @app.task(name="newsletter.sweep")

@@ -42,7 +42,7 @@ from mailer import queries
 from mailer.core import signing
 from mailer.core.errors import InvalidInput
 from mailer.models import InboundMessage, InboundStatus
-from mailer.reports import InboundKind, Report, Reported, Verdict, reply_code
+from mailer.reports import InboundKind, Report, Reported, Verdict, one_line, reply_code
 from subscribers import service
 from subscribers.models import Event, EventKind, SubscriberStatus, SuppressionReason
 
@@ -153,7 +153,7 @@ class Recorded:
 def store(session: Session, *, raw: bytes, channel: str, status: InboundStatus, kind: InboundKind,
           reason: str, delivery_id: int | None, max_bytes: int, now: datetime) -> int:
     """Keep an inbound message as it came (its first ``max_bytes``), with the reason."""
-    row = InboundMessage(received_at=now, channel=channel, status=status, kind=kind, reason=reason[:2000],
+    row = InboundMessage(received_at=now, channel=channel, status=status, kind=kind, reason=one_line(reason, 2000),
                          delivery_id=delivery_id, size=len(raw), raw=raw[:max_bytes])
     session.add(row)
     session.flush()
@@ -162,6 +162,7 @@ def store(session: Session, *, raw: bytes, channel: str, status: InboundStatus, 
 
 def _event(session: Session, *, kind: EventKind, report: Report, ref: queries.DeliveryRef, detail: dict,
            now: datetime) -> None:
+    detail = {k: one_line(v, 1000) if isinstance(v, str) else v for k, v in detail.items()}
     session.add(Event(kind=kind, origin=str(report.source)[:32], subscriber_id=ref.subscriber_id,
                       campaign_id=ref.campaign_id, delivery_id=ref.delivery_id, detail=detail, created_at=now))
 
@@ -180,7 +181,7 @@ def _suppress_bounced(session: Session, ref: queries.DeliveryRef, now: datetime)
 def _record_bounce(session: Session, report: Report, t: Tie, *, channel: str, policy: BouncePolicy,
                    now: datetime) -> str:
     r, ref = t.recipient, t.delivery
-    reply = " ".join(f"{r.status} {r.diagnostic}".split())[:300]
+    reply = one_line(f"{r.status} {r.diagnostic}", 300)
     detail = {"status": r.status, "action": r.action, "diagnostic": r.diagnostic[:500],
               "reporter": report.reporter[:200], "verdict": r.verdict, "permanent": r.verdict == Verdict.permanent,
               "suppress": r.verdict == Verdict.permanent, "channel": channel, "tied_by": t.how}

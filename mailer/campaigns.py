@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailer import queries
 from mailer.core.clock import utcnow
+from mailer.core.db import insert_for
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import (
     COUNTED,
@@ -55,11 +56,19 @@ def store_issue(session: Session, *, slug: str, subject: str, preheader: str, so
     what subscribers got, so a changed source is refused instead of silently replaced."""
     issue = session.scalar(select(Issue).where(Issue.slug == slug))
     if issue is None:
-        issue = Issue(slug=slug, subject=subject, preheader=preheader, source=source, html=html,
-                      text=text_part, issue_date=issue_date, status=IssueStatus.ready, rendered_at=utcnow())
-        session.add(issue)
-        session.flush()
-        return issue
+        # Two `newsletter send` of one file at once: ON CONFLICT makes the second find the
+        # first one's issue instead of failing on the unique slug.
+        now = utcnow()
+        created = session.execute(
+            insert_for(session)(Issue).values(slug=slug, subject=subject, preheader=preheader, source=source,
+                                              html=html, text=text_part, issue_date=issue_date,
+                                              status=IssueStatus.ready, rendered_at=now, created_at=now,
+                                              updated_at=now)
+            .on_conflict_do_nothing(index_elements=["slug"]).returning(Issue.id)
+        ).first()
+        issue = session.scalar(select(Issue).where(Issue.slug == slug).execution_options(populate_existing=True))
+        if created is not None:
+            return issue
     started = session.scalar(
         select(func.count()).select_from(Campaign).where(Campaign.issue_id == issue.id, Campaign.status.in_(STARTED))
     )
@@ -167,9 +176,12 @@ class CampaignReport:
     bounced: int
     skipped: int
     queued: int
+    repeated: int  # sent more than once: a try whose outcome was lost (a crash), then sent again
     rate_per_minute: float
     eta_seconds: float | None
     pause_reason: str
+    relay_down_since: str | None  # the relay does not answer since then ...
+    relay_error: str  # ... saying this
     scheduled_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -185,13 +197,16 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
     counts = queries.delivery_counts(session, campaign_id=campaign_id)
     queued = sum(counts.get(s, 0) for s in UNSENT)
     rate = float(queries.sent_since(session, campaign_id=campaign_id, since=now - timedelta(seconds=60)))
-    eta = (queued / rate * 60) if rate and queued else (0.0 if not queued else None)
+    relay_down = c.relay_down_since is not None
+    eta = None if relay_down and queued else (queued / rate * 60) if rate and queued else (0.0 if not queued else None)
     iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return CampaignReport(
         id=c.id, issue=issue.slug, list=campaign_list_name(session, c), status=c.status,
         total=sum(counts.values()) if counts else c.total,
         **{s.value: counts.get(s, 0) for s in COUNTED}, queued=queued,
+        repeated=queries.repeated(session, campaign_id=campaign_id),
         rate_per_minute=rate, eta_seconds=eta, pause_reason=c.pause_reason,
+        relay_down_since=iso(c.relay_down_since), relay_error=c.relay_error or "",
         scheduled_at=iso(c.scheduled_at), started_at=iso(c.started_at), finished_at=iso(c.finished_at),
     )
 

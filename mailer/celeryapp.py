@@ -20,6 +20,9 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
+        # A worker that loses the broker (a Redis restart) goes on with the batch it is
+        # sending: cancelling it mid-message would leave a delivery whose fate is unknown.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": "newsletter",
         "worker_hijack_root_logger": False,
         "beat_schedule": {
@@ -45,6 +48,12 @@ def celery_config(settings: Settings) -> dict:
         # recovers crashed batches much sooner, so this is only a backstop.
         conf["broker_transport_options"] = {"visibility_timeout": 3600}
     return conf
+
+
+# How long a worker keeps trying to hand the next task to a broker that is away (a
+# restart): about 20 s. A command or a web request gives up sooner (Celery's default,
+# about a second) and says so.
+PATIENT_PUBLISH = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
 def make_celery(settings: Settings) -> Celery:

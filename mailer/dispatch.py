@@ -8,14 +8,18 @@ import functools
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from kombu.exceptions import KombuError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer import queries
 from mailer.celeryapp import make_celery
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings, get_settings
-from mailer.core.db import engine_for, transaction
+from mailer.core.db import database_error, engine_for, transaction
+from mailer.core.errors import ServiceUnavailable
 from mailer.dkim import DkimSigner, load_private_key
 from mailer.ratelimit import domain_slots_for, limiter_for
 from mailer.schedules import DispatchReport
@@ -23,12 +27,20 @@ from mailer.schedules import dispatch_due as _dispatch_due
 from mailer.sending import EngineConfig, drain
 from mailer.transports import transport_from_settings
 
+# A task queued for the end of a lease comes a moment after it, when the lease is over.
+RECOVERY_MARGIN = timedelta(seconds=1)
+
 
 @functools.lru_cache(maxsize=1)
-def _signer(selector: str | None, domain: str | None, key: str | None):
-    if not (selector and domain and key):
-        return None
-    return DkimSigner(selector, domain, load_private_key(key)).sign
+def _signers(domain: str | None, rsa: tuple[str | None, str | None], ed: tuple[str | None, str | None]):
+    """RSA always (when DKIM is configured), and Ed25519 next to it when configured."""
+    signers = []
+    if domain and all(rsa):
+        signers.append(DkimSigner(rsa[0], domain, load_private_key(rsa[1])))
+        if all(ed):
+            pem = load_private_key(ed[1], setting="NEWSLETTER_DKIM_ED25519_PRIVATE_KEY", ed25519_key=True)
+            signers.append(DkimSigner(ed[0], domain, pem))
+    return tuple(signers)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -44,7 +56,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         permanent_error_limit=settings.permanent_error_limit,
-        sign=_signer(settings.dkim_selector, settings.dkim_domain, settings.dkim_private_key),
+        signers=_signers(settings.dkim_domain, (settings.dkim_selector, settings.dkim_private_key),
+                         (settings.dkim_ed25519_selector, settings.dkim_ed25519_private_key)),
     )
 
 
@@ -66,19 +79,40 @@ def domain_slots(settings: Settings):
                          str((settings.var_dir / "domain-slots").resolve()), 4 * settings.smtp_timeout + 30)
 
 
-def run_send_task(campaign_id: int, settings: Settings | None = None) -> bool:
-    """Send batches of the campaign for a while. Returns True when batches are still
-    ready to claim (the task then queues a successor)."""
+def run_send_task(campaign_id: int, settings: Settings | None = None) -> datetime | None:
+    """Send batches of the campaign for a while. Returns when the campaign next has a
+    batch to claim (now or before: at once; later: a retry time, or the end of a lease
+    that may be a dead worker's), or None when nothing is left to send. A database that
+    does not answer is ``ServiceUnavailable`` (the task tries again shortly)."""
     settings = settings or get_settings()
     engine = engine_for(settings.database)
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
     limiter = _limiter(settings.rate_limit, settings.broker, str((settings.var_dir / "limits").resolve()))
-    outcomes = drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
-                     slots=domain_slots(settings))
-    if not outcomes or outcomes[-1].stopped:
-        return False
-    with transaction(engine) as s:
-        return queries.claimable_batches(s, campaign_id=campaign_id, now=utcnow()) > 0
+    try:
+        drain(engine, campaign_id, transport=transport, cfg=engine_config(settings), limiter=limiter,
+              slots=domain_slots(settings))
+        with transaction(engine) as s:
+            return queries.next_work_at(s, campaign_id=campaign_id, now=utcnow())
+    except (OperationalError, InterfaceError) as err:
+        raise ServiceUnavailable(database_error(err)) from err
+
+
+def follow_up(campaign_id: int, when: datetime | None, *, now_task: Callable[[], object],
+              later_task: Callable[[datetime], object], settings: Settings | None = None) -> None:
+    """After a send task: queue the next one at once when there is work to claim now;
+    when the next work comes later (a retry time, the lease of a worker that may have
+    died), queue one task for then, unless one is already waiting. So a campaign keeps
+    moving as long as any worker lives, with or without beat's sweep."""
+    if when is None:
+        return
+    now = utcnow()
+    if when <= now:
+        now_task()
+        return
+    with transaction(engine_for((settings or get_settings()).database)) as s:
+        if not queries.claim_recovery(s, campaign_id=campaign_id, at=when, now=now):
+            return
+    later_task(when + RECOVERY_MARGIN)
 
 
 def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None) -> dict[int, int]:
@@ -104,8 +138,15 @@ def _producer(broker: str, var_dir: str):
 
 
 def enqueue(campaign_id: int, settings: Settings | None = None) -> None:
+    """Put one send task of the campaign on the broker; ``ServiceUnavailable`` (one line
+    naming the setting) when the broker does not take it, after Celery's own retries."""
     settings = settings or get_settings()
-    _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch", args=[campaign_id])
+    try:
+        _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch",
+                                                                              args=[campaign_id])
+    except (KombuError, OSError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ServiceUnavailable(f"the broker does not answer (NEWSLETTER_BROKER_URL): {reason}") from err
 
 
 def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None = None) -> int:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import html as _html
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address
@@ -248,12 +249,23 @@ def _date_now() -> str:
     return _date_cache[1]
 
 
+BodyCanon = Callable[[bytes, bool], bytes]
+
+
 class MessageTemplate:
-    """An issue compiled for sending; ``assemble`` makes one recipient's copy."""
+    """An issue compiled for sending; ``assemble`` makes one recipient's copy.
 
-    __slots__ = ("_plan", "_fields")
+    With a ``body_canon`` (DKIM's body canonicalisation of one whole-line piece of a body;
+    ``last`` for the final one), each static body piece is canonicalised once, here, and
+    ``assemble_for_signing`` hashes the body from those and the short per-recipient
+    values: the 50 KB static body is not canonicalised again for every recipient. That
+    holds because every piece of the body is whole lines (each value sits on lines of its
+    own, static stretches end on a line break before a value: ``_compile_body``), so the
+    canonical body is the pieces' canonical forms joined."""
 
-    def __init__(self, plan: list[bytes | str | tuple[str, bool]]):
+    __slots__ = ("_plan", "_fields", "_canon", "_body_at", "_body_canon")
+
+    def __init__(self, plan: list[bytes | str | tuple[str, bool]], *, body_canon: BodyCanon | None = None):
         # Merge adjacent static chunks so assembly joins as few pieces as possible.
         merged: list[bytes | str | tuple[str, bool]] = []
         for piece in plan:
@@ -263,9 +275,44 @@ class MessageTemplate:
                 merged.append(piece)
         self._plan = tuple(merged)
         self._fields = frozenset(p for p in merged if isinstance(p, tuple))
+        self._body_canon = body_canon
+        self._canon: tuple[bytes | None, ...] = ()
+        self._body_at = 0
+        if body_canon is not None:
+            self._canon, self._body_at = self._canonical_static(body_canon)
+
+    def _canonical_static(self, canon: BodyCanon) -> tuple[tuple[bytes | None, ...], int]:
+        """The canonical form of each static piece from the body on (None for a value or a
+        header piece), and the index of the piece where the body starts."""
+        start = next(i for i, p in enumerate(self._plan) if isinstance(p, bytes) and b"\r\n\r\n" in p)
+        last = len(self._plan) - 1
+        if not isinstance(self._plan[last], bytes):
+            raise ValueError("a template's body must end with static text")
+        out: list[bytes | None] = []
+        for i, piece in enumerate(self._plan):
+            if not isinstance(piece, bytes) or i < start:
+                out.append(None)
+                continue
+            body = piece.partition(b"\r\n\r\n")[2] if i == start else piece
+            out.append(canon(body, i == last))
+        return tuple(out), start
 
     def assemble(self, r: Recipient) -> bytes:
         """The complete RFC 5322 message for ``r``, CRLF line endings, ready for DATA."""
+        return b"".join(self._pieces(r))
+
+    def assemble_for_signing(self, r: Recipient) -> tuple[bytes, bytes]:
+        """(the message, the SHA-256 of its canonical body) for a DKIM signature."""
+        if self._body_canon is None:
+            raise ValueError("compiled without a body canonicalisation")
+        pieces = self._pieces(r)
+        digest = hashlib.sha256()
+        for i in range(self._body_at, len(pieces)):
+            static = self._canon[i]
+            digest.update(static if static is not None else self._body_canon(pieces[i], False))
+        return b"".join(pieces), digest.digest()
+
+    def _pieces(self, r: Recipient) -> list[bytes]:
         email = _check_addr_spec(_strip_controls(r.email).strip(), "recipient address")
         name = _strip_controls(r.name)
         message_id = _strip_controls(r.message_id).strip()
@@ -301,7 +348,7 @@ class MessageTemplate:
             field, is_html = key
             value = values.get(field, "")
             encoded[key] = _qp_value(_html.escape(value, quote=True) if is_html else value)
-        return b"".join(p if isinstance(p, bytes) else encoded[p] for p in self._plan)
+        return [p if isinstance(p, bytes) else encoded[p] for p in self._plan]
 
 
 def compile_message(
@@ -314,6 +361,7 @@ def compile_message(
     list_name: str,
     feedback_id: str,
     extra_headers: Mapping[str, str] | None = None,
+    body_canon: BodyCanon | None = None,
 ) -> MessageTemplate:
     """Compile an issue once: static headers, MIME structure and encoded body chunks.
 
@@ -369,7 +417,7 @@ def compile_message(
         *_compile_body(html, html=True),
         f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
     ]
-    return MessageTemplate(plan)
+    return MessageTemplate(plan, body_canon=body_canon)
 
 
 # --- VERP ------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ acted on, kept so that nothing is dropped silently.
 
 A campaign is one issue sent to one list. Starting it freezes its audience into one
 ``delivery`` row per recipient, numbered into batches; workers claim a ``batch`` row
-under a lease, and record one outcome per delivery. The counters on ``campaign`` are
-updated in the same transaction as the deliveries they count, so they always agree.
+under a lease, and record one outcome per delivery. The counters on ``batch`` and
+``campaign`` are counted from the deliveries when a batch is let go (and when an editor
+or a bounce changes deliveries), in the same transaction: they agree with the
+deliveries at every batch's end, without a write to the campaign row per message.
 
 Status values exist here and in ``subscribers.models`` only, as enums; the code and
 the SQL of ``mailer.queries`` use the members, never the bare strings.
@@ -127,7 +129,13 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     pause_reason: Mapped[str] = mapped_column(Text, default="")
-    # Counters, kept in the same transactions as the deliveries they count.
+    # The relay does not answer since (and why): set when a batch stops for it, cleared
+    # by the next accepted message.
+    relay_down_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    relay_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # When a task is queued to take over work whose lease runs out (one at a time).
+    recovery_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Counters: the sums of its batches' (``queries.count_batch``).
     total: Mapped[int] = mapped_column(Integer, default=0)
     sent: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
@@ -152,6 +160,11 @@ class Batch(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     worker: Mapped[str] = mapped_column(String(200), default="")
     claims: Mapped[int] = mapped_column(Integer, default=0)
+    # Its deliveries' outcomes when it was last let go (``queries.count_batch``).
+    sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Delivery(Base):
@@ -169,7 +182,9 @@ class Delivery(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
     batch_seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.queued)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # counted when a try begins (the mark)
+    # Sent again after a try whose outcome was never recorded: a possible duplicate.
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_code: Mapped[int | None] = mapped_column(Integer)
     last_reply: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(String(255), default="")

@@ -59,10 +59,11 @@ class Outcome:
     status: DeliveryStatus
     reply: str
     at: datetime
+    marked_at: datetime  # when this try was marked: the record only lands on that same mark
     code: int | None = None
     message_id: str = ""
     next_attempt_at: datetime | None = None
-    # False when the relay could not be reached at all: the try does not use up an attempt.
+    # False when the relay could not be reached at all: the try gives its attempt back.
     counts_attempt: bool = True
     # A permanent "no such mailbox": the subscriber is marked bounced with the record.
     suppress_subscriber: int | None = None

@@ -51,7 +51,7 @@ from subscribers.models import (
 )
 
 D, B, C, S = DeliveryStatus, BatchStatus, CampaignStatus, SubscriberStatus
-_TIME_PARAMS = ("now", "until", "next", "due", "sent_at", "rnow", "since", "start", "end")
+_TIME_PARAMS = ("now", "until", "next", "due", "sent_at", "rnow", "marked", "since", "start", "end", "at")
 
 
 def text(sql: str):
@@ -184,7 +184,7 @@ def skip_unsent(session: Session, *, campaign_id: int, reason: str, now: datetim
              f"WHERE campaign_id = :cid AND status = '{D.queued}'"),
         {"cid": campaign_id, "now": now, "reason": reason},
     ).rowcount
-    session.execute(text("UPDATE campaign SET skipped = skipped + :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    count_campaign(session, campaign_id=campaign_id)
     return n
 
 
@@ -200,7 +200,7 @@ def requeue_failed(session: Session, *, campaign_id: int, now: datetime) -> int:
     ).rowcount
     if not n:
         return 0
-    session.execute(text("UPDATE campaign SET failed = failed - :n WHERE id = :cid"), {"n": n, "cid": campaign_id})
+    count_campaign(session, campaign_id=campaign_id)
     session.execute(
         text(f"UPDATE batch SET status = '{B.pending}', available_at = :now "
              f"WHERE campaign_id = :cid AND status = '{B.done}' AND seq IN "
@@ -310,11 +310,12 @@ def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datet
     return [Recipient(*row) for row in rows]
 
 
-def release_batch(session, *, campaign_id: int, seq: int, now: datetime,
-                  available_at: datetime | None = None) -> BatchStatus:
+def release_batch(session, *, campaign_id: int, seq: int, worker: str, now: datetime,
+                  available_at: datetime | None = None) -> BatchStatus | None:
     """End a worker's hold on a batch: 'done' when nothing in it is left to send,
     otherwise back to 'pending' until the earliest retry time (or ``available_at``, when
-    the relay is down). Returns the new status. Run by the holder only."""
+    the relay is down). Returns the new status, or None when ``worker`` no longer holds
+    the batch (its lease ran out and another worker claimed it: that one releases it)."""
     pending = session.execute(
         text(
             f"""
@@ -329,14 +330,113 @@ def release_batch(session, *, campaign_id: int, seq: int, now: datetime,
     else:
         status = B.pending
         due = max(filter(None, [as_utc(pending.due), available_at]), default=now)
-    session.execute(
+    held = session.execute(
         text(
             "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
-            "WHERE campaign_id = :cid AND seq = :seq"
+            f"WHERE campaign_id = :cid AND seq = :seq AND status = '{B.claimed}' AND worker = :w"
         ),
-        {"st": status, "due": due, "cid": campaign_id, "seq": seq},
-    )
+        {"st": status, "due": due, "cid": campaign_id, "seq": seq, "w": worker},
+    ).rowcount
+    if not held:
+        return None
+    count_batch(session, campaign_id=campaign_id, seq=seq)
     return status
+
+
+_OUTCOMES = tuple(s.value for s in (D.sent, D.failed, D.bounced, D.skipped))
+
+
+def count_batch(session, *, campaign_id: int, seq: int) -> None:
+    """Count a batch's outcomes from its deliveries (one index range of a few hundred
+    rows) and move the campaign's counters by the difference from the last count. The
+    batch row is locked first (``FOR UPDATE``; SQLite's write lock does the same), so two
+    counts of one batch cannot both add the same difference."""
+    lock = "" if dialect_name(session) == "sqlite" else "FOR UPDATE"
+    before = session.execute(
+        text(f"SELECT {', '.join(_OUTCOMES)} FROM batch WHERE campaign_id = :cid AND seq = :seq {lock}"),
+        {"cid": campaign_id, "seq": seq},
+    ).one()
+    now = dict(session.execute(
+        text("SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq GROUP BY status"),
+        {"cid": campaign_id, "seq": seq},
+    ).all())
+    after = [now.get(s, 0) for s in _OUTCOMES]
+    if list(before) == after:
+        return
+    session.execute(
+        text(f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} WHERE campaign_id = :cid AND seq = :seq"),
+        {"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, after))},
+    )
+    session.execute(
+        text(f"UPDATE campaign SET {', '.join(f'{s} = {s} + :{s}' for s in _OUTCOMES)} WHERE id = :cid"),
+        {"cid": campaign_id, **{s: a - b for s, a, b in zip(_OUTCOMES, after, before)}},
+    )
+
+
+def count_campaign(session, *, campaign_id: int) -> None:
+    """Count every batch of a campaign again (after an editor's change to many of its
+    deliveries: cancel, retry): batch counters from the deliveries, the campaign's from
+    the batches, in two statements."""
+    sums = ", ".join(f"SUM(CASE WHEN d.status = '{s}' THEN 1 ELSE 0 END)" for s in _OUTCOMES)
+    rows = session.execute(
+        text(f"SELECT d.batch_seq, {sums} FROM delivery d WHERE d.campaign_id = :cid GROUP BY d.batch_seq"),
+        {"cid": campaign_id},
+    ).all()
+    if rows:
+        session.execute(
+            text(f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} "
+                 "WHERE campaign_id = :cid AND seq = :seq"),
+            [{"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, counts))} for seq, *counts in rows],
+        )
+    session.execute(
+        text(f"UPDATE campaign SET {', '.join(f'{s} = (SELECT COALESCE(SUM({s}), 0) FROM batch WHERE campaign_id = :cid)' for s in _OUTCOMES)} "
+             "WHERE id = :cid"),
+        {"cid": campaign_id},
+    )
+
+
+def next_work_at(session, *, campaign_id: int, now: datetime) -> datetime | None:
+    """When some batch of a sending campaign can next be claimed: now (or earlier) when
+    one can be at once, the earliest retry time or lease end otherwise, None when there is
+    nothing left (or the campaign is not sending). A read only."""
+    at = session.execute(
+        text(f"""
+            SELECT MIN(CASE WHEN b.status = '{B.pending}' THEN COALESCE(b.available_at, :now)
+                            ELSE b.lease_until END)
+            FROM batch b JOIN campaign c ON c.id = b.campaign_id
+            WHERE b.campaign_id = :cid AND b.status <> '{B.done}' AND c.status = '{C.sending}'
+        """),
+        {"cid": campaign_id, "now": now},
+    ).scalar()
+    return as_utc(at)
+
+
+def claim_recovery(session, *, campaign_id: int, at: datetime, now: datetime) -> bool:
+    """The right to queue the one task that comes back at ``at`` for work that is not
+    claimable yet (a lease that may belong to a dead worker, a retry time). The guarded
+    UPDATE gives it to one caller while an earlier one is still waiting, so idle tasks do
+    not each queue a waiter."""
+    return bool(session.execute(
+        text("UPDATE campaign SET recovery_at = :at WHERE id = :cid AND (recovery_at IS NULL OR recovery_at <= :now)"),
+        {"cid": campaign_id, "at": at, "now": now},
+    ).rowcount)
+
+
+def note_relay(session, *, campaign_id: int, down: bool, error: str = "", now: datetime) -> None:
+    """The relay stopped answering (keep the first time it was seen down, and the latest
+    reason), or answers again (clear both). Shown by the campaign's status."""
+    if down:
+        session.execute(text("UPDATE campaign SET relay_down_since = COALESCE(relay_down_since, :now), "
+                             "relay_error = :err WHERE id = :cid"), {"cid": campaign_id, "now": now, "err": error[:500]})
+    else:
+        session.execute(text("UPDATE campaign SET relay_down_since = NULL, relay_error = '' "
+                             "WHERE id = :cid AND relay_down_since IS NOT NULL"), {"cid": campaign_id})
+
+
+def repeated(session, *, campaign_id: int) -> int:
+    """Deliveries of a campaign sent more than once (a try whose outcome was lost)."""
+    return session.execute(text("SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid AND repeats > 0"),
+                           {"cid": campaign_id}).scalar_one()
 
 
 def finish_campaign_if_done(session, *, campaign_id: int, now: datetime) -> bool:
@@ -452,25 +552,23 @@ def find_delivery(session: Session, *, delivery_id: int) -> DeliveryRef | None:
 def bounce_sent_delivery(session: Session, *, delivery_id: int, campaign_id: int, code: int | None,
                          reply: str, now: datetime) -> bool:
     """A delivery the relay accepted ('sent') and whose message later bounced for good:
-    move it to 'bounced' and move the campaign's counters with it (sent - 1, bounced + 1)
-    in the same transaction, so counters keep equalling the counts of deliveries.
+    move it to 'bounced' and count its batch again in the same transaction, so the
+    counters keep equalling the counts of deliveries.
 
     ``WHERE status = 'sent'`` makes a second copy of the report a no-op, and leaves a
     delivery alone that is not (yet) recorded as sent: the engine records an outcome
     with the next message, so a very fast bounce can arrive first; the subscriber is
     still marked bounced, and the delivery keeps what the relay told us."""
-    n = session.execute(
+    seq = session.execute(
         text(
             f"UPDATE delivery SET status = '{D.bounced}', last_code = :code, last_reply = :reply, updated_at = :now "
-            f"WHERE id = :did AND status = '{D.sent}'"
+            f"WHERE id = :did AND status = '{D.sent}' RETURNING batch_seq"
         ),
         {"did": delivery_id, "code": code, "reply": reply[:2000], "now": now},
-    ).rowcount
-    if n:
-        session.execute(
-            text("UPDATE campaign SET sent = sent - 1, bounced = bounced + 1 WHERE id = :cid"), {"cid": campaign_id}
-        )
-    return bool(n)
+    ).scalar()
+    if seq is not None:
+        count_batch(session, campaign_id=campaign_id, seq=seq)
+    return seq is not None
 
 
 def set_subscriber_status(session: Session, *, subscriber_id: int, status: SubscriberStatus, now: datetime) -> bool:
@@ -551,18 +649,26 @@ _MARKABLE = f"""
       AND EXISTS (SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id AND s.status = '{S.active}')
       AND EXISTS (SELECT 1 FROM campaign c WHERE c.id = :cid AND c.status = '{C.sending}')
 """
-_MARK_SENDING = text(f"UPDATE delivery SET status = '{D.sending}', updated_at = :now WHERE {_MARKABLE}")
+# A try begins at its mark, so it is counted there. A delivery already 'sending' was
+# marked by a try whose outcome never got recorded: this is a repeat (its message may
+# have reached the relay). The same mark run again (after a connection dropped before
+# its commit was confirmed) carries the same time and counts nothing twice.
+_MARK = f"""status = '{D.sending}', updated_at = :now,
+    attempts = attempts + CASE WHEN status = '{D.sending}' AND updated_at = :now THEN 0 ELSE 1 END,
+    repeats = repeats + CASE WHEN status = '{D.sending}' AND updated_at <> :now THEN 1 ELSE 0 END"""
+_MARK_SENDING = text(f"UPDATE delivery SET {_MARK} WHERE {_MARKABLE}")
 _CAMPAIGN_STATUS = text("SELECT status FROM campaign WHERE id = :cid")
 _SKIP = text(
     f"UPDATE delivery SET status = '{D.skipped}', last_reply = :reason, updated_at = :now "
     f"WHERE id = :did AND status IN {_in(UNSENT)}"
 )
-_COUNT_SKIPPED = text("UPDATE campaign SET skipped = skipped + 1 WHERE id = :cid")
 _RECORD_FIELDS = """status = :status, last_code = :code, last_reply = :reply, message_id = :mid,
            attempts = attempts + :inc, updated_at = :rnow, sent_at = COALESCE(:sent_at, sent_at),
            next_attempt_at = :next"""
-_RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE id = :prev AND status = '{D.sending}'")
-_COUNT = {s: text(f"UPDATE campaign SET {s} = {s} + 1 WHERE id = :cid") for s in (D.sent, D.failed, D.bounced)}
+# Only onto the mark of this very try: after a lost lease another worker may have marked
+# the delivery again, and its try is the one to record.
+_RECORDABLE = f"id = :prev AND status = '{D.sending}' AND updated_at = :marked"
+_RECORD = text(f"UPDATE delivery SET {_RECORD_FIELDS} WHERE {_RECORDABLE}")
 _RENEW_LEASE = text(
     f"UPDATE batch SET lease_until = :until WHERE campaign_id = :cid AND seq = :seq "
     f"AND status = '{B.claimed}' AND worker = :w"
@@ -574,7 +680,7 @@ _BOUNCE_SUBSCRIBER = text(
 
 def _record_params(o: Outcome) -> dict:
     return {"prev": o.delivery_id, "status": o.status, "code": o.code, "reply": o.reply[:2000],
-            "mid": o.message_id, "inc": 1 if o.counts_attempt else 0, "rnow": o.at,
+            "mid": o.message_id, "inc": 0 if o.counts_attempt else -1, "rnow": o.at, "marked": o.marked_at,
             "sent_at": o.at if o.status == D.sent else None, "next": o.next_attempt_at}
 
 
@@ -592,20 +698,19 @@ def mark_sending(conn, *, delivery_id: int, campaign_id: int, now: datetime) -> 
         return D.sending
     if conn.execute(_CAMPAIGN_STATUS, {"cid": campaign_id}).scalar_one() != C.sending:
         return "stopped"
-    if conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"}).rowcount:
-        conn.execute(_COUNT_SKIPPED, {"cid": campaign_id})
+    conn.execute(_SKIP, {"did": delivery_id, "now": now, "reason": "subscriber is no longer active"})
     return D.skipped
 
 
 def record_result(conn, outcome: Outcome, *, campaign_id: int) -> None:
-    """Store one attempt's outcome on its delivery and move the campaign counter in the
-    same transaction, so counters always equal the counts of deliveries.
-    ``WHERE status = 'sending'`` makes a late or repeated record harmless: a delivery
-    already recorded (or skipped by an unsubscribe) is not counted twice. A permanent
-    "no such mailbox" marks the subscriber bounced in the same transaction."""
-    n = conn.execute(_RECORD, _record_params(outcome)).rowcount
-    if n and outcome.status in _COUNT:
-        conn.execute(_COUNT[outcome.status], {"cid": campaign_id})
+    """Store one attempt's outcome on its delivery. The guard (still 'sending', and from
+    this try's mark) makes a late or repeated record harmless: a delivery already
+    recorded, skipped by an unsubscribe, or marked again by another worker after a lost
+    lease is left as it is. The campaign's counters move when the batch is released
+    (``count_batch``), not here: no per-message write to the one campaign row that every
+    worker would wait on. A permanent "no such mailbox" marks the subscriber bounced in
+    the same transaction."""
+    conn.execute(_RECORD, _record_params(outcome))
     if outcome.suppress_subscriber is not None:
         mark_bounced(conn, subscriber_id=outcome.suppress_subscriber, campaign_id=campaign_id,
                      delivery_id=outcome.delivery_id, reply=outcome.reply, now=outcome.at)
@@ -628,34 +733,27 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
             delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
 
 
-# PostgreSQL only: the previous message's outcome, its campaign counter and the mark of
-# the next delivery in ONE statement (one round trip, its own transaction). The same
-# guards as record_result and mark_sending: the record only touches a delivery still
-# 'sending', the counter moves only with it, the mark only takes a queued delivery of an
-# active subscriber while the campaign is sending. Data-modifying WITH clauses all see
-# the snapshot from before the statement and touch different rows here (the previous and
-# the next delivery differ), which PostgreSQL allows.
+# PostgreSQL only: the previous message's outcome and the mark of the next delivery in
+# ONE statement (one round trip, its own transaction). The same guards as record_result
+# and mark_sending: the record only touches this try's mark, the mark only takes a
+# queued delivery of an active subscriber while the campaign is sending. Data-modifying
+# WITH clauses all see the snapshot from before the statement and touch different rows
+# here (the previous and the next delivery differ), which PostgreSQL allows.
 _RECORD_AND_MARK = text(
     f"""
     WITH rec AS (
         UPDATE delivery SET {_RECORD_FIELDS}
-        WHERE id = :prev AND status = '{D.sending}'
-        RETURNING status
-    ), counted AS (
-        UPDATE campaign SET sent = sent + (SELECT COUNT(*) FROM rec WHERE status = '{D.sent}'),
-                            failed = failed + (SELECT COUNT(*) FROM rec WHERE status = '{D.failed}'),
-                            bounced = bounced + (SELECT COUNT(*) FROM rec WHERE status = '{D.bounced}')
-        WHERE id = :cid AND EXISTS (SELECT 1 FROM rec WHERE status IN {_in((D.sent, D.failed, D.bounced))})
+        WHERE {_RECORDABLE}
         RETURNING id
     ), marked AS (
-        UPDATE delivery SET status = '{D.sending}', updated_at = :now
+        UPDATE delivery SET {_MARK}
         WHERE {_MARKABLE}
         RETURNING id
     )
-    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM counted)
+    SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM rec)
     """
 )
-_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 1,
+_NOTHING_TO_RECORD = {"prev": -1, "status": D.sent, "code": None, "reply": "", "mid": "", "inc": 0,
                       "sent_at": None, "next": None}
 
 
@@ -665,7 +763,7 @@ def record_and_mark(conn, *, previous: Outcome | None, delivery_id: int, campaig
     subscriber left or the campaign stopped) — the previous outcome IS recorded then —
     and the caller sorts out which with ``mark_sending`` in a transaction of its own.
     An outcome that suppresses its subscriber goes through ``record_result`` instead."""
-    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now}
-    marked, _counted = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
+    params = _record_params(previous) if previous else {**_NOTHING_TO_RECORD, "rnow": now, "marked": now}
+    marked, _recorded = conn.execute(_RECORD_AND_MARK, {**params, "did": delivery_id, "cid": campaign_id,
                                                        "now": now}).one()
     return bool(marked)

@@ -26,6 +26,7 @@ import jinja2
 import mjml
 import premailer
 
+from mailer.core.config import SHIPPED_TEMPLATES
 from mailer.core.errors import InvalidInput
 from mailer.core.templates import environment
 from mailer.issues import TEXT_WIDTH, IssueSource, load_issue
@@ -90,7 +91,7 @@ class RenderedIssue:
 def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
     """Render ``source`` into HTML and text; problems a sender should know about come
     back as ``warnings``, problems that make the issue unsendable as ``InvalidInput``."""
-    env = _environment(tuple(ctx.template_folders) or (_shipped_templates(),))
+    env = _environment(tuple(ctx.template_folders) or (SHIPPED_TEMPLATES,))
     web_url = ctx.web_url or f"{ctx.base_url.rstrip('/')}/issues/{source.slug}"
     values = {
         "subject": source.subject,
@@ -227,10 +228,6 @@ def render_file(path: str | Path, settings) -> RenderedIssue:
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def _shipped_templates() -> Path:
-    return Path(__file__).resolve().parent.parent / "templates"
 
 
 def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:

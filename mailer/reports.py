@@ -225,12 +225,19 @@ def parse(raw: bytes) -> Message:
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
-def _one_line(value: object, limit: int = 500) -> str:
-    return " ".join(str(value).split())[:limit] if value else ""
+# Control characters (NUL above all: PostgreSQL stores it in no text column) never reach
+# what is recorded as text; the raw bytes of a kept message keep them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: object, limit: int = 500) -> str:
+    """``value`` as one line of text: control characters and runs of space made one space."""
+    return " ".join(_CONTROL.sub(" ", str(value)).split())[:limit] if value not in (None, "") else ""
+
 
 
 def _value(block: Message, name: str) -> str:
-    return _one_line(block.get(name), 2000)
+    return one_line(block.get(name), 2000)
 
 
 def _after_type(value: str) -> str:
@@ -243,7 +250,7 @@ def normalise_address(value: str) -> str:
     value = _after_type(value or "").strip()
     _, addr = parseaddr(value if "<" in value else f"<{value.strip(chr(34)).strip()}>")
     addr = addr.strip().strip("<>")
-    if "@" not in addr or any(c.isspace() for c in addr):
+    if "@" not in addr or any(c.isspace() for c in addr) or _CONTROL.search(addr):
         return ""
     local, _, domain = addr.rpartition("@")
     return f"{local}@{domain.lower().rstrip('.')}" if local and domain else ""
@@ -386,7 +393,7 @@ def _reporter(message: Message) -> str:
         for block in _field_blocks(part):
             if block.get("Reporting-MTA"):
                 return _after_type(_value(block, "Reporting-MTA"))[:200]
-    return _one_line(message.get("From"), 200)
+    return one_line(message.get("From"), 200)
 
 
 def _read_arf(message: Message) -> tuple[str, list[str], list[str]] | None:
@@ -447,7 +454,7 @@ def _near(text: str, address: str, others: Iterable[str]) -> str:
         if stripped.startswith(("---", "Received:", "Return-Path:", "Original message", "Below this line")):
             break
         lines.append(stripped)
-    return " ".join(" ".join(lines).split()).lstrip(">:\"') ")
+    return one_line(" ".join(lines), 2000).lstrip(">:\"') ")
 
 
 def _detected(message: Message) -> tuple[list[str], list[str]]:
@@ -520,7 +527,7 @@ def read_message(raw: bytes, *, environ: Mapping[str, str] | None = None,
 
     if _is_auto_reply(message) and not _from_daemon(message):
         sender = normalise_address(str(message.get("From", "")))
-        listed = (Reported(address=sender, status="", diagnostic=_one_line(message.get("Subject"), 200),
+        listed = (Reported(address=sender, status="", diagnostic=one_line(message.get("Subject"), 200),
                            verdict=Verdict.ignore, action=InboundKind.auto_reply),) if sender else ()
         return replace(base, kind=InboundKind.auto_reply, recipients=listed)
 

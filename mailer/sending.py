@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from email.headerregistry import Address
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer import queries
@@ -35,6 +36,7 @@ from mailer.core import signing
 from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
+from mailer.dkim import DkimSigner, relaxed_piece
 from mailer.message import MessageTemplate, Recipient, compile_message, verp_address
 from mailer.models import Campaign, DeliveryStatus, Issue
 from mailer.outcomes import Outcome, decide
@@ -61,7 +63,7 @@ class EngineConfig:
     max_attempts: int = 5
     retry_base_seconds: float = 30.0
     permanent_error_limit: int = 25
-    sign: Callable[[bytes], bytes] | None = None  # DKIM signer, when configured
+    signers: tuple[DkimSigner, ...] = ()  # DKIM, when configured: RSA, and maybe Ed25519
 
 
 @dataclass
@@ -99,7 +101,7 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     """Compile the campaign's issue once per process (cached by issue update time)."""
     campaign = session.get(Campaign, campaign_id)
     issue = session.get(Issue, campaign.issue_id)
-    key = (campaign_id, str(issue.updated_at))
+    key = (campaign_id, str(issue.updated_at), bool(cfg.signers))
     if key not in _prepared:
         mlist = session.get(MailingList, campaign.list_id)
         template = compile_message(
@@ -111,6 +113,7 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
             list_name=mlist.description or mlist.name,
             # Gmail's Feedback-ID: campaign:list:kind:sender, no personal data.
             feedback_id=f"{campaign_id}:{mlist.id}:newsletter:{cfg.sending_domain}",
+            body_canon=relaxed_piece if cfg.signers else None,
         )
         _prepared.clear()  # one campaign at a time is the common case; keep memory flat
         _prepared[key] = PreparedCampaign(campaign_id, template)
@@ -142,10 +145,61 @@ class _Lease:
         """False when the batch was lost (the lease ran out and another worker took it)."""
         if self.until - now >= self.cfg.lease / 2:
             return True
-        self.until = now + self.cfg.lease
+        until = now + self.cfg.lease
         with conn.begin():
-            return queries.renew_lease(conn, campaign_id=self.claim.campaign_id, seq=self.claim.seq,
-                                       worker=self.cfg.worker, until=self.until)
+            kept = queries.renew_lease(conn, campaign_id=self.claim.campaign_id, seq=self.claim.seq,
+                                       worker=self.cfg.worker, until=until)
+        if kept:
+            self.until = until
+        return kept
+
+
+class _Database:
+    """The batch's connections, and the one way its steps run on them: a step that fails
+    because the database went away (a restart, a failover, a dropped connection) runs
+    again on fresh connections, with growing pauses, until ``deadline()``. A message the
+    relay already took must have its outcome written; if that cannot be done within the
+    lease, the delivery stays 'sending' and is sent again later (counted as a repeat).
+    Every step is safe to run twice: its statements are guarded (``mailer.queries``)."""
+
+    def __init__(self, engine: Engine, *, deadline: Callable[[], datetime], clock: Callable[[], datetime],
+                 sleep: Callable[[float], None] = time.sleep):
+        self.engine, self.deadline, self.clock, self.sleep = engine, deadline, clock, sleep
+        self.conn = self.fast = None
+
+    def run(self, step: Callable):
+        pause = 0.05
+        while True:
+            try:
+                if self.conn is None:
+                    self._connect()
+                return step(self.conn, self.fast)
+            except DBAPIError as err:
+                if not _database_gone(err) or self.clock() + timedelta(seconds=pause) >= self.deadline():
+                    raise
+                self.close()
+                self.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def _connect(self) -> None:
+        self.conn = self.engine.connect()
+        # PostgreSQL: a second connection in autocommit mode for the one statement per
+        # message (``queries.record_and_mark``): a single statement is its own transaction,
+        # so it costs one round trip instead of BEGIN, three statements and COMMIT. SQLite
+        # cannot modify data inside a WITH, so it keeps the explicit transaction.
+        if self.engine.dialect.name == "postgresql":
+            self.fast = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def close(self) -> None:
+        for conn in (self.conn, self.fast):
+            if conn is not None:
+                with contextlib.suppress(DBAPIError):
+                    conn.close()
+        self.conn = self.fast = None
+
+
+def _database_gone(err: DBAPIError) -> bool:
+    return err.connection_invalidated or isinstance(err, (OperationalError, InterfaceError))
 
 
 class _CircuitBreaker:
@@ -176,9 +230,12 @@ def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfi
     when the address or name cannot go into a message (a non-ASCII address needs
     SMTPUTF8): that recipient fails alone, with the reason recorded."""
     recipient = recipient_for(r, prepared.campaign_id, cfg)
-    message = prepared.template.assemble(recipient)
-    if cfg.sign:
-        message = cfg.sign(message)
+    if cfg.signers:
+        message, body_hash = prepared.template.assemble_for_signing(recipient)
+        for signer in cfg.signers:
+            message = signer.sign(message, body_hash=body_hash)
+    else:
+        message = prepared.template.assemble(recipient)
     envelope_from = verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
     return envelope_from, message, recipient.message_id
 
@@ -202,8 +259,8 @@ def _mark(conn, fast, previous: Outcome | None, *, delivery_id: int, campaign_id
         return queries.mark_sending(conn, delivery_id=delivery_id, campaign_id=campaign_id, now=now)
 
 
-def _failed(r: queries.Recipient, err: InvalidInput, now: datetime) -> Outcome:
-    return Outcome(r.delivery_id, D.failed, reply=str(err), at=now)
+def _failed(r: queries.Recipient, err: InvalidInput, *, marked_at: datetime, now: datetime) -> Outcome:
+    return Outcome(r.delivery_id, D.failed, reply=str(err), at=now, marked_at=marked_at)
 
 
 # --- the loop -------------------------------------------------------------------------
@@ -233,77 +290,94 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
         # go out, so stop it with the reason instead of failing every task forever.
         with transaction(engine) as s:
             pause_campaign(s, campaign_id=campaign_id, reason=f"cannot build the message: {broken}")
-            queries.release_batch(s, campaign_id=campaign_id, seq=claim.seq, now=clock())
+            queries.release_batch(s, campaign_id=campaign_id, seq=claim.seq, worker=cfg.worker, now=clock())
         out.stopped = f"paused: cannot build the message: {broken}"
         return out
 
     pending: Outcome | None = None  # the previous message's outcome, recorded with the next mark
     lease, breaker = _Lease(claim, cfg), _CircuitBreaker(cfg.permanent_error_limit)
     relay_down_until: datetime | None = None
+    relay_error = ""
     # One connection for the whole batch, one short transaction per message on it: a
     # Session per message cost more than the SQL it ran (bench/send.py --profile).
-    with engine.connect() as conn, _fast_connection(engine) as fast:
-        try:
-            for r in recipients:
-                now = clock()
-                if not lease.keep(conn, now):
-                    out.stopped = "lease lost"
-                    break
-                marked = _mark(conn, fast, pending, delivery_id=r.delivery_id, campaign_id=campaign_id, now=now)
-                pending = None
-                if marked == "stopped":
-                    out.stopped = "campaign no longer sending"
-                    break
-                if marked == D.skipped:
-                    out.skipped += 1
-                    continue
-                try:
-                    envelope_from, message, message_id = _assemble(prepared, r, cfg)
-                    _throttle(limiter, backoff)
-                    result = _deliver(transport, slots, envelope_from, r.email, message)
-                except InvalidInput as err:  # nothing to retry: this one recipient fails
-                    pending = _failed(r, err, clock())
-                    out.failed += 1
-                    continue
-                except TransientDeliveryError as err:
-                    # The relay cannot be reached at all: this delivery goes back to the queue
-                    # without using up an attempt, and the batch waits before trying again.
-                    pending = Outcome(r.delivery_id, D.queued, reply=err.reply, at=clock(), counts_attempt=False)
-                    relay_down_until = clock() + timedelta(seconds=max(5.0, cfg.retry_base_seconds))
-                    out.stopped = f"relay unreachable: {err.reply}"
-                    out.retry_later += 1
-                    break
-                verdict = classify(result.code, result.reply)
-                if verdict.kind == Kind.sent:
-                    backoff.accepted()
-                elif verdict.kind == Kind.transient:
-                    backoff.refused()
-                now = clock()
-                decision = decide(verdict, r.attempts + 1, cfg, now)
-                out.count(decision.status)
-                pending = Outcome(
-                    r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
-                    reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
-                    next_attempt_at=decision.next_attempt_at,
-                    suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,
-                )
-                if breaker.tripped(verdict):
-                    _pause_after(conn, pending, campaign_id=campaign_id, reason=(
-                        f"{breaker.in_a_row} permanent errors in a row; last: {result.code} {result.reply}"))
-                    pending = None
-                    out.stopped = "paused: too many permanent errors in a row"
-                    break
-        finally:
+    db = _Database(engine, deadline=lambda: lease.until, clock=clock)
+    try:
+        for r in recipients:
             now = clock()
-            if conn.in_transaction():  # an error inside a message's transaction
-                conn.rollback()
-            with conn.begin():
-                if pending is not None:
-                    queries.record_result(conn, pending, campaign_id=campaign_id)
-                out.batch_status = queries.release_batch(conn, campaign_id=campaign_id, seq=claim.seq, now=now,
-                                                         available_at=relay_down_until)
-                out.campaign_finished = queries.finish_campaign_if_done(conn, campaign_id=campaign_id, now=now)
+            if not db.run(lambda conn, fast: lease.keep(conn, now)):
+                out.stopped = "lease lost"
+                break
+            marked = db.run(lambda conn, fast: _mark(conn, fast, pending, delivery_id=r.delivery_id,
+                                                     campaign_id=campaign_id, now=now))
+            pending, marked_at = None, now
+            if marked == "stopped":
+                out.stopped = "campaign no longer sending"
+                break
+            if marked == D.skipped:
+                out.skipped += 1
+                continue
+            try:
+                envelope_from, message, message_id = _assemble(prepared, r, cfg)
+                _throttle(limiter, backoff)
+                result = _deliver(transport, slots, envelope_from, r.email, message)
+            except InvalidInput as err:  # nothing to retry: this one recipient fails
+                pending = _failed(r, err, marked_at=marked_at, now=clock())
+                out.failed += 1
+                continue
+            except TransientDeliveryError as err:
+                # The relay cannot be reached at all: this delivery goes back to the queue
+                # without using up an attempt, and the batch waits before trying again.
+                pending = Outcome(r.delivery_id, D.queued, reply=err.reply, at=clock(), marked_at=marked_at,
+                                  counts_attempt=False)
+                relay_down_until = clock() + timedelta(seconds=max(5.0, cfg.retry_base_seconds))
+                relay_error = err.reply
+                out.stopped = f"relay unreachable: {err.reply}"
+                out.retry_later += 1
+                break
+            verdict = classify(result.code, result.reply)
+            if verdict.kind == Kind.sent:
+                backoff.accepted()
+            elif verdict.kind == Kind.transient:
+                backoff.refused()
+            now = clock()
+            decision = decide(verdict, r.attempts + 1, cfg, now)
+            out.count(decision.status)
+            pending = Outcome(
+                r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
+                marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
+                next_attempt_at=decision.next_attempt_at,
+                suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,
+            )
+            if breaker.tripped(verdict):
+                reason = f"{breaker.in_a_row} permanent errors in a row; last: {result.code} {result.reply}"
+                db.run(lambda conn, fast: _pause_after(conn, pending, campaign_id=campaign_id, reason=reason))
+                pending = None
+                out.stopped = "paused: too many permanent errors in a row"
+                break
+        db.run(lambda conn, fast: _release(conn, out, pending, claim=claim, worker=cfg.worker, now=clock(),
+                                           relay_down_until=relay_down_until, relay_error=relay_error))
+    finally:
+        db.close()
     return out
+
+
+def _release(conn, out: BatchOutcome, pending: Outcome | None, *, claim: queries.ClaimedBatch, worker: str,
+             now: datetime, relay_down_until: datetime | None, relay_error: str) -> None:
+    """The end of a batch, in one transaction: the last outcome, the batch let go (done,
+    or pending until its next retry), the campaign finished if it was the last, and the
+    relay's state noted."""
+    if conn.in_transaction():  # a step that failed inside its own transaction
+        conn.rollback()
+    with conn.begin():
+        if pending is not None:
+            queries.record_result(conn, pending, campaign_id=claim.campaign_id)
+        out.batch_status = queries.release_batch(conn, campaign_id=claim.campaign_id, seq=claim.seq, worker=worker,
+                                                 now=now, available_at=relay_down_until) or ""
+        out.campaign_finished = queries.finish_campaign_if_done(conn, campaign_id=claim.campaign_id, now=now)
+        if relay_down_until is not None:
+            queries.note_relay(conn, campaign_id=claim.campaign_id, down=True, error=relay_error, now=now)
+        elif out.sent:
+            queries.note_relay(conn, campaign_id=claim.campaign_id, down=False, now=now)
 
 
 def _pause_after(conn, outcome: Outcome, *, campaign_id: int, reason: str) -> None:
@@ -312,20 +386,6 @@ def _pause_after(conn, outcome: Outcome, *, campaign_id: int, reason: str) -> No
         queries.record_result(conn, outcome, campaign_id=campaign_id)
         with Session(bind=conn) as s:  # joins the connection's transaction
             pause_campaign(s, campaign_id=campaign_id, reason=reason)
-
-
-@contextlib.contextmanager
-def _fast_connection(engine: Engine):
-    """On PostgreSQL, a second connection in autocommit mode for the one statement per
-    message (``queries.record_and_mark``): a single statement is its own transaction,
-    so it costs one round trip instead of BEGIN, three statements and COMMIT. SQLite
-    cannot modify data inside a WITH, so it keeps the explicit transaction."""
-    if engine.dialect.name != "postgresql":
-        yield None
-        return
-    with engine.connect() as fast:
-        fast = fast.execution_options(isolation_level="AUTOCOMMIT")
-        yield fast
 
 
 def drain(engine: Engine, campaign_id: int, *, transport: Transport, cfg: EngineConfig,

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailer.core.config import Settings
-from mailer.core.errors import InvalidInput
+from mailer.core.errors import InvalidInput, ServiceUnavailable, TransientDeliveryError
 from mailer.message import Recipient, compile_message, verp_address
 from mailer.render import RenderedIssue
 
@@ -55,7 +55,10 @@ def send_test(rendered: RenderedIssue, addresses: list[str], settings: Settings)
                 unsubscribe_url=f"{settings.base_url}/subscribe", unsubscribe_mailto=f"mailto:unsubscribe@{domain}",
                 preferences_url=f"{settings.base_url}/subscribe",
             ))
-            r = transport.send(verp_address("test", domain), address, message)
+            try:
+                r = transport.send(verp_address("test", domain), address, message)
+            except TransientDeliveryError as err:  # the relay does not answer at all
+                raise ServiceUnavailable(str(err)) from err
             results.append(TestResult(address, r.code, r.reply))
     finally:
         transport.close()

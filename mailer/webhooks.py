@@ -53,9 +53,10 @@ from mailer.reports import (
     Verdict,
     judge,
     normalise_address,
+    one_line,
 )
 
-MAX_BODY = 1_000_000  # SES/SNS messages are at most 256 KB; SendGrid batches are smaller than this
+MAX_BODY = 1024 * 1024  # SNS messages are at most 256 KB; SendGrid batches and Postmark dumps stay below this
 MAX_CERTIFICATE = 64 * 1024
 
 
@@ -234,7 +235,7 @@ def _tokens(*addresses: object) -> tuple[str, ...]:
 
 
 def _str(value: object, limit: int = 1000) -> str:
-    return " ".join(str(value).split())[:limit] if value not in (None, "") else ""
+    return one_line(value, limit)
 
 
 def read_ses(doc: dict) -> Webhook:

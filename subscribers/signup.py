@@ -71,9 +71,7 @@ def hit(session, limit: Limit, value: str, *, now: float | None = None) -> bool:
     SQLite the transaction holds the write lock anyway; on PostgreSQL the row lock of
     the conflicting row serialises them).
     """
-    current = time.time() if now is None else now
-    window_start = int(current // limit.window * limit.window)
-    key = hashlib.sha256(f"{limit.purpose}:{value}".encode("utf-8")).hexdigest()
+    key, window_start = _window(limit, value, now)
     insert = insert_for(session)
     stmt = insert(SignupLimit).values(key=key, window_start=window_start, hits=1)
     stmt = stmt.on_conflict_do_update(
@@ -87,6 +85,20 @@ def hit(session, limit: Limit, value: str, *, now: float | None = None) -> bool:
     if random.random() < 0.01:  # sweep finished windows now and then
         session.execute(delete(SignupLimit).where(SignupLimit.window_start < window_start - 86400))
     return hits <= limit.hits
+
+
+def spent(session, limit: Limit, value: str, *, now: float | None = None) -> bool:
+    """Whether ``value`` has used up ``limit``'s current window (counting nothing)."""
+    key, window_start = _window(limit, value, now)
+    hits = session.scalar(select(SignupLimit.hits).where(SignupLimit.key == key,
+                                                         SignupLimit.window_start == window_start))
+    return (hits or 0) >= limit.hits
+
+
+def _window(limit: Limit, value: str, now: float | None) -> tuple[str, int]:
+    current = time.time() if now is None else now
+    key = hashlib.sha256(f"{limit.purpose}:{value}".encode("utf-8")).hexdigest()
+    return key, int(current // limit.window * limit.window)
 
 
 def check_client(session, client: str) -> None:
@@ -106,15 +118,22 @@ class PendingConfirmation:
     address: str
 
 
-def public_list(session, list_name: str | None) -> MailingList:
-    """The list a public form may name: an existing one, or the default one."""
+def public_list(session, list_name: str | None) -> MailingList | None:
+    """The list a public form may name: an existing one, or the default one; None for a
+    list that does not exist (the caller answers as for any other: no list-name oracle)."""
     name = (list_name or "").strip() or DEFAULT_LIST
     if name == DEFAULT_LIST:
         return service.ensure_list(session, name)
-    found = session.scalar(select(MailingList).where(MailingList.name == name))
-    if found is None:
-        raise NotFound(f"no list called {name!r}")
-    return found
+    return session.scalar(select(MailingList).where(MailingList.name == name))
+
+
+def limit_key(address: str) -> str:
+    """The per-address limits count one mailbox, however it is written: lower-cased,
+    without a ``+tag`` and without dots in the local part, so ``Victim+1@`` and
+    ``v.ictim+2@`` are one key (Gmail and others deliver them all to one inbox). Only the
+    counter uses this; the address is stored as typed."""
+    local, _, domain = address.lower().rpartition("@")
+    return f"{local.split('+', 1)[0].replace('.', '')}@{domain}"
 
 
 def request_subscription(session, *, email: str, name: str = "", list_name: str | None = None,
@@ -129,7 +148,7 @@ def request_subscription(session, *, email: str, name: str = "", list_name: str 
     key = service.email_key(address)
     name = service.clean_name(name)
     mailing_list = public_list(session, list_name)
-    if service.is_suppressed(session, address):
+    if mailing_list is None or service.is_suppressed(session, address):
         return None
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
     if subscriber is None:
@@ -145,7 +164,7 @@ def request_subscription(session, *, email: str, name: str = "", list_name: str 
         # The consent record (GDPR art. 7): when, from where, for which list.
         service.record_event(session, kind=EventKind.subscribe, origin="web", subscriber_id=subscriber.id,
                              detail={"list": mailing_list.name, "client": client})
-    if not hit(session, CONFIRMATION_MAIL, key):
+    if not hit(session, CONFIRMATION_MAIL, limit_key(address)):
         return None
     return PendingConfirmation(subscriber.id, mailing_list.id, subscriber.email)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.cli import (
     admin,
@@ -32,7 +33,8 @@ from mailer.cli import (
     schedule,
     subscribers,
 )
-from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError
+from mailer.core.db import database_error
+from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError, ServiceUnavailable
 
 app = typer.Typer(help="Newsletter delivery: render an issue once, send it to every subscriber exactly once.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -54,8 +56,11 @@ app.command("demo")(demo.demo)
 def main() -> None:
     try:
         rv = app(standalone_mode=False)
-    except (InvalidInput, ConfigurationError) as err:
+    except (InvalidInput, ConfigurationError, ServiceUnavailable) as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (OperationalError, InterfaceError) as err:  # the database went away in the middle of a command
+        typer.echo(f"error: {database_error(err)}", err=True)
         sys.exit(2)
     except typer.Exit as err:
         sys.exit(err.exit_code)

@@ -9,6 +9,7 @@ import typer
 
 from mailer import accounts
 from mailer.cli.common import session
+from mailer.core.db import MAX_ID
 
 app = typer.Typer(help="Dashboard users and API tokens.", no_args_is_help=True)
 
@@ -51,7 +52,7 @@ def create_token(name: Annotated[str, typer.Argument(help="What the token is for
 
 
 @app.command("revoke-token")
-def revoke_token(token_id: int) -> None:
+def revoke_token(token_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The token's id.")]) -> None:
     """Revoke an API token by id."""
     with session() as s:
         accounts.revoke_token(s, token_id=token_id)

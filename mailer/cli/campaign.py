@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from mailer.cli.common import (
+    CampaignId,
     follow,
     format_report,
     is_issue_file,
@@ -20,6 +21,7 @@ from mailer.cli.common import (
     settings,
 )
 from mailer.core.clock import utcnow
+from mailer.core.db import MAX_ID
 from mailer.core.errors import InvalidInput
 from mailer.issues import read_issue_file
 from mailer.models import CampaignStatus
@@ -70,7 +72,8 @@ def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: st
 
 @app.command("status")
 def campaign_status(
-    campaign_id: Annotated[Optional[int], typer.Argument(help="Campaign id (default: the latest).")] = None,
+    campaign_id: Annotated[Optional[int], typer.Argument(min=1, max=MAX_ID,
+                                                         help="Campaign id (default: the latest).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Live progress bar until it finishes.")] = False,
 ) -> None:
@@ -108,7 +111,7 @@ def _act(action: str, campaign_id: int) -> ops.Changed:
 
 
 def _state_command(action: str):
-    def command(campaign_id: int) -> None:
+    def command(campaign_id: CampaignId) -> None:
         typer.echo(f"campaign {campaign_id}: {_act(action, campaign_id).status}")
 
     command.__name__ = f"campaign_{action}"
@@ -122,14 +125,14 @@ for _action, _help in (("pause", "Stop sending at the next message; resume later
 
 
 @app.command("retry")
-def campaign_retry(campaign_id: int) -> None:
+def campaign_retry(campaign_id: CampaignId) -> None:
     """Queue the failed deliveries of a campaign again."""
     typer.echo(f"campaign {campaign_id}: {_act('retry', campaign_id).requeued} failed deliveries queued again")
 
 
 @app.command("reschedule")
 def campaign_reschedule(
-    campaign_id: int,
+    campaign_id: CampaignId,
     at: Annotated[str, typer.Option("--at", help="New time (ISO 8601).")],
     tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset.")] = None,
 ) -> None:

@@ -7,15 +7,21 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer import campaigns
 from mailer.core.config import Settings, get_settings
-from mailer.core.db import check_connection, engine_for, transaction
+from mailer.core.db import MAX_ID, check_connection, engine_for, transaction
 from mailer.core.errors import InvalidInput
 from mailer.models import CampaignStatus
+
+# A row's id on the command line: a positive BIGINT (a larger one is a usage error).
+CampaignId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The campaign's id.")]
+IssueId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The issue's id.")]
 
 
 def settings() -> Settings:
@@ -61,6 +67,8 @@ def format_report(r: campaigns.CampaignReport) -> str:
     eta = "—" if r.eta_seconds is None else f"{r.eta_seconds:.0f}s"
     return (f"campaign {r.id} ({r.issue} → {r.list}): {r.status}; {r.sent}/{r.total} sent, {r.failed} failed, "
             f"{r.bounced} bounced, {r.skipped} skipped, {r.queued} queued; {r.rate_per_minute:.0f}/min, ETA {eta}"
+            + (f"; {r.repeated} sent twice (a try's outcome was lost)" if r.repeated else "")
+            + (f"; relay unreachable since {r.relay_down_since}: {r.relay_error}" if r.relay_down_since else "")
             + (f"; paused: {r.pause_reason}" if r.status == CampaignStatus.paused and r.pause_reason else ""))
 
 

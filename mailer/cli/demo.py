@@ -20,14 +20,14 @@ import typer
 from mailer import campaigns
 from mailer.cli.campaign import send_issue
 from mailer.cli.common import engine, follow, format_report, session, settings
-from mailer.core.config import PROJECT_ROOT
+from mailer.core.config import PROJECT_ROOT, SHIPPED
 from mailer.core.errors import ConflictError
 from mailer.dispatch import enqueue, sweep
 from mailer.migrate import upgrade
 from mailer.models import CampaignStatus
 from mailer.operations.subscribers import import_csv
 
-EXAMPLES = PROJECT_ROOT / "examples"
+EXAMPLES = SHIPPED / "examples"
 EXAMPLE_ISSUE = EXAMPLES / "china-ai-weekly-2022-06-14.md"
 EXAMPLE_SUBSCRIBERS = EXAMPLES / "subscribers.csv"
 DEMO_LIST = "china-ai-weekly"
@@ -71,7 +71,7 @@ def run_demo(*, timeout: float = 300.0) -> int:
     with open(EXAMPLE_SUBSCRIBERS, encoding="utf-8", newline="") as fh:
         imported = import_csv(engine(), fh, list_name=DEMO_LIST, confirmed=True, origin="demo")
     typer.echo(f"subscribers: {imported.imported} imported, {imported.updated} already there "
-               f"(list {DEMO_LIST!r}, from {EXAMPLE_SUBSCRIBERS.relative_to(PROJECT_ROOT)})")
+               f"(list {DEMO_LIST!r}, from {EXAMPLE_SUBSCRIBERS})")
     where = conf.outbox_dir if not conf.smtp_url else "the SMTP relay"
     try:
         cid = send_issue(EXAMPLE_ISSUE, DEMO_LIST).campaign_id

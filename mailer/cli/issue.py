@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailer.cli.common import is_issue_file, session, settings
+from mailer.cli.common import IssueId, is_issue_file, session, settings
 from mailer.issues import read_issue_file
 from mailer.message import Recipient, compile_message
 from mailer.operations import issues as ops
@@ -76,7 +76,7 @@ def issue_create(path: IssueFile) -> None:
 
 
 @app.command("update")
-def issue_update(issue_id: int, path: IssueFile) -> None:
+def issue_update(issue_id: IssueId, path: IssueFile) -> None:
     """Replace an issue's content (refused once a campaign of it started)."""
     with session() as s:
         issue = ops.update_issue(s, issue_id=issue_id, source=read_issue_file(path), settings=settings())
@@ -84,7 +84,7 @@ def issue_update(issue_id: int, path: IssueFile) -> None:
 
 
 @app.command("delete")
-def issue_delete(issue_id: int) -> None:
+def issue_delete(issue_id: IssueId) -> None:
     """Delete an issue nothing was planned from."""
     with session() as s:
         ops.delete_issue(s, issue_id=issue_id)

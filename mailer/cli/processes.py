@@ -14,7 +14,7 @@ from mailer.cli.common import engine
 
 def worker(
     ctx: typer.Context,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes.")] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Worker processes.")] = 2,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the periodic sweep here (one per deployment).")] = False,
 ) -> None:
     """Run a Celery worker (extra arguments go to 'celery worker')."""

@@ -9,6 +9,7 @@ PostgreSQL, Redis and a relay.
 from __future__ import annotations
 
 import functools
+import sys
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
@@ -22,6 +23,10 @@ from mailer.core.errors import ConfigurationError
 
 DEFAULT_SECRET = "change-me-in-production"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What ships with the project (templates/, examples/): the checkout itself, or, for a
+# regular install, <prefix>/share/newsletter (pyproject.toml's data-files).
+SHIPPED = PROJECT_ROOT if (PROJECT_ROOT / "templates").is_dir() else Path(sys.prefix) / "share" / "newsletter"
+SHIPPED_TEMPLATES = SHIPPED / "templates"
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory")
@@ -72,10 +77,16 @@ class Settings(BaseSettings):
     postmark_webhook_auth: str = ""  # "user:password" of the webhook URL's HTTP basic auth
     mailgun_signing_key: str = ""
     sendgrid_public_key: str = ""  # the "verification key" (base64 DER) or a PEM
+    # The web app's request body limits (bytes): what anyone may post, and the editor's.
+    max_public_body: int = Field(64 * 1024, ge=1024, description="largest body of a public request")
+    max_editor_body: int = Field(200 * 1024 * 1024, ge=1024, description="largest body of an admin request")
     # DKIM: all three or none.
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key: str | None = None  # a path to a PEM file, or the PEM itself
+    # A second, Ed25519 signature (RFC 8463) next to the RSA one: its own selector and key.
+    dkim_ed25519_selector: str | None = None
+    dkim_ed25519_private_key: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -143,6 +154,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NEWSLETTER_DKIM_SELECTOR, NEWSLETTER_DKIM_DOMAIN and NEWSLETTER_DKIM_PRIVATE_KEY go together"
             )
+        ed = [self.dkim_ed25519_selector, self.dkim_ed25519_private_key]
+        if any(ed) and not (all(ed) and all(dkim)):
+            raise ValueError("NEWSLETTER_DKIM_ED25519_SELECTOR and NEWSLETTER_DKIM_ED25519_PRIVATE_KEY go together, "
+                             "next to the RSA key (receivers still expect an RSA signature)")
         return self
 
     # Derived values: the embedded defaults live under var_dir.
@@ -191,8 +206,7 @@ class Settings(BaseSettings):
     @property
     def template_folders(self) -> list[Path]:
         """Operator overrides first, then the templates shipped with the project."""
-        shipped = PROJECT_ROOT / "templates"
-        return [self.templates_dir, shipped] if self.templates_dir else [shipped]
+        return [self.templates_dir, SHIPPED_TEMPLATES] if self.templates_dir else [SHIPPED_TEMPLATES]
 
 
 def _with_scheme(url: str, schemes: tuple[str, ...], hint: str) -> str:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from mailer.core.clock import as_utc
@@ -39,6 +39,7 @@ from mailer.core.errors import ConfigurationError
 # BIGINT primary keys on PostgreSQL (a million subscribers times every campaign is many
 # delivery rows); SQLite only autoincrements a column declared exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # the largest BIGINT (and SQLite INTEGER)
 
 
 class UtcDateTime(TypeDecorator):
@@ -114,6 +115,15 @@ def make_engine(url: str) -> Engine:
 def engine_for(url: str) -> Engine:
     """One engine (and connection pool) per database URL per process."""
     return make_engine(url)
+
+
+def database_error(err: DBAPIError) -> str:
+    """One line for a database error that reached a user: the database went away, or
+    (for the rest) what it refused."""
+    reason = str(err.orig).strip().splitlines()[0] if err.orig is not None else type(err).__name__
+    if isinstance(err, (OperationalError, InterfaceError)) or err.connection_invalidated:
+        return f"the database does not answer (NEWSLETTER_DATABASE_URL): {reason}"
+    return f"the database refused it: {reason}"
 
 
 def check_connection(engine: Engine) -> None:

@@ -27,6 +27,12 @@ class Forbidden(InvalidInput):
     """The request does not prove who sent it: a webhook whose signature does not verify."""
 
 
+class ServiceUnavailable(NewsletterError):
+    """A service we depend on (the database, the broker, the relay) does not answer.
+    Trying again later can help; nothing the user gave was wrong. One line naming the
+    service (CLI exit code 2, HTTP 503)."""
+
+
 class DeliveryError(NewsletterError):
     """Sending one message failed. ``reply`` is the SMTP reply text, when there was one."""
 

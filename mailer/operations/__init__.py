@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from mailer import dispatch
 from mailer.core.config import Settings
+from mailer.core.errors import ServiceUnavailable
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,14 @@ class Queues(Protocol):
 
 
 def commit(session: Session, *results: Queues, settings: Settings) -> None:
-    """Commit the operation's writes, then queue the tasks its results ask for."""
+    """Commit the operation's writes, then queue the tasks its results ask for. A broker
+    that does not answer is ``ServiceUnavailable`` saying so: the change itself is
+    committed, and beat's sweep queues the campaign's work once the broker is back."""
     session.commit()
     for result in results:
         for q in result.queue:
-            dispatch.enqueue_campaign(q.campaign_id, q.batches, settings)
+            try:
+                dispatch.enqueue_campaign(q.campaign_id, q.batches, settings)
+            except ServiceUnavailable as err:
+                raise ServiceUnavailable(f"campaign {q.campaign_id} is saved, but its send tasks could not be queued "
+                                         f"(they are, by the periodic sweep, once the broker answers): {err}") from err

@@ -206,7 +206,7 @@ def sign_up(engine: Engine, *, client: str, email: str, name: str = "", list_nam
     if honeypot.strip():
         return None  # a robot: accept silently, do nothing
     address = service.normalise_email(email)
-    _counted(engine, signup.check_address, service.email_key(address))
+    _counted(engine, signup.check_address, signup.limit_key(address))
     with transaction(engine) as session:
         pending = signup.request_subscription(session, email=address, name=name, list_name=list_name, client=client)
         if pending is None:
@@ -277,7 +277,7 @@ def ask_to_resubscribe(session: Session, *, subscriber: Subscriber) -> tuple[str
     window), never a change without it. (notice, confirmation to send or None)."""
     if subscriber.status == S.active:
         return "You are subscribed.", None
-    if signup.hit(session, signup.CONFIRMATION_MAIL, subscriber.email_key) and \
+    if signup.hit(session, signup.CONFIRMATION_MAIL, signup.limit_key(subscriber.email)) and \
             not service.is_suppressed(session, subscriber.email):
         return ("We sent you a confirmation link. Follow it to subscribe again.",
                 signup.PendingConfirmation(subscriber.id, 0, subscriber.email))

@@ -1,9 +1,11 @@
 """SMTP relay transport: one connection kept open across sends.
 
 A new connection per message halves the send rate (FACTS.md), so the connection stays
-open and is re-established once when the server drops it. The transaction is driven
-step by step (MAIL, RCPT, DATA) instead of through ``smtplib.SMTP.sendmail`` so we know
-how far it got when something breaks:
+open and is re-established once when the server drops it. When the relay offers
+PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write: two round trips a message
+(the envelope, then the content) instead of four; without it, one command at a time.
+The transaction is ours, not ``smtplib.SMTP.sendmail``'s (which also parses every
+address again), so we know how far it got when something breaks:
 
 - broken before the message content was sent (MAIL, RCPT, the DATA command itself, or a
   421 "closing" reply to one of them, RFC 5321 §3.8): the server has nothing, so
@@ -163,7 +165,7 @@ class SmtpTransport:
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         for what, address in (("envelope sender", envelope_from), ("recipient", recipient)):
-            if _UNSAFE_ADDRESS.search(address):
+            if _UNSAFE_ADDRESS.search(address) or not address.isascii():  # no SMTPUTF8 here
                 raise InvalidInput(f"{what} {address!r} cannot go into an SMTP command")
         for attempt in (1, 2):
             if self._conn is None:
@@ -181,19 +183,13 @@ class SmtpTransport:
         raise AssertionError("unreachable")
 
     def _transaction(self, conn: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        if self._needs_rset:
-            # RFC 5321 §4.1.1.5: clear the failed transaction's state before the next one.
-            _step(conn.rset)
-            self._needs_rset = False
-        for step, arg, ok in ((conn.mail, envelope_from, (250,)), (conn.rcpt, recipient, (250, 251, 252))):
-            code, reply = _step(step, arg)
-            if code not in ok:
-                self._needs_rset = True
-                return SendResult(code, reply)
-        code, reply = _step(conn.docmd, "DATA")
-        if code != 354:
+        if conn.has_extn("pipelining"):
+            refused = self._pipelined_envelope(conn, envelope_from, recipient)
+        else:
+            refused = self._lockstep_envelope(conn, envelope_from, recipient)
+        if refused is not None:
             self._needs_rset = True
-            return SendResult(code, reply)
+            return refused
         # From here on the server may end up with the message: no retry.
         data = message if message.endswith(b"\r\n") else message + b"\r\n"
         if data.startswith(b".") or b"\n." in data:
@@ -209,6 +205,51 @@ class SmtpTransport:
         elif not 200 <= code < 300:
             self._needs_rset = True
         return SendResult(code, _text(resp))
+
+    def _lockstep_envelope(self, conn: smtplib.SMTP, envelope_from: str, recipient: str) -> SendResult | None:
+        """MAIL, RCPT and DATA one round trip each; the refusal, or None to go on."""
+        if self._needs_rset:
+            # RFC 5321 §4.1.1.5: clear the failed transaction's state before the next one.
+            _step(conn.rset)
+            self._needs_rset = False
+        for command, ok in ((f"MAIL FROM:<{envelope_from}>", (250,)), (f"RCPT TO:<{recipient}>", (250, 251, 252)),
+                            ("DATA", (354,))):
+            code, reply = _step(conn.docmd, command)
+            if code not in ok:
+                return SendResult(code, reply)
+        return None
+
+    def _pipelined_envelope(self, conn: smtplib.SMTP, envelope_from: str, recipient: str) -> SendResult | None:
+        """RFC 2920: (RSET,) MAIL, RCPT and DATA in one write, their replies read in
+        order: one round trip for the envelope instead of three or four. The addresses
+        were checked for anything unsafe by ``send``; no ``smtplib`` parsing per message.
+        The refusal (the first command that failed), or None to go on."""
+        commands = ["MAIL FROM:<%s>" % envelope_from, "RCPT TO:<%s>" % recipient, "DATA"]
+        if self._needs_rset:
+            commands.insert(0, "RSET")
+        replies = []
+        try:
+            conn.send(("\r\n".join(commands) + "\r\n").encode("ascii"))
+            for _ in commands:
+                code, resp = conn.getreply()
+                if code in (421, -1):  # "closing": the rest of the replies never come
+                    raise _Retry(code if code == 421 else None, _text(resp))
+                replies.append((code, resp))
+        except (OSError, smtplib.SMTPException) as err:
+            raise _Retry(None, _one_line(err)) from err
+        if self._needs_rset:
+            replies.pop(0)
+            self._needs_rset = False
+        (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = replies
+        refused = (SendResult(mail, _text(mail_text)) if mail != 250
+                   else SendResult(rcpt, _text(rcpt_text)) if rcpt not in (250, 251, 252)
+                   else SendResult(data, _text(data_text)) if data != 354 else None)
+        if refused is not None and data == 354:
+            # The server wants the message although MAIL or RCPT failed (RFC 2920 §3.1
+            # says it must not): nothing can end DATA without sending a message, so drop
+            # the connection instead.
+            self._drop()
+        return refused
 
 
 def _step(command, *args) -> tuple[int, str]:

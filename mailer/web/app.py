@@ -1,23 +1,48 @@
-"""Builds the FastAPI application from the routers, and maps the project's errors to
-HTTP once: ``InvalidInput`` is a 4xx with its one-line message in ``detail``."""
+"""Builds the FastAPI application from the routers, behind the edge guard
+(``mailer.web.guard``: body limits, no control characters, security headers), and maps
+the project's errors to HTTP once: ``InvalidInput`` is a 4xx with its one-line message in
+``detail``; a database or broker that does not answer is 503 with one line."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from markupsafe import escape
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
-from mailer.core.errors import InvalidInput
+from mailer.core.config import get_settings
+from mailer.core.db import database_error
+from mailer.core.errors import InvalidInput, ServiceUnavailable
 from mailer.web import api, dashboard, webhooks
 from mailer.web.deps import status_of
+from mailer.web.guard import EdgeGuard
 from mailer.web.public import archive, preferences, signup, unsubscribe
+from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
     app = FastAPI(title="Newsletter", version="0.1.0")
+    app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body,
+                       webhook_limit=MAX_WEBHOOK_BODY)
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
-        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+        return _error(request, status_of(exc), str(exc))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(request: Request, exc: ServiceUnavailable):
+        return _error(request, 503, str(exc))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_gone(request: Request, exc):
+        return _error(request, 503, database_error(exc))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError):
+        # What the edge guard did not catch and the database cannot store.
+        return _error(request, 400, database_error(exc))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
@@ -26,3 +51,11 @@ def create_app() -> FastAPI:
     for module in (archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
+
+
+def _error(request: Request, status: int, detail: str):
+    """JSON for the API and for scripts; a one-line page for a browser."""
+    if not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>Error {status}</title>"
+                            f"<h1>Error {status}</h1><p>{escape(detail)}</p>", status_code=status)
+    return JSONResponse({"detail": detail}, status_code=status)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer.core.config import Settings, get_settings
-from mailer.core.db import engine_for
+from mailer.core.db import MAX_ID, engine_for
 from mailer.core.errors import ConflictError, Forbidden, InvalidInput, NotFound
 
 
@@ -31,6 +31,9 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
+# An id in a path: a row's primary key, so a positive BIGINT (a larger number is 422, not
+# an overflow in the database driver).
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def status_of(err: InvalidInput) -> int:

@@ -590,3 +590,21 @@ def test_an_unknown_message_is_kept_size_capped_with_its_reason(engine):
         assert stored.size == len(raw) and stored.raw == raw[:1024] and stored.kind == "unknown"
         assert stored.reason == "no delivery or feedback report, and no bounce format that is known"
         assert bounces.unprocessed_count(s) == 1
+
+
+def test_control_characters_in_a_report_are_kept_as_bytes_never_as_text(engine):
+    """A NUL in a diagnostic or an address (PostgreSQL stores it in no text column): the
+    bounce is recorded without it, and what cannot be tied is kept with its raw bytes."""
+    ann = sent_campaign(engine, ["ann.reader@example.org"])["ann.reader@example.org"]
+    raw = corpus("postfix-dsn-user-unknown").replace(b"bounces@example.com", ann.verp().encode()) \
+        .replace(b"Diagnostic-Code: smtp; 550 5.1.1", b"Diagnostic-Code: smtp; 550 5.1.1 \x00\x07bad")
+    assert "bounced (5.1.1" in record(engine, raw).line
+    with transaction(engine) as s:
+        detail = s.scalars(select(Event).where(Event.delivery_id == ann.delivery_id)).one().detail
+        assert "\x00" not in detail["diagnostic"] and "bad" in detail["diagnostic"]
+    junk = b"From: MAILER-DAEMON@x.example\r\nTo: bounces@example.com\r\n\r\n" \
+           b"Hi. This is the qmail-send program at x.\r\n\r\n<a\x00b@example.org>:\r\nno (#5.1.1)\r\n\x00\r\n"
+    done = record(engine, junk)
+    assert done.stored_as == InboundStatus.unprocessed
+    with transaction(engine) as s:
+        assert s.scalars(select(InboundMessage)).one().raw == junk

@@ -127,3 +127,72 @@ def test_non_rsa_key_is_refused():
     )
     with pytest.raises(ConfigurationError, match="RSA"):
         DkimSigner("s", "example.com", ed)
+
+
+def _template(**kw):
+    from mailer.dkim import relaxed_piece
+
+    return compile_message(
+        subject="Spaces  and\ttabs", from_=Address("Weekly News", addr_spec="news@example.com"),
+        html="<p>Hi __NL_NAME__,</p>\n<p>runs  of   spaces \t and tabs   </p>\n<p>end</p>\n\n\n",
+        text="Hi __NL_NAME__,\n\nline with trailing spaces   \n\n\nUnsubscribe: __NL_UNSUBSCRIBE_URL__\n\n",
+        list_id="weekly.example.com", list_name="Weekly News", feedback_id="1:2:news:example",
+        body_canon=relaxed_piece, **kw)
+
+
+@pytest.mark.parametrize("name", ["Ann", "Ann  Lee  ", "王  小明", "", "x" * 300 + "  " + "y" * 90])
+def test_the_body_hash_from_precomputed_pieces_equals_the_whole_bodys(name):
+    """The static body is canonicalised once per issue; the hash made from it and the
+    recipient's values is the one dkimpy computes over the whole message."""
+    import hashlib
+
+    from mailer.dkim import _relaxed_body
+
+    message, body_hash = _template().assemble_for_signing(Recipient(
+        email="ana@example.org", name=name, message_id="<1.c1@example.com>",
+        unsubscribe_url="https://example.com/u/tok  ", preferences_url="https://example.com/p/tok"))
+    body = message.partition(b"\r\n\r\n")[2]
+    assert body_hash == hashlib.sha256(_relaxed_body(body)).digest()
+
+
+def test_a_signature_from_the_precomputed_body_hash_verifies(pem, dns):
+    message, body_hash = _template().assemble_for_signing(Recipient(
+        email="ana@example.org", name="Ann  Lee", message_id="<1.c1@example.com>",
+        unsubscribe_url="https://example.com/u/tok"))
+    signed = DkimSigner("s2026", "example.com", pem).sign(message, body_hash=body_hash)
+    assert dkim.verify(signed, dnsfunc=dns)
+    tampered = signed.replace(b"<p>end</p>", b"<p>End</p>")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_ed25519_next_to_rsa_both_verify(pem, key):
+    """RFC 8463: an ed25519-sha256 signature beside the RSA one; dkimpy checks each."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    ed_pem = ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    raw = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    records = {b"s2026._domainkey.example.com.": b"v=DKIM1; k=rsa; p=" + base64.b64encode(der),
+               b"ed2026._domainkey.example.com.": b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)}
+    message, body_hash = _template().assemble_for_signing(Recipient(
+        email="ana@example.org", name="Ann", message_id="<1.c1@example.com>",
+        unsubscribe_url="https://example.com/u/tok"))
+    for signer in (DkimSigner("s2026", "example.com", pem), DkimSigner("ed2026", "example.com", ed_pem)):
+        message = signer.sign(message, body_hash=body_hash)
+    assert message.count(b"DKIM-Signature:") == 2 and b"a=ed25519-sha256" in message
+    lookup = lambda name, timeout=5: records.get(name)  # noqa: E731
+    verifier = dkim.DKIM(message)
+    assert verifier.verify(idx=0, dnsfunc=lookup) and verifier.verify(idx=1, dnsfunc=lookup)
+
+
+def test_an_ed25519_key_where_rsa_is_expected_is_one_line(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path = tmp_path / "ed.pem"
+    path.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(ConfigurationError, match="an RSA key is needed"):
+        load_private_key(str(path))
+    assert load_private_key(str(path), ed25519_key=True).startswith(b"-----BEGIN")

@@ -64,7 +64,7 @@ def signed_header_names(message: bytes) -> set[str]:
 
 def test_engine_messages_pass_dkim_verify_and_sign_the_list_headers(dkim_settings, smtp_sink, key):
     cfg = engine_config(dkim_settings)
-    assert cfg.sign is not None, "the DKIM settings build a signer"
+    assert cfg.signers, "the DKIM settings build a signer"
     engine = make_engine(dkim_settings.database)
     try:
         cid = seed_campaign(engine, 12, batch_size=5)
@@ -85,7 +85,7 @@ def test_engine_messages_pass_dkim_verify_and_sign_the_list_headers(dkim_setting
 
 def test_without_dkim_settings_nothing_is_signed(settings, smtp_sink):
     cfg = engine_config(settings)
-    assert cfg.sign is None
+    assert cfg.signers == ()
     engine = make_engine(settings.database)
     try:
         cid = seed_campaign(engine, 2)

@@ -180,6 +180,103 @@ def test_a_dead_workers_batch_is_taken_over_after_its_lease(engine, smtp_sink):
     out = send_batch(engine, cid, transport=transport_for(smtp_sink), cfg=config(), clock=later)
     assert out.sent == 10 and out.campaign_finished
     assert assert_counters_match(engine, cid) == {"sent": 10}
+    # The database can tell: the repeat was a second try, recorded as a repeat.
+    with transaction(engine) as s:
+        tries = dict(s.execute(text("SELECT id, attempts || '/' || repeats FROM delivery WHERE campaign_id = :c"),
+                               {"c": cid}).all())
+        assert tries.pop(first.delivery_id) == "2/1" and set(tries.values()) == {"1/0"}
+        assert campaigns.campaign_report(s, cid).repeated == 1
+
+
+def test_a_dead_workers_release_cannot_undo_the_batch_of_the_one_that_took_over(engine):
+    cid = seed_campaign(engine, 4, batch_size=10)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        queries.claim_batch(s, campaign_id=cid, worker="slow", now=now, lease=timedelta(seconds=5))
+    with transaction(engine) as s:  # its lease ran out: another worker has it now
+        later = now + timedelta(seconds=6)
+        assert queries.claim_batch(s, campaign_id=cid, worker="fast", now=later, lease=timedelta(seconds=60))
+    with transaction(engine) as s:
+        assert queries.release_batch(s, campaign_id=cid, seq=0, worker="slow", now=later) is None
+        assert queries.next_work_at(s, campaign_id=cid, now=later) == later + timedelta(seconds=60)
+        assert queries.release_batch(s, campaign_id=cid, seq=0, worker="fast", now=later) == "pending"
+        assert queries.next_work_at(s, campaign_id=cid, now=later) <= later
+
+
+def test_one_recovery_task_waits_per_campaign(engine):
+    cid = seed_campaign(engine, 1, batch_size=10)
+    now = datetime.now(timezone.utc)
+    with transaction(engine) as s:
+        assert queries.claim_recovery(s, campaign_id=cid, at=now + timedelta(seconds=30), now=now)
+        assert not queries.claim_recovery(s, campaign_id=cid, at=now + timedelta(seconds=20), now=now)
+        # Once that time passed, the next waiter may be queued.
+        assert queries.claim_recovery(s, campaign_id=cid, at=now + timedelta(seconds=90),
+                                      now=now + timedelta(seconds=31))
+
+
+@pytest.fixture
+def pg_engine(postgres_url):
+    from mailer.core.db import make_engine
+    from mailer.migrate import upgrade
+
+    upgrade(postgres_url)
+    eng = make_engine(postgres_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.mark.postgres
+def test_an_outcome_survives_the_database_dropping_every_connection(pg_engine, smtp_sink):
+    """After the relay took a message, the worker's connections are killed (as in a
+    database restart or failover; PostgreSQL only): the outcome is written on a fresh
+    connection and the next message goes out; nobody gets two, every delivery is recorded."""
+    engine = pg_engine
+    cid = seed_campaign(engine, 20, batch_size=20)
+    real = transport_for(smtp_sink)
+    killed = []
+
+    class DroppingTransport:
+        name = "dropping"
+
+        def open(self):
+            real.open()
+
+        def send(self, envelope_from, recipient, message):
+            result = real.send(envelope_from, recipient, message)
+            if len(killed) < 3 and recipient.endswith(("3@example.com", "9@example.com", "5@example.com")):
+                with engine.connect() as admin:
+                    admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                    admin.commit()
+                killed.append(recipient)
+            return result
+
+        def close(self):
+            real.close()
+
+    drain(engine, cid, transport=DroppingTransport(), cfg=config())
+    assert len(killed) == 3
+    got = received(smtp_sink)
+    assert len(got) == 20 and set(got.values()) == {1}
+    assert assert_counters_match(engine, cid) == {"sent": 20}
+
+
+def test_the_campaign_says_since_when_the_relay_is_unreachable(engine, smtp_sink):
+    cid = seed_campaign(engine, 3, batch_size=50)
+    port = smtp_sink.port
+    smtp_sink.stop()
+    drain(engine, cid, transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{port}", timeout=2), cfg=config())
+    with transaction(engine) as s:
+        report = campaigns.campaign_report(s, cid)
+    assert report.relay_down_since and "cannot reach SMTP relay" in report.relay_error
+    assert report.eta_seconds is None and report.queued == 3
+    smtp_sink.start()
+    with transaction(engine) as s:
+        s.execute(text("UPDATE batch SET available_at = NULL WHERE campaign_id = :c"), {"c": cid})
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    with transaction(engine) as s:
+        report = campaigns.campaign_report(s, cid)
+    assert (report.relay_down_since, report.relay_error, report.sent) == (None, "", 3)
 
 
 def test_too_many_permanent_errors_pause_the_campaign(engine, smtp_sink):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from mailer.core.errors import TransientDeliveryError
+from mailer.core.errors import InvalidInput, TransientDeliveryError
 from mailer.replies import classify
 from mailer.transports import (
     MemoryTransport,
@@ -18,7 +20,7 @@ from mailer.transports import (
     Transport,
     transport_from_settings,
 )
-from tests.support.smtpd import SmtpSink, free_port
+from tests.support.smtpd import SmtpSink, free_port, stop_quietly
 
 FROM = "bounces+d1@example.com"
 
@@ -28,6 +30,17 @@ def message(n: int = 0, rcpt: str = "ana@example.org") -> bytes:
         f"From: News <news@example.com>\r\nTo: {rcpt}\r\nSubject: Issue {n}\r\n"
         f"Message-ID: <{n}@example.com>\r\n\r\nHello {n}\r\n.leading dot\r\n.\r\nend\r\n"
     ).encode()
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
+def smtp_sink(request):
+    """The sink with and without PIPELINING in its EHLO: each transaction test runs
+    against both ways of sending the envelope."""
+    sink = SmtpSink(pipelining=request.param).start()
+    try:
+        yield sink
+    finally:
+        stop_quietly(sink)
 
 
 def test_all_transports_share_the_interface(tmp_path):
@@ -194,3 +207,65 @@ def test_memory_transport():
     with pytest.raises(TransientDeliveryError):
         t.send(FROM, "down@example.org", b"m")
     assert t.outbox == [(FROM, "ok@example.org", b"m")]
+
+
+def test_pipelined_envelope_is_one_write_before_any_reply():
+    """A server that answers MAIL only once RCPT and DATA are in too: a client waiting
+    for each reply would time out; a pipelining client gets its message through."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    seen: list[bytes] = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            conn.sendall(b"220 test\r\n")
+            reader.readline()  # EHLO
+            conn.sendall(b"250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            envelope = [reader.readline() for _ in range(3)]  # no reply until all three
+            seen.extend(envelope)
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+            while reader.readline() not in (b".\r\n", b""):
+                pass
+            conn.sendall(b"250 queued\r\n")
+            reader.readline()  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    transport = SmtpTransport("127.0.0.1", listener.getsockname()[1], timeout=5)
+    try:
+        result = transport.send(FROM, "a@example.org", message(1))
+    finally:
+        transport.close()
+        server.join(timeout=10)
+        listener.close()
+    assert result.code == 250, result
+    assert seen == [f"MAIL FROM:<{FROM}>\r\n".encode(), b"RCPT TO:<a@example.org>\r\n", b"DATA\r\n"]
+
+
+def test_refused_recipient_then_the_next_message_on_the_same_connection(smtp_sink):
+    """RCPT refused: DATA is answered 503 too, every reply is read, and the connection
+    stays in step for the next message."""
+    smtp_sink.refuse_all = (451, "4.7.1 slow down")
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        refused = transport.send(FROM, "a@example.org", message(1))
+        smtp_sink.refuse_all = None
+        ok = transport.send(FROM, "b@example.org", message(2))
+    finally:
+        transport.close()
+    assert refused.code == 451 and ok.code == 250
+    assert smtp_sink.count_by_rcpt() == {"b@example.org": 1} and smtp_sink.sessions == 1
+
+
+def test_an_address_that_needs_smtputf8_is_refused_before_the_relay(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        with pytest.raises(InvalidInput, match="SMTP command"):
+            transport.send(FROM, "jörg@example.org", message(1))
+        assert transport.send(FROM, "b@example.org", message(2)).code == 250
+    finally:
+        transport.close()

@@ -20,6 +20,12 @@ def cli(*args, stdin: str | bytes | None = None, env: dict[str, str] | None = No
                           input=stdin, cwd=cwd or REPO, timeout=timeout)
 
 
+def start_cli(*args, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``newsletter ARGS`` started, not waited for (two at once, say); text pipes."""
+    return subprocess.Popen([sys.executable, "-m", "mailer.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ) if env is None else env, cwd=REPO)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit code 2, one line on stderr holding every fragment, no traceback."""
     assert result.returncode == 2, (result.stdout, result.stderr)

@@ -83,6 +83,12 @@ class _Handler:
     def __init__(self, sink: "SmtpSink"):
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:  # RFC 2920; aiosmtpd reads pipelined commands in order anyway
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         # Sessions are counted at their first MAIL: the controller's own start-up probe
         # connects without sending anything, and STARTTLS must not count twice.
@@ -95,6 +101,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.sink._lock:
+            self.sink.rcpt_times.append(time.monotonic())
+        if self.sink.refuse_all is not None:
+            code, text = self.sink.refuse_all
+            if code == 421:  # RFC 5321 §3.8: "closing transmission channel"
+                server.transport.close()
+            return f"{code} {text}"
         reply = self.sink.reject.get(address)
         if reply is not None:
             code, text = reply
@@ -132,8 +145,10 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 
 class SmtpSink:
     """``messages`` (thread-safe list of ``Received``), ``sessions`` (connections that sent
-    MAIL), ``reject`` (recipient -> (code, text) answered at RCPT), ``delay`` (seconds per
-    message), ``drop_after_data`` (close without replying to the message)."""
+    MAIL), ``reject`` (recipient -> (code, text) answered at RCPT), ``refuse_all`` ((code,
+    text) answered to every RCPT while set: a relay throttling everyone), ``rcpt_times``
+    (when each RCPT came), ``delay`` (seconds per message), ``drop_after_data`` (close
+    without replying to the message)."""
 
     def __init__(
         self,
@@ -142,6 +157,7 @@ class SmtpSink:
         tls: Literal[None, "starttls", "smtps"] = None,
         port: int | None = None,
         cert_folder: Path | None = None,
+        pipelining: bool = True,
     ):
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -150,6 +166,9 @@ class SmtpSink:
         self.messages: list[Received] = []
         self.sessions = 0
         self.reject: dict[str, tuple[int, str]] = {}
+        self.refuse_all: tuple[int, str] | None = None
+        self.pipelining = pipelining  # offered in EHLO, as Postfix and every big relay do
+        self.rcpt_times: list[float] = []
         self.delay = 0.0
         self.in_flight = 0  # messages being received right now (over all connections)
         self.max_in_flight = 0
@@ -246,6 +265,11 @@ def smtp_sink():
     try:
         yield sink
     finally:
-        stopper = threading.Thread(target=sink.stop, daemon=True)
-        stopper.start()
-        stopper.join(timeout=10)
+        stop_quietly(sink)
+
+
+def stop_quietly(sink: SmtpSink, timeout: float = 10) -> None:
+    """Stop a sink without letting a stuck server thread hang the test."""
+    stopper = threading.Thread(target=sink.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=timeout)

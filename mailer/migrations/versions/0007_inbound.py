@@ -1,7 +1,7 @@
 """inbound: messages kept unprocessed, soft bounces
 
 Revision ID: 0007_inbound
-Revises: 0004
+Revises: 0008_reliability (re-chained after main's 0008 when main was merged in; written against 0004)
 
 Hand-written for SQLite and PostgreSQL alike. ``inbound_message`` keeps every inbound
 message (or provider event) that could not be acted on, its raw bytes capped by
@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0007_inbound'
-down_revision = '0004'
+down_revision = '0008_reliability'
 branch_labels = None
 depends_on = None
 

@@ -9,7 +9,7 @@ from mailer.core.clock import utcnow
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import SessionDep, SettingsDep
+from mailer.web.deps import Id, SessionDep, SettingsDep
 
 router = APIRouter(route_class=ApiRoute)
 
@@ -45,20 +45,20 @@ def schedule_campaign(body: ScheduleIn, session: SessionDep, settings: SettingsD
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign_stats(campaign_id: int, session: SessionDep) -> dict:
+def campaign_stats(campaign_id: Id, session: SessionDep) -> dict:
     """Progress and outcome; every number is counted from delivery and event records."""
     return ops.stats(session, campaign_id)
 
 
 @router.post("/campaigns/{campaign_id}/reschedule")
-def reschedule_campaign(campaign_id: int, body: RescheduleIn, session: SessionDep) -> dict:
+def reschedule_campaign(campaign_id: Id, body: RescheduleIn, session: SessionDep) -> dict:
     ops.reschedule(session, campaign_id=campaign_id, at=body.at, tz=body.tz)
     session.commit()
     return ops.stats(session, campaign_id)
 
 
 def _action(action: str):
-    def act(campaign_id: int, session: SessionDep, settings: SettingsDep) -> dict:
+    def act(campaign_id: Id, session: SessionDep, settings: SettingsDep) -> dict:
         done = ops.ACTIONS[action](session, campaign_id=campaign_id)
         commit(session, done, settings=settings)
         stats = ops.stats(session, campaign_id)

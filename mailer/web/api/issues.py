@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from mailer.operations import issues as ops
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import SessionDep, SettingsDep
+from mailer.web.deps import Id, SessionDep, SettingsDep
 
 router = APIRouter(route_class=ApiRoute)
 
@@ -33,19 +33,19 @@ def create_issue(body: IssueSourceIn, session: SessionDep, settings: SettingsDep
 
 
 @router.get("/issues/{issue_id}")
-def get_issue(issue_id: int, session: SessionDep) -> dict:
+def get_issue(issue_id: Id, session: SessionDep) -> dict:
     return ops.describe(session, ops.get_issue(session, issue_id), source=True)
 
 
 @router.put("/issues/{issue_id}")
-def update_issue(issue_id: int, body: IssueSourceIn, session: SessionDep, settings: SettingsDep) -> dict:
+def update_issue(issue_id: Id, body: IssueSourceIn, session: SessionDep, settings: SettingsDep) -> dict:
     issue = ops.update_issue(session, issue_id=issue_id, source=body.source, settings=settings)
     session.commit()
     return ops.describe(session, issue, source=True)
 
 
 @router.delete("/issues/{issue_id}", status_code=204)
-def delete_issue(issue_id: int, session: SessionDep) -> None:
+def delete_issue(issue_id: Id, session: SessionDep) -> None:
     ops.delete_issue(session, issue_id=issue_id)
     session.commit()
 
@@ -57,7 +57,7 @@ def preview_issue(body: IssueSourceIn, settings: SettingsDep) -> dict:
 
 
 @router.post("/issues/{issue_id}/test")
-def test_issue(issue_id: int, body: TestSendIn, session: SessionDep, settings: SettingsDep) -> list[dict]:
+def test_issue(issue_id: Id, body: TestSendIn, session: SessionDep, settings: SettingsDep) -> list[dict]:
     """Send the stored issue, marked [TEST], to a few addresses; outside any campaign."""
     source = ops.get_issue(session, issue_id).source
     session.rollback()  # hold no database lock (SQLite: the write lock) while talking SMTP

@@ -8,9 +8,10 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from mailer.core.db import MAX_ID
 from mailer.operations import subscribers as ops
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import EngineDep, SessionDep
+from mailer.web.deps import EngineDep, Id, SessionDep
 from subscribers import service
 from subscribers.models import SubscriberStatus
 
@@ -35,7 +36,7 @@ def search_subscribers(
     q: str = "",
     status: str | None = None,
     list: Annotated[str | None, Query(description="Only members of this list.")] = None,
-    after: Annotated[int, Query(ge=0, description="Id of the last subscriber of the previous page.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the last subscriber of the previous page.")] = 0,
     limit: Annotated[int, Query(ge=1, le=ops.MAX_PAGE)] = 50,
 ) -> dict:
     return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit)
@@ -75,12 +76,12 @@ def import_subscribers(
 
 
 @router.patch("/subscribers/{subscriber_id}")
-def edit_subscriber(subscriber_id: int, body: SubscriberPatch, session: SessionDep) -> dict:
+def edit_subscriber(subscriber_id: Id, body: SubscriberPatch, session: SessionDep) -> dict:
     sub = ops.edit(session, subscriber_id=subscriber_id, name=body.name, status=body.status)
     session.commit()
     return ops.describe(sub)
 
 
 @router.get("/subscribers/{subscriber_id}")
-def get_subscriber(subscriber_id: int, session: SessionDep) -> dict:
+def get_subscriber(subscriber_id: Id, session: SessionDep) -> dict:
     return ops.describe(service.get_subscriber(session, subscriber_id))

@@ -12,7 +12,7 @@ from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other
-from mailer.web.deps import SessionDep, SettingsDep, status_of
+from mailer.web.deps import Id, SessionDep, SettingsDep, status_of
 
 router = APIRouter(route_class=PageRoute)
 
@@ -30,19 +30,19 @@ def campaign_page(request: Request, settings: Settings, session: Session, who: S
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
-def show_campaign(campaign_id: int, request: Request, who: SignedInDep, session: SessionDep,
+def show_campaign(campaign_id: Id, request: Request, who: SignedInDep, session: SessionDep,
                   settings: SettingsDep) -> HTMLResponse:
     return campaign_page(request, settings, session, who, campaign_id)
 
 
 @router.get("/campaigns/{campaign_id}/stats")
-def campaign_stats(campaign_id: int, who: SignedInDep, session: SessionDep) -> JSONResponse:
+def campaign_stats(campaign_id: Id, who: SignedInDep, session: SessionDep) -> JSONResponse:
     """What the campaign page polls while sending."""
     return JSONResponse(ops.stats(session, campaign_id), headers={"Cache-Control": "no-store"})
 
 
 @router.post("/campaigns/{campaign_id}/{action}", response_class=HTMLResponse)
-def change_campaign(campaign_id: int, action: str, request: Request, who: SignedInDep, form: CheckedFormDep,
+def change_campaign(campaign_id: Id, action: str, request: Request, who: SignedInDep, form: CheckedFormDep,
                     session: SessionDep, settings: SettingsDep):
     fields = {"at": str(form.get("at") or ""), "tz": str(form.get("tz") or "")}
     try:

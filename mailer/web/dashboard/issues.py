@@ -28,7 +28,7 @@ from mailer.web.auth import (
     SignedInDep,
 )
 from mailer.web.dashboard.pages import render, see_other, zones
-from mailer.web.deps import SessionDep, SettingsDep, status_of
+from mailer.web.deps import Id, SessionDep, SettingsDep, status_of
 
 router = APIRouter(route_class=PageRoute)
 
@@ -99,13 +99,13 @@ def create_issue(request: Request, who: SignedInDep, form: CheckedFormDep, sessi
 
 
 @router.get("/issues/{issue_id}", response_class=HTMLResponse)
-def show_issue(issue_id: int, request: Request, who: SignedInDep, session: SessionDep,
+def show_issue(issue_id: Id, request: Request, who: SignedInDep, session: SessionDep,
                settings: SettingsDep) -> HTMLResponse:
     return editor(request, settings, session, who, issue=ops.get_issue(session, issue_id))
 
 
 @router.post("/issues/{issue_id}", response_class=HTMLResponse)
-def save_issue(issue_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+def save_issue(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
                settings: SettingsDep):
     source = str(form.get("source") or "")
     try:
@@ -119,7 +119,7 @@ def save_issue(issue_id: int, request: Request, who: SignedInDep, form: CheckedF
 
 
 @router.post("/issues/{issue_id}/delete")
-def delete_issue(issue_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+def delete_issue(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
                  settings: SettingsDep):
     try:
         ops.delete_issue(session, issue_id=issue_id)
@@ -132,7 +132,7 @@ def delete_issue(issue_id: int, request: Request, who: SignedInDep, form: Checke
 
 
 @router.post("/issues/{issue_id}/test", response_class=HTMLResponse)
-def send_test(issue_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+def send_test(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
               settings: SettingsDep) -> HTMLResponse:
     issue = ops.get_issue(session, issue_id)
     to = str(form.get("to") or "")
@@ -152,7 +152,7 @@ def send_test(issue_id: int, request: Request, who: SignedInDep, form: CheckedFo
 
 
 @router.post("/issues/{issue_id}/schedule", response_class=HTMLResponse)
-def schedule_issue(issue_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+def schedule_issue(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
                    settings: SettingsDep):
     fields = {k: str(form.get(k) or "") for k in ("list", "when", "at", "tz")}
     now = utcnow()

@@ -12,7 +12,7 @@ from mailer.core.errors import InvalidInput, NotFound
 from mailer.operations import schedules as ops
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other, zones
-from mailer.web.deps import SessionDep, SettingsDep, status_of
+from mailer.web.deps import Id, SessionDep, SettingsDep, status_of
 from subscribers.models import MailingList
 
 router = APIRouter(route_class=PageRoute)
@@ -31,7 +31,7 @@ def schedule_overview(request: Request, who: SignedInDep, session: SessionDep, s
 
 
 @router.post("/schedules/{list_id}", response_class=HTMLResponse)
-def set_slot(list_id: int, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+def set_slot(list_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
              settings: SettingsDep):
     try:
         mlist = session.get(MailingList, list_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from mailer import accounts
-from mailer.core.config import PROJECT_ROOT
+from mailer.core.config import SHIPPED_TEMPLATES
 from mailer.web.auth import (
     CheckedFormDep,
     PageRoute,
@@ -24,11 +25,22 @@ from mailer.web.deps import SessionDep, SettingsDep
 from subscribers import signup
 
 router = APIRouter(route_class=PageRoute)
-STATIC = PROJECT_ROOT / "templates" / "web" / "admin" / "static"
-# Password guessing: a few tries per network and per account, counted in the same
-# database table as signups (works without Redis, atomic on both databases).
-LOGIN_PER_CLIENT = signup.Limit("login-client", 30, 900)
-LOGIN_PER_ACCOUNT = signup.Limit("login-account", 10, 900)
+STATIC = SHIPPED_TEMPLATES / "web" / "admin" / "static"
+# Password guessing, counted in the signups' table (no Redis needed, atomic on both
+# databases): every attempt from one network, and the failed ones for one account from
+# one network. Not failures per account alone: whoever guesses from one network could
+# then lock the editor out from every other.
+LOGIN_PER_NETWORK = signup.Limit("login-network", 30, 900)
+LOGIN_FAILURES = signup.Limit("login-failures", 10, 900)
+
+
+def network_of(client: str) -> str:
+    """The client's /24 (IPv4) or /64 (IPv6): one household or office, one budget."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    return str(ipaddress.ip_network(f"{address}/{24 if address.version == 4 else 64}", strict=False))
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -46,8 +58,9 @@ def login_page(request: Request, settings: SettingsDep) -> HTMLResponse:
 def login(request: Request, session: SessionDep, settings: SettingsDep,
           form: Annotated[object, Depends(login_form)]) -> HTMLResponse:
     email, password = str(form.get("email") or ""), str(form.get("password") or "")
-    client = request.client.host if request.client else ""
-    if not (signup.hit(session, LOGIN_PER_CLIENT, client) & signup.hit(session, LOGIN_PER_ACCOUNT, email.lower())):
+    network = network_of(request.client.host if request.client else "")
+    account = f"{email.strip().lower()} {network}"
+    if not signup.hit(session, LOGIN_PER_NETWORK, network) or signup.spent(session, LOGIN_FAILURES, account):
         session.commit()
         visitor = read_visitor(request, settings)
         return render(request, settings, "login.html", who=None, status=429, csrf=visitor.csrf, email=email,
@@ -55,6 +68,8 @@ def login(request: Request, session: SessionDep, settings: SettingsDep,
     session.commit()
     user = accounts.verify_password(session, email=email, password=password)
     if user is None:
+        signup.hit(session, LOGIN_FAILURES, account)
+        session.commit()
         visitor = read_visitor(request, settings)
         return render(request, settings, "login.html", who=None, status=400, csrf=visitor.csrf, email=email,
                       error="Wrong email address or password.")

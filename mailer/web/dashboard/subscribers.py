@@ -14,7 +14,7 @@ from mailer.operations import subscribers as ops
 from mailer.operations.schedules import all_lists
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other
-from mailer.web.deps import EngineDep, SessionDep, SettingsDep, status_of
+from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, status_of
 from subscribers import service
 from subscribers.models import SubscriberStatus
 
@@ -91,13 +91,13 @@ def subscriber_page(request: Request, settings: Settings, session: Session, who:
 
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
-def show_subscriber(subscriber_id: int, request: Request, who: SignedInDep, session: SessionDep,
+def show_subscriber(subscriber_id: Id, request: Request, who: SignedInDep, session: SessionDep,
                     settings: SettingsDep) -> HTMLResponse:
     return subscriber_page(request, settings, session, who, subscriber_id)
 
 
 @router.post("/subscribers/{subscriber_id}", response_class=HTMLResponse)
-def edit_subscriber(subscriber_id: int, request: Request, who: SignedInDep, form: CheckedFormDep,
+def edit_subscriber(subscriber_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep,
                     session: SessionDep, settings: SettingsDep):
     try:
         ops.edit(session, subscriber_id=subscriber_id, name=str(form.get("name") or ""),

@@ -17,7 +17,8 @@ from tests.support.seed import count_rows, seed_campaign, seed_list
 
 pytestmark = pytest.mark.timeout(120)
 REPORT_FIELDS = {"id", "issue", "list", "status", "total", "sent", "failed", "bounced", "skipped", "queued",
-                 "rate_per_minute", "eta_seconds", "pause_reason", "scheduled_at", "started_at", "finished_at"}
+                 "repeated", "rate_per_minute", "eta_seconds", "pause_reason", "relay_down_since", "relay_error",
+                 "scheduled_at", "started_at", "finished_at"}
 
 
 @pytest.fixture

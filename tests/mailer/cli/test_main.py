@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.cli import assert_one_line_error, cli
+from mailer.core.db import transaction
+from mailer.models import Campaign, CampaignStatus, Issue
+from tests.support.cli import assert_one_line_error, cli, start_cli
 from tests.support.example import ROOT as REPO
 
 ISSUE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
@@ -68,3 +70,36 @@ def test_a_sent_issue_is_in_the_archive_under_its_own_date(ready):
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
+
+
+def test_bad_worker_options_are_refused(settings):
+    assert_one_line_error(cli("worker", "--concurrency", "0"), "--concurrency")
+    assert_one_line_error(cli("worker", "-c", "-3"), "--concurrency")
+
+
+def test_send_with_the_broker_down_says_so_in_one_line(ready, engine, monkeypatch):
+    from tests.support.services import free_port
+
+    monkeypatch.setenv("NEWSLETTER_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
+    line = assert_one_line_error(cli("send", ISSUE, "--list", "weekly"), "the broker does not answer",
+                                 "NEWSLETTER_BROKER_URL")
+    assert "campaign 1 is saved" in line  # committed: beat's sweep queues its tasks later
+    with transaction(engine) as s:
+        assert s.get(Campaign, 1).status == CampaignStatus.sending
+
+
+def test_the_database_gone_is_one_line(ready, monkeypatch):
+    from tests.support.services import free_port
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    assert_one_line_error(cli("campaign", "list"), "NEWSLETTER_DATABASE_URL", "cannot connect")
+
+
+def test_two_sends_of_one_issue_at_once_make_one_campaign(ready, engine):
+    procs = [start_cli("send", ISSUE, "--list", "weekly") for _ in range(2)]
+    results = [(p.wait(60), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    refused = next(err for code, _, err in results if code == 2)
+    assert len(refused.strip().splitlines()) == 1 and "is already sending; nothing new was started" in refused
+    with transaction(engine) as s:
+        assert s.query(Campaign).count() == 1 and s.query(Issue).count() == 1

@@ -79,6 +79,17 @@ def test_password_guessing_is_throttled_per_account(anon, editor_user):
     assert right.status_code == 429 and "Too many sign-in attempts" in right.text
 
 
+def test_guesses_from_one_network_do_not_lock_the_editor_out_of_another(settings, editor_user):
+    with TestClient(create(), base_url=settings.base_url, client=("203.0.113.9", 4000)) as attacker:
+        token = csrf_of(attacker.get("/admin/login").text)
+        for i in range(12):
+            attacker.post("/admin/login", data={"email": EDITOR_EMAIL, "password": f"guess {i}", "csrf_token": token})
+        assert attacker.post("/admin/login", data={"email": EDITOR_EMAIL, "password": EDITOR_PASSWORD,
+                                                   "csrf_token": token}).status_code == 429
+    with TestClient(create(), base_url=settings.base_url, client=("192.0.2.20", 4000)) as editor:
+        assert sign_in(editor, EDITOR_EMAIL, EDITOR_PASSWORD).status_code == 303
+
+
 def test_a_form_posted_without_its_csrf_token_is_refused(dashboard, engine):
     seed_list(engine, 1)
     home = dashboard.get("/admin")

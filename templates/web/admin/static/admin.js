@@ -5,6 +5,13 @@
   var meta = document.querySelector('meta[name="csrf-token"]');
   var csrf = meta ? meta.content : "";
 
+  // --- forms that ask first (no inline handlers: the page's policy allows this script only)
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
   // --- editor: re-render after a pause in typing; a late answer never overwrites a newer one
   var source = document.getElementById("source");
   var frame = document.getElementById("preview");

@@ -142,3 +142,20 @@ def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(client, engine, s
     again = client.post(link)
     assert again.status_code == 404 and "superseded" in again.text
     assert _subscriber(engine, "flip@example.com").status == "unsubscribed"
+
+
+def test_plus_and_dot_addresses_of_one_mailbox_share_its_limits(settings, engine, smtp):
+    """20 signups for victim+N@ (and v.ictim@) from 20 networks: one confirmation mail reaches
+    the mailbox, however the address is written; each address is stored as typed."""
+    from fastapi.testclient import TestClient
+
+    from tests.support.web import create
+
+    typed = [f"victim+{n}@example.net" for n in range(19)] + ["v.ictim@example.net"]
+    for n, address in enumerate(typed):
+        with TestClient(create(), base_url=settings.base_url, client=(f"198.51.{n}.7", 5000)) as client:
+            assert client.post("/api/subscribe", json={"email": address}).status_code in (202, 429)
+    assert len(smtp.messages) == 1  # background mails ran before each TestClient call returned
+    with transaction(engine) as s:
+        stored = set(s.scalars(select(Subscriber.email)))
+    assert {"victim+0@example.net"} <= stored and all("+" in a or a == "v.ictim@example.net" for a in stored)
