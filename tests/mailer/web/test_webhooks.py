@@ -237,3 +237,17 @@ def test_providers_not_set_up_or_unknown_are_404_and_bad_bodies_400(engine, sett
         ignored = client.post("/webhooks/mailgun", json=signed_nonsense)
         assert ignored.status_code == 200 and ignored.json()["recorded"] == 0
         assert re.search(r"not recorded: something-new", ignored.json()["detail"])
+
+
+def test_a_large_sns_message_with_control_characters_is_taken(engine, site, certificates):
+    """SNS messages go up to 256 KB, over the public body limit, and a bounce's text may
+    carry a NUL: the webhook takes both (the signature covers the bytes as they are)."""
+    ann = sent_campaign(engine, ["ann@example.org"])["ann@example.org"]
+    message = ses_bounce(ann)
+    message["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550 5.1.1 user unknown \x00\x07 [nul]"
+    message["mail"]["headers"] = [{"name": f"X-Padding-{i}", "value": "x" * 1000} for i in range(150)]
+    doc = certificates.sign_sns(sns_notification(message))
+    assert len(json.dumps(doc)) > 150_000
+    response = post_sns(site, doc)
+    assert response.status_code == 200, response.text
+    assert statuses(engine) == {"ann@example.org": "bounced"}
