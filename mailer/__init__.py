@@ -3,8 +3,10 @@ batches -> one message per recipient -> transport -> recorded result.
 
 The layers, top to bottom (written down as contracts in ``.importlinter``):
 
-  cli/, web/     the adapters: the ``newsletter`` command, the admin API, the dashboard
-                 and the public pages; each parses input, calls an operation, shows it
+  cli/, web/     the adapters: the ``newsletter`` command, the admin API, the dashboard,
+                 the public pages and the providers' webhooks; each parses input, calls an
+                 operation, shows it
+  channels/      inbound mail besides the pipe: the SMTP/LMTP listener, the mailbox poller
   operations/    each editor action once; returns what to queue after the commit
   dispatch.py    the glue Celery tasks call (settings -> engine config, queueing)
   the pipeline, in order:
@@ -22,7 +24,11 @@ The layers, top to bottom (written down as contracts in ``.importlinter``):
     replies.py     SMTP replies classified in one place (sent / transient / permanent)
     ratelimit.py   shared send-rate limit, per-domain cap, backoff on 4xx
     transports/    SMTP, an outbox folder of .eml files, in-memory
-    bounces.py     DSNs and complaints coming back (VERP), recorded on their deliveries
+    reports.py     what comes back, read: DSNs, ARF complaints, auto-replies, every common
+                   MTA's bounce format (flufl.bounce); one verdict per recipient
+    webhooks.py    the relay providers' signed bounce and complaint events, read likewise
+    bounces.py     reports tied to their deliveries (VERP, Message-ID, address) and
+                   recorded; soft-bounce limit; what cannot be acted on kept unprocessed
   around it: models.py (the tables and status enums of the sending side), accounts.py
   (dashboard users, API tokens), testsend.py, celeryapp.py, migrate.py + migrations/
   ../subscribers  people: subscribers, lists, suppressions, consent, import/export

@@ -1,287 +1,297 @@
-"""Bounces and complaints that arrive after the relay accepted a message.
+"""Bounces and complaints recorded on the deliveries they are about.
 
-A relay's 250 only means "I will try". When the receiving system later gives up it
-sends a delivery status notification (DSN, RFC 3464: ``multipart/report;
-report-type=delivery-status``, one ``Action:``/``Status:`` block per recipient) to the
-envelope sender, which is the delivery's VERP address ``bounces+<id>-<mac>@domain``
-(``mailer.core.signing.verp_token``). Complaints ("this is spam") arrive from feedback
-loops as ARF reports (RFC 5965: ``report-type=feedback-report``).
+A relay's 250 only means "I will try". What comes back later (read by
+``mailer.reports`` from mail, or from a provider's webhook) is tied to deliveries here
+and acted on, in one transaction, by ``record``:
 
-What is recorded, in one transaction:
-- a permanent failure of the address itself (5.1.x, as ``mailer.replies.classify``
-  decides): the delivery moves from 'sent' to 'bounced' with the campaign counters, the
-  subscriber becomes 'bounced' and their address is suppressed, and a bounce event
-  (origin 'dsn') keeps the report's status and diagnostic;
-- any other failure or delay (4.x.x, 5.7.x policy, 5.2.2 mailbox full): a bounce
-  event only. Nobody is unsubscribed for a full mailbox or for our own reputation;
-- a complaint: the subscriber becomes 'complained', suppressed, and a complaint event.
+Tying each reported recipient to its delivery, in this order:
+1. the VERP token of the address the report was delivered to (its MAC is checked;
+   ``mailer.core.signing``). A token there that does not verify, mangled or forged, is
+   refused: nothing changes, and the message is kept as unprocessed;
+2. a verified token or one of our Message-IDs (they carry a MAC too) found in the
+   report: the quoted message, ARF ``Original-Mail-From``, a provider's event;
+3. the address's most recent delivery accepted by the relay within
+   ``NEWSLETTER_BOUNCE_MATCH_DAYS``, for the recipients the first two do not name.
 
-The delivery is found only through something we signed: the VERP token (its MAC is
-checked with ``hmac.compare_digest``) or, in a report that quotes our message, its
-Message-ID (which carries a MAC too). A forged report cannot touch anyone else.
+What is recorded for each tied recipient, after its verdict (``mailer.reports.judge``):
+- permanent (5.1.x, "user unknown"): the delivery moves from 'sent' to 'bounced' with
+  the campaign counters, the subscriber becomes 'bounced', the address is suppressed;
+- transient (4.x.x, a full mailbox): a soft bounce. ``NEWSLETTER_SOFT_BOUNCE_LIMIT``
+  of them within ``NEWSLETTER_SOFT_BOUNCE_DAYS`` suppress the address;
+- policy (5.7.x, spam and reputation blocks): our problem, not the subscriber's; an
+  event only, and it never counts towards the soft-bounce limit;
+- a complaint: the subscriber becomes 'complained' and the address is suppressed, at once.
+Each of these is an event in the subscriber's history (kind bounce or complaint, the
+report's format or provider as its origin, the verdict and counts in its detail).
+
+Nothing is dropped: a message that is not understood, a recipient that cannot be tied,
+a refused token, are kept (``inbound_message``, raw bytes capped at
+``NEWSLETTER_INBOUND_MAX_BYTES``) with the reason, as 'unprocessed'; an auto-reply or a
+report of good news is kept as 'ignored'.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
-import enum
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from email.message import Message
-from email.parser import HeaderParser
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from mailer import queries
 from mailer.core import signing
-from mailer.core.clock import utcnow
-from mailer.core.db import transaction
-from mailer.core.errors import InvalidInput, NotFound
-from mailer.message import parse_verp
-from mailer.replies import Kind, Verdict, classify
+from mailer.core.errors import InvalidInput
+from mailer.models import InboundMessage, InboundStatus
+from mailer.reports import InboundKind, Report, Reported, Verdict, one_line, reply_code
 from subscribers import service
-from subscribers.links import delivered_to
 from subscribers.models import Event, EventKind, SubscriberStatus, SuppressionReason
-
-_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
-_DIAG_CODE = re.compile(r"^\s*(?:smtp|x-[\w-]+)\s*;\s*([245]\d\d)\b", re.IGNORECASE)
-
-
-class DsnAction(enum.StrEnum):
-    """RFC 3464 §2.3.3: what the reporting MTA did for a recipient."""
-
-    failed = "failed"
-    delayed = "delayed"
-    delivered = "delivered"
-    relayed = "relayed"
-    expanded = "expanded"
-
-
-class ReportKind(enum.StrEnum):
-    bounce = "bounce"
-    complaint = "complaint"
-    none = "none"  # nothing to record: an auto-reply, a "delivered" notice
 
 
 @dataclass(frozen=True)
-class Report:
-    """What an inbound message says about one delivery."""
+class BouncePolicy:
+    """The settings recording needs, as plain values (``policy_from(settings)``)."""
 
-    kind: ReportKind
-    status: str = ""  # RFC 3463 code, "5.1.1"
-    action: str = ""  # RFC 3464 Action: failed, delayed...
-    diagnostic: str = ""  # Diagnostic-Code text, or the feedback type of a complaint
-    code: int | None = None  # the SMTP reply code inside the diagnostic, when there is one
-    recipient: str = ""  # Final-Recipient / Original-Rcpt-To
-    reporter: str = ""  # Reporting-MTA or the sender of the report
-    original_message_ids: tuple[str, ...] = ()
-    original_senders: tuple[str, ...] = ()  # envelope senders of the quoted original (VERP)
+    secret_keys: tuple[str, ...]
+    soft_bounce_limit: int = 3
+    soft_bounce_window: timedelta = timedelta(days=15)
+    match_window: timedelta = timedelta(days=30)
+    max_bytes: int = 262_144
 
 
-def is_bounce(raw: bytes, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``newsletter inbound`` should hand this message to ``handle_inbound``:
-    it went to a ``bounces+`` address, or it is a delivery or feedback report."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    if any(parse_verp(a) for a in delivered_to(message, environ)):
-        return True
-    return message.get_content_type() == "multipart/report" and (
-        (message.get_param("report-type") or "").lower() in ("delivery-status", "feedback-report"))
+def policy_from(settings) -> BouncePolicy:
+    return BouncePolicy(secret_keys=settings.signing_keys, soft_bounce_limit=settings.soft_bounce_limit,
+                        soft_bounce_window=timedelta(days=settings.soft_bounce_days),
+                        match_window=timedelta(days=settings.bounce_match_days),
+                        max_bytes=settings.inbound_max_bytes)
 
 
-# --- reading reports -------------------------------------------------------------------
+class How:
+    """How a recipient was tied to its delivery (shown by ``explain``, kept in events)."""
+
+    verp = "verp"
+    message_id = "message-id"
+    address = "address"
 
 
-def _field_blocks(part: Message) -> list[Message]:
-    """The field blocks of a message/delivery-status or message/feedback-report part.
-    Python parses the first into a list of blocks; other message/* types become one
-    enclosed message whose headers are the fields; a lenient sender may send text."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    if isinstance(payload, str):
-        text = payload.replace("\r\n", "\n")
-        return [HeaderParser().parsestr(block + "\n") for block in re.split(r"\n\s*\n", text) if block.strip()]
-    return []
+@dataclass(frozen=True)
+class Tie:
+    recipient: Reported  # its address filled in from the delivery when the report withheld it
+    delivery: queries.DeliveryRef | None
+    how: str = ""
 
 
-def _quoted_original(report: Message) -> Message | None:
-    for part in report.walk():
-        ctype = part.get_content_type()
-        if ctype == "message/rfc822":
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner:
-                return inner[0]
-        elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
-            payload = part.get_payload(decode=True) or b""
-            return HeaderParser().parsestr(payload.decode("utf-8", "replace"))
-    return None
+@dataclass(frozen=True)
+class Ties:
+    recipients: tuple[Tie, ...]
+    named: queries.DeliveryRef | None  # the delivery the report's token or Message-ID names
+    refused: str = ""  # why nothing may be recorded (a token that does not verify)
 
 
-def _value(block: Message, name: str) -> str:
-    raw = block.get(name)
-    return " ".join(str(raw).split()) if raw else ""
+def _key(address: str) -> str:
+    try:
+        return service.email_key(service.normalise_email(address))
+    except InvalidInput:
+        return address.strip().lower()
 
 
-def _after_type(value: str) -> str:
-    """``rfc822; user@example.com`` -> ``user@example.com`` (RFC 3464 §2.3.2)."""
-    return value.split(";", 1)[1].strip() if ";" in value else value
+def _named_delivery(session: Session, report: Report, keys) -> tuple[queries.DeliveryRef | None, str, str]:
+    """(the delivery a signed token or Message-ID names, how, refusal)."""
+    if report.envelope_tokens:
+        ids = [d for t in report.envelope_tokens if (d := signing.read_verp_token(keys, t)) is not None]
+        if not ids:
+            return None, "", "the bounce address is not valid (its token does not verify)"
+        return queries.find_delivery(session, delivery_id=ids[0]), How.verp, ""
+    for token in report.quoted_tokens:
+        if (did := signing.read_verp_token(keys, token)) is not None:
+            return queries.find_delivery(session, delivery_id=did), How.verp, ""
+    for mid in report.message_ids:
+        if (did := signing.read_message_id(keys, mid)) is not None:
+            return queries.find_delivery(session, delivery_id=did), How.message_id, ""
+    return None, "", ""
 
 
-def _originals(original: Message | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if original is None:
-        return (), ()
-    ids = tuple(str(v) for v in original.get_all("Message-ID", []))
-    senders = tuple(str(v) for v in original.get_all("Return-Path", []))
-    return ids, senders
-
-
-def _status_from_text(text: str) -> tuple[str, int | None]:
-    """For a bounce that is not a DSN (old MTAs write prose): the first enhanced status
-    code after an SMTP reply code, as in "550 5.1.1 <x@y>: user unknown"."""
-    m = re.search(r"\b([245]\d\d)[ -]+([245]\.\d{1,3}\.\d{1,3})\b", text)
-    if m:
-        return m.group(2), int(m.group(1))
-    m = re.search(r"\b(?:Status|status code)\s*:?\s*([245]\.\d{1,3}\.\d{1,3})\b", text)
-    return (m.group(1), None) if m else ("", None)
-
-
-def _first_text(message: Message) -> str:
-    for part in message.walk():
-        if part.get_content_type() == "text/plain":
-            payload = part.get_payload(decode=True) or b""
-            return payload.decode(part.get_content_charset() or "utf-8", "replace")
-    return ""
-
-
-def read_report(message: Message) -> Report:
-    """What ``message`` reports: a DSN, an ARF complaint, a prose bounce, or nothing."""
-    report_type = (message.get_param("report-type") or "").lower() \
-        if message.get_content_type() == "multipart/report" else ""
-    original = _quoted_original(message)
-    ids, senders = _originals(original)
-
-    if report_type == "feedback-report":
-        fields = next((b for part in message.walk() if part.get_content_type() == "message/feedback-report"
-                       for b in _field_blocks(part)[:1]), None)
-        feedback_type = (_value(fields, "Feedback-Type") if fields is not None else "abuse").lower() or "abuse"
-        if fields is not None:
-            senders += tuple(v for v in (_value(fields, "Original-Mail-From"),) if v)
-        # RFC 5965 §7.3: "not-spam" undoes a complaint; it is not one.
-        kind = ReportKind.none if feedback_type == "not-spam" else ReportKind.complaint
-        return Report(kind=kind, diagnostic=feedback_type,
-                      recipient=_value(fields, "Original-Rcpt-To") if fields is not None else "",
-                      reporter=_value(fields, "Reporting-MTA") if fields is not None else str(message.get("From", "")),
-                      original_message_ids=ids, original_senders=senders)
-
-    if report_type == "delivery-status":
-        blocks = [b for part in message.walk() if part.get_content_type() == "message/delivery-status"
-                  for b in _field_blocks(part)]
-        per_message = blocks[0] if blocks else Message()
-        for block in blocks[1:] or blocks:
-            action = _value(block, "Action").lower()
-            if action not in (DsnAction.failed, DsnAction.delayed):
-                continue  # delivered, relayed, expanded: good news, nothing to record
-            status = _value(block, "Status")
-            m = _STATUS.match(status)
-            diagnostic = _after_type(_value(block, "Diagnostic-Code"))
-            code_m = _DIAG_CODE.match(_value(block, "Diagnostic-Code"))
-            return Report(kind=ReportKind.bounce, status=".".join(m.groups()) if m else "", action=action,
-                          diagnostic=diagnostic, code=int(code_m.group(1)) if code_m else None,
-                          recipient=_after_type(_value(block, "Final-Recipient")
-                                                or _value(block, "Original-Recipient")),
-                          reporter=_after_type(_value(per_message, "Reporting-MTA")),
-                          original_message_ids=ids, original_senders=senders)
-        return Report(kind=ReportKind.none, action=DsnAction.delivered, original_message_ids=ids, original_senders=senders)
-
-    # Not a report. RFC 3834 §5: auto-replies go to the envelope sender too, and say so.
-    auto = (str(message.get("Auto-Submitted", "")).lower().startswith("auto-replied")
-            or message.get("X-Autoreply") or str(message.get("Precedence", "")).lower() == "auto_reply")
-    if auto:
-        return Report(kind=ReportKind.none, action="auto-reply", original_message_ids=ids, original_senders=senders)
-    status, code = _status_from_text(_first_text(message))
-    if not status:
-        return Report(kind=ReportKind.none, action="no delivery status", original_message_ids=ids, original_senders=senders)
-    return Report(kind=ReportKind.bounce, status=status, action=DsnAction.failed, code=code, diagnostic=_first_text(message)[:500].strip(),
-                  reporter=str(message.get("From", "")), original_message_ids=ids, original_senders=senders)
-
-
-def verdict_for(report: Report) -> Verdict:
-    """The one classification of SMTP outcomes (``mailer.replies``), applied to the
-    report's Status: the enhanced code decides permanent or not, and whose fault."""
-    if report.status:
-        code = report.code or (500 if report.status[0] == "5" else 400 if report.status[0] == "4" else 200)
-        return classify(code, f"{report.status} {report.diagnostic}")
-    return classify(report.code, report.diagnostic)
-
-
-# --- recording -------------------------------------------------------------------------
-
-
-def _delivery_id(message: Message, report: Report, secret_keys: Sequence[str], environ, envelope_to) -> int:
-    tokens = [t for a in [*delivered_to(message, environ, envelope_to), *report.original_senders]
-              if (t := parse_verp(a))]
-    for token in tokens:
-        if (did := signing.read_verp_token(secret_keys, token)) is not None:
-            return did
-    for mid in report.original_message_ids:
-        if (did := signing.read_message_id(secret_keys, mid)) is not None:
-            return did
-    if tokens:
-        raise InvalidInput("the bounce address is not valid (its token does not verify)")
-    raise InvalidInput("no bounces+TOKEN recipient and no message of ours quoted in the report")
-
-
-def handle_inbound(engine: Engine, raw: bytes, *, secret_keys: Sequence[str],
-                   environ: Mapping[str, str] | None = None, envelope_to: Iterable[str] = (),
-                   now: datetime | None = None) -> str:
-    """Read one inbound bounce or complaint (as an MTA pipe hands it over) and record it.
-    Returns one line saying what was done. A message that cannot be tied to one of our
-    deliveries (no or a forged token) raises ``InvalidInput``."""
-    if not secret_keys:
+def tie(session: Session, report: Report, *, policy: BouncePolicy, now: datetime) -> Ties:
+    """Each recipient of ``report`` with the delivery it is about (or None). Reads only."""
+    if not policy.secret_keys:
         raise InvalidInput("no secret key to verify bounce tokens with")
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    report = read_report(message)
-    delivery_id = _delivery_id(message, report, secret_keys, environ, envelope_to)
-    if report.kind == ReportKind.none:
-        return f"delivery {delivery_id}: nothing to record ({report.action or report.diagnostic})"
-    now = now or utcnow()
-    with transaction(engine) as s:
-        ref = queries.find_delivery(s, delivery_id=delivery_id)
-        if ref is None:
-            raise NotFound(f"no delivery {delivery_id}")
-        if report.kind == ReportKind.complaint:
-            changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id,
-                                                    status=SubscriberStatus.complained, now=now)
-            service.suppress(s, email=ref.email, reason=SuppressionReason.complaint)
-            s.add(Event(kind=EventKind.complaint, origin="arf", subscriber_id=ref.subscriber_id,
-                        campaign_id=ref.campaign_id, delivery_id=ref.delivery_id,
-                        detail={"feedback_type": report.diagnostic, "reporter": report.reporter[:200]},
-                        created_at=now))
-            return (f"delivery {delivery_id}: complaint ({report.diagnostic}); subscriber "
-                    + ("marked complained" if changed else f"was already {_status_of(s, ref)}"))
-
-        verdict = verdict_for(report)
-        reply = " ".join(f"{report.status} {report.diagnostic}".split())
-        detail = {"status": report.status, "action": report.action, "diagnostic": report.diagnostic[:500],
-                  "reporter": report.reporter[:200], "permanent": verdict.kind == Kind.permanent,
-                  "suppress": verdict.suppress}
-        s.add(Event(kind=EventKind.bounce, origin="dsn", subscriber_id=ref.subscriber_id, campaign_id=ref.campaign_id,
-                    delivery_id=ref.delivery_id, detail=detail, created_at=now))
-        if not verdict.suppress:
-            what = "temporary" if verdict.kind != Kind.permanent else "permanent, not the address"
-            return f"delivery {delivery_id}: {what} ({reply}); recorded as an event"
-        moved = queries.bounce_sent_delivery(s, delivery_id=ref.delivery_id, campaign_id=ref.campaign_id,
-                                                   code=report.code, reply=f"DSN: {reply}", now=now)
-        changed = queries.set_subscriber_status(s, subscriber_id=ref.subscriber_id, status=SubscriberStatus.bounced,
-                                                now=now)
-        service.suppress(s, email=ref.email, reason=SuppressionReason.bounce)
-        return (f"delivery {delivery_id}: bounced ({reply}); "
-                + ("delivery moved from sent to bounced" if moved else f"delivery stays {ref.status}") + "; "
-                + ("subscriber marked bounced" if changed else f"subscriber was already {_status_of(s, ref)}"))
+    named, how, refused = _named_delivery(session, report, policy.secret_keys)
+    if refused:
+        return Ties(recipients=tuple(Tie(r, None) for r in report.recipients), named=None, refused=refused)
+    acting = [r for r in report.recipients if r.verdict != Verdict.ignore]
+    since = now - policy.match_window
+    ties = []
+    for r in report.recipients:
+        delivery, tied_by = None, ""
+        if named is not None:
+            mine = {_key(named.email)}
+            if not r.address or _key(r.address) in mine or (r.original and _key(r.original) in mine) \
+                    or (len(acting) <= 1 and (r in acting or not acting)):
+                # The named message failed; a single recipient with another address is
+                # where our subscriber's mail was forwarded to.
+                delivery, tied_by = named, how
+        if delivery is None and r.address:
+            delivery = queries.latest_delivery_to(session, email_key=_key(r.address), since=since)
+            tied_by = How.address if delivery else ""
+        if delivery is not None and not r.address:
+            r = replace(r, address=delivery.email)
+        ties.append(Tie(r, delivery, tied_by))
+    return Ties(recipients=tuple(ties), named=named)
 
 
-def _status_of(session, ref: queries.DeliveryRef) -> str:
+# --- recording ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recorded:
+    """What ``record`` did: one line for people, and the message kept, if it was."""
+
+    kind: InboundKind
+    line: str
+    stored_id: int | None = None
+    stored_as: InboundStatus | None = None
+
+
+def store(session: Session, *, raw: bytes, channel: str, status: InboundStatus, kind: InboundKind,
+          reason: str, delivery_id: int | None, max_bytes: int, now: datetime) -> int:
+    """Keep an inbound message as it came (its first ``max_bytes``), with the reason."""
+    row = InboundMessage(received_at=now, channel=channel, status=status, kind=kind, reason=one_line(reason, 2000),
+                         delivery_id=delivery_id, size=len(raw), raw=raw[:max_bytes])
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def _event(session: Session, *, kind: EventKind, report: Report, ref: queries.DeliveryRef, detail: dict,
+           now: datetime) -> None:
+    detail = {k: one_line(v, 1000) if isinstance(v, str) else v for k, v in detail.items()}
+    session.add(Event(kind=kind, origin=str(report.source)[:32], subscriber_id=ref.subscriber_id,
+                      campaign_id=ref.campaign_id, delivery_id=ref.delivery_id, detail=detail, created_at=now))
+
+
+def _status_of(session: Session, ref: queries.DeliveryRef) -> str:
     return queries.subscriber_status(session, subscriber_id=ref.subscriber_id)
+
+
+def _suppress_bounced(session: Session, ref: queries.DeliveryRef, now: datetime) -> str:
+    changed = queries.set_subscriber_status(session, subscriber_id=ref.subscriber_id,
+                                            status=SubscriberStatus.bounced, now=now)
+    service.suppress(session, email=ref.email, reason=SuppressionReason.bounce)
+    return "subscriber marked bounced" if changed else f"subscriber was already {_status_of(session, ref)}"
+
+
+def _record_bounce(session: Session, report: Report, t: Tie, *, channel: str, policy: BouncePolicy,
+                   now: datetime) -> str:
+    r, ref = t.recipient, t.delivery
+    reply = one_line(f"{r.status} {r.diagnostic}", 300)
+    detail = {"status": r.status, "action": r.action, "diagnostic": r.diagnostic[:500],
+              "reporter": report.reporter[:200], "verdict": r.verdict, "permanent": r.verdict == Verdict.permanent,
+              "suppress": r.verdict == Verdict.permanent, "channel": channel, "tied_by": t.how}
+    head = f"delivery {ref.delivery_id}"
+    if r.verdict == Verdict.policy:
+        _event(session, kind=EventKind.bounce, report=report, ref=ref, detail={**detail, "blame_sender": True},
+               now=now)
+        return f"{head}: blocked by policy, not the address ({reply}); recorded as an event"
+    if r.verdict == Verdict.transient:
+        count = queries.record_soft_bounce(session, subscriber_id=ref.subscriber_id, delivery_id=ref.delivery_id,
+                                           since=now - policy.soft_bounce_window, now=now)
+        limit, days = policy.soft_bounce_limit, round(policy.soft_bounce_window / timedelta(days=1), 2)
+        _event(session, kind=EventKind.bounce, report=report, ref=ref,
+               detail={**detail, "soft_bounces": count, "soft_bounce_limit": limit, "soft_bounce_days": days}, now=now)
+        line = f"{head}: temporary ({reply}); soft bounce {count} of {limit} in {days:g} days"
+        if count < limit:
+            return line
+        # The limit is a step of its own in the subscriber's history.
+        _event(session, kind=EventKind.bounce, report=report, ref=ref,
+               detail={"verdict": "soft-bounce limit", "soft_bounces": count, "soft_bounce_limit": limit,
+                       "soft_bounce_days": days, "suppress": True, "channel": channel}, now=now)
+        return f"{line}; limit reached: {_suppress_bounced(session, ref, now)}"
+    _event(session, kind=EventKind.bounce, report=report, ref=ref, detail=detail, now=now)
+    moved = queries.bounce_sent_delivery(session, delivery_id=ref.delivery_id, campaign_id=ref.campaign_id,
+                                         code=reply_code(r.diagnostic), reply=f"{str(report.source).upper()}: {reply}",
+                                         now=now)
+    return (f"{head}: bounced ({reply}); "
+            + ("delivery moved from sent to bounced" if moved else f"delivery stays {ref.status}") + "; "
+            + _suppress_bounced(session, ref, now))
+
+
+def _record_complaint(session: Session, report: Report, t: Tie, *, channel: str, now: datetime) -> str:
+    r, ref = t.recipient, t.delivery
+    changed = queries.set_subscriber_status(session, subscriber_id=ref.subscriber_id,
+                                            status=SubscriberStatus.complained, now=now)
+    service.suppress(session, email=ref.email, reason=SuppressionReason.complaint)
+    _event(session, kind=EventKind.complaint, report=report, ref=ref,
+           detail={"feedback_type": r.diagnostic[:64], "reporter": report.reporter[:200], "channel": channel,
+                   "tied_by": t.how}, now=now)
+    return (f"delivery {ref.delivery_id}: complaint ({r.diagnostic}); subscriber "
+            + ("marked complained" if changed else f"was already {_status_of(session, ref)}"))
+
+
+def record(session: Session, report: Report, *, raw: bytes, channel: str, policy: BouncePolicy,
+           now: datetime) -> Recorded:
+    """Act on one report and keep what cannot be acted on. The caller commits, once:
+    the changes and the kept message go together or not at all."""
+
+    def keep(status: InboundStatus, reason: str, delivery_id: int | None = None) -> int:
+        return store(session, raw=raw, channel=channel, status=status, kind=report.kind, reason=reason,
+                     delivery_id=delivery_id, max_bytes=policy.max_bytes, now=now)
+
+    if report.kind == InboundKind.unknown:
+        stored = keep(InboundStatus.unprocessed, report.reason or "not understood")
+        return Recorded(report.kind, f"kept as unprocessed #{stored}: {report.reason}", stored,
+                        InboundStatus.unprocessed)
+    ties = tie(session, report, policy=policy, now=now)
+    if ties.refused:
+        stored = keep(InboundStatus.unprocessed, ties.refused)
+        return Recorded(report.kind, f"refused, kept as unprocessed #{stored}: {ties.refused}", stored,
+                        InboundStatus.unprocessed)
+    named_id = ties.named.delivery_id if ties.named else None
+    if report.kind == InboundKind.auto_reply:
+        stored = keep(InboundStatus.ignored, "an auto-reply", named_id)
+        about = f"delivery {named_id}: " if named_id else ""
+        return Recorded(report.kind, f"{about}auto-reply, nothing to record (kept as ignored #{stored})", stored,
+                        InboundStatus.ignored)
+
+    lines, untied, done = [], [], set()
+    for t in ties.recipients:
+        if t.recipient.verdict == Verdict.ignore:
+            continue
+        if t.delivery is None:
+            untied.append(t.recipient.address or "a recipient the report does not name")
+            continue
+        if (t.delivery.delivery_id, report.kind) in done:
+            continue
+        done.add((t.delivery.delivery_id, report.kind))
+        if report.kind == InboundKind.complaint:
+            lines.append(_record_complaint(session, report, t, channel=channel, now=now))
+        else:
+            lines.append(_record_bounce(session, report, t, channel=channel, policy=policy, now=now))
+
+    if untied:
+        reason = (f"{len(untied)} of {len([t for t in ties.recipients if t.recipient.verdict != Verdict.ignore])} "
+                  f"recipients not tied to a delivery: {', '.join(untied)[:500]}")
+        stored = keep(InboundStatus.unprocessed, reason, named_id)
+        lines.append(f"kept as unprocessed #{stored}: {reason}")
+        return Recorded(report.kind, "; ".join(lines), stored, InboundStatus.unprocessed)
+    if not lines:
+        what = ", ".join(dict.fromkeys(t.recipient.action or t.recipient.verdict for t in ties.recipients)) \
+            or "no recipient"
+        reason = f"nothing to record ({what})"
+        stored = keep(InboundStatus.ignored, reason, named_id)
+        about = f"delivery {named_id}: " if named_id else ""
+        return Recorded(report.kind, f"{about}{reason}; kept as ignored #{stored}", stored, InboundStatus.ignored)
+    return Recorded(report.kind, "; ".join(lines))
+
+
+# --- what is kept --------------------------------------------------------------------------
+
+def unprocessed_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(InboundMessage)
+                          .where(InboundMessage.status == InboundStatus.unprocessed))
+
+
+def kept_messages(session: Session, *, status: InboundStatus | None = InboundStatus.unprocessed,
+                  limit: int = 50) -> list[InboundMessage]:
+    """Kept inbound messages, newest first (unprocessed only, unless ``status`` is None)."""
+    query = select(InboundMessage).order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(InboundMessage.status == status)
+    return list(session.scalars(query))

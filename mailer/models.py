@@ -1,6 +1,11 @@
 """The sending side of the data model, with its status enums: issues, campaigns,
 batches, deliveries, weekly schedules, and the dashboard's users and API tokens.
 
+What comes back after sending (``mailer.bounces``): a ``soft_bounce`` row per message
+that failed for a reason that may pass (counted towards the soft-bounce limit), and an
+``inbound_message`` row for every inbound message or provider event that could not be
+acted on, kept so that nothing is dropped silently.
+
 A campaign is one issue sent to one list. Starting it freezes its audience into one
 ``delivery`` row per recipient, numbered into batches; workers claim a ``batch`` row
 under a lease, and record one outcome per delivery. The counters on ``batch`` and
@@ -304,3 +309,49 @@ class ApiToken(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("admin_user.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class InboundStatus(enum.StrEnum):
+    """What became of an inbound message that is kept (``inbound_message.status``). A
+    message that was acted on is not kept: its effects are the events it recorded."""
+
+    unprocessed = "unprocessed"  # not understood, or not tied to a delivery: for a person to look at
+    ignored = "ignored"  # understood, and nothing to do: an auto-reply, a "delivered" notice
+
+
+class InboundMessage(Base):
+    """An inbound message (or a provider's event) kept as it came, size-capped: the
+    reason it was not acted on, where it came from, and the delivery it names if any.
+    Migration 0007."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        enum_check("status", InboundStatus),
+        # The dashboard counts, and the CLI lists, the unprocessed ones newest first.
+        Index("ix_inbound_message_status_received", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    channel: Mapped[str] = mapped_column(String(16))  # mailer.reports.Channel
+    status: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # mailer.reports.InboundKind
+    reason: Mapped[str] = mapped_column(Text, default="")
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id", ondelete="SET NULL"))
+    size: Mapped[int] = mapped_column(Integer)  # of the whole message; ``raw`` holds at most the cap
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SoftBounce(Base):
+    """One delivery that failed for a reason that may pass (4.x.x, a full mailbox). N of
+    them for one subscriber within D days suppress the address (``mailer.bounces``).
+    One row per delivery: repeated delay notices about the same message count once.
+    Migration 0007."""
+
+    __tablename__ = "soft_bounce"
+    __table_args__ = (Index("ix_soft_bounce_subscriber_time", "subscriber_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

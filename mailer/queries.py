@@ -39,6 +39,7 @@ from mailer.models import (
     IssueStatus,
     ScheduleRun,
     SlotOutcome,
+    SoftBounce,
 )
 from mailer.outcomes import Outcome
 from subscribers.models import (
@@ -580,6 +581,54 @@ def set_subscriber_status(session: Session, *, subscriber_id: int, status: Subsc
 def subscriber_status(session, *, subscriber_id: int) -> SubscriberStatus:
     return SubscriberStatus(session.execute(
         text("SELECT status FROM subscriber WHERE id = :sid"), {"sid": subscriber_id}).scalar_one())
+
+
+def latest_delivery_to(session: Session, *, email_key: str, since: datetime) -> DeliveryRef | None:
+    """The most recent delivery the relay accepted for this address (a subscriber's
+    ``email_key``) since ``since``: where a report that names only an address belongs.
+    A read only. Shaped for the indexes there are: the subscriber by its unique key, then
+    one lookup per recent campaign in the (campaign, subscriber) unique index, instead of
+    a scan of every delivery; recent campaigns are few. A delivery is sent after its
+    campaign started, so a campaign that finished before ``since`` has none to offer."""
+    row = session.execute(
+        text(
+            f"""
+            SELECT d.id, d.campaign_id, d.subscriber_id, d.status, s.email
+            FROM subscriber s
+            JOIN campaign c ON c.started_at IS NOT NULL AND (c.finished_at IS NULL OR c.finished_at >= :since)
+            JOIN delivery d ON d.campaign_id = c.id AND d.subscriber_id = s.id
+            WHERE s.email_key = :key AND d.status IN {_in((D.sent, D.bounced))} AND d.sent_at >= :since
+            ORDER BY d.sent_at DESC, d.id DESC
+            LIMIT 1
+            """
+        ),
+        {"key": email_key, "since": since},
+    ).first()
+    return DeliveryRef(*row) if row else None
+
+
+def record_soft_bounce(session: Session, *, subscriber_id: int, delivery_id: int, since: datetime,
+                       now: datetime) -> int:
+    """Count one transient failure of a delivery towards its subscriber's soft-bounce
+    limit; returns the subscriber's soft bounces since ``since``, this one included.
+
+    One row per delivery (``ON CONFLICT (delivery_id) DO NOTHING``): a second copy of a
+    report, or another delay notice about the same message, does not count again. Two
+    reports about two of the subscriber's messages at once must not both count one short
+    of the limit: on PostgreSQL the subscriber's row is locked first (``FOR UPDATE``), so
+    the second waits for the first's commit and then sees its row; on SQLite the
+    transaction began IMMEDIATE, which serialises writers anyway."""
+    lock = "" if dialect_name(session) == "sqlite" else "FOR UPDATE"
+    session.execute(text(f"SELECT id FROM subscriber WHERE id = :sid {lock}"), {"sid": subscriber_id})
+    insert_ = insert_for(session)
+    session.execute(
+        insert_(SoftBounce).values(subscriber_id=subscriber_id, delivery_id=delivery_id, created_at=now)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+    )
+    return session.execute(
+        text("SELECT COUNT(*) FROM soft_bounce WHERE subscriber_id = :sid AND created_at >= :since"),
+        {"sid": subscriber_id, "since": since},
+    ).scalar_one()
 
 
 # --- the per-message path ---------------------------------------------------------------

@@ -8,7 +8,8 @@
   ``class.subject.detail``, its class (2, 4 or 5) decides between transient and permanent,
   and its subject says whose fault it is: X.1.x addressing (the mailbox is bad, except
   X.1.7/X.1.8 which are about the *sender's* address), X.7.x security or policy (spam
-  blocks, reputation, DMARC: the sender is to blame, not the subscriber).
+  blocks, reputation, DMARC: the sender is to blame, not the subscriber). X.0.0 names no
+  subject, so the text decides whose fault it is, as it does without an enhanced code.
 """
 
 from __future__ import annotations
@@ -70,11 +71,14 @@ def classify(code: int | None, text: str | bytes = "") -> Verdict:
         # 4yz, a bare 552, no reply, or a code outside RFC 5321's classes (a broken server).
         kind = Kind.transient
 
-    if enhanced:
+    if enhanced and not enhanced.endswith(".0.0"):
         _, subject, detail = enhanced.split(".")
         blame_sender = subject == "7" or (subject == "1" and detail in _SENDER_ADDRESS_DETAILS)
         bad_mailbox = subject == "1" and detail not in _SENDER_ADDRESS_DETAILS
     else:
+        # No enhanced code, or X.0.0 ("other undefined status", RFC 3463 §3.1), which
+        # says nothing about whose fault it is: "550 5.0.0 User unknown" is a bad
+        # mailbox all the same. The reply code and the text decide.
         blame_sender = bool(_POLICY.search(text))
         bad_mailbox = code in (550, 551, 553) and not blame_sender and bool(_BAD_MAILBOX.search(text))
 

@@ -24,7 +24,8 @@ from tests.support.services import (
     redis_available,
 )
 
-pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills"]
+pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills",
+                  "tests.support.dovecot"]
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ def test_compose_file_validates_against_the_spec():
 
 def test_compose_describes_the_production_stack():
     services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "mailpit"} <= set(services)
+    assert {"postgres", "redis", "web", "worker", "beat", "mailpit", "inbound"} <= set(services)
+    assert services["inbound"]["command"][:3] == ["newsletter", "inbound", "serve"]
     env = services["worker"]["environment"]
     assert env["NEWSLETTER_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["NEWSLETTER_BROKER_URL"].startswith("redis://")

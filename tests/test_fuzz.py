@@ -95,7 +95,7 @@ def test_the_inbound_handler_gives_a_line_or_one_line_refusal(settings, raw):
     from mailer.operations.inbound import receive
 
     try:
-        line = receive(raw, environ={}, settings=settings)
+        line = receive(raw, environ={}, settings=settings).line
     except InvalidInput as err:
         assert "\n" not in str(err)
     except NewsletterError as err:  # pragma: no cover - a failure, shown with its message

@@ -10,7 +10,7 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   schedule.py     newsletter schedule set|show
   subscribers.py  newsletter subscribers add|edit|import|export|list|unsubscribe|erase
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
-  inbound.py      newsletter inbound (an MTA pipe)
+  inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
   processes.py    newsletter worker|web|dispatch
   demo.py         newsletter demo
 """
@@ -45,11 +45,11 @@ app.add_typer(campaign.app, name="campaign")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(admin.app, name="admin")
+app.add_typer(inbound.app, name="inbound")
 app.command("send")(campaign.send)
 app.command("dispatch")(processes.dispatch)
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(processes.worker)
 app.command("web")(processes.web)
-app.command("inbound")(inbound.inbound)
 app.command("demo")(demo.demo)
 
 

@@ -31,6 +31,7 @@ SHIPPED_TEMPLATES = SHIPPED / "templates"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory")
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+MAILBOX_SCHEMES = ("imap", "imaps", "imap+starttls", "pop3", "pop3s", "pop3+starttls")
 
 
 class Settings(BaseSettings):
@@ -73,6 +74,19 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
     dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
     missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
+    # What comes back (mailer.bounces, mailer.operations.inbound).
+    soft_bounce_limit: int = Field(3, ge=1, le=1000, description="transient bounces in the window that suppress")
+    soft_bounce_days: float = Field(15.0, gt=0, description="the window of the soft-bounce limit")
+    bounce_match_days: float = Field(30.0, gt=0, description="how far back a report's address finds its delivery")
+    inbound_max_bytes: int = Field(262_144, ge=1024, description="raw bytes kept of an unprocessed message")
+    # Domains the SMTP/LMTP listener takes mail for, comma separated; empty: the From domain.
+    inbound_domains: str = ""
+    bounce_mailbox: str | None = None  # imaps://user:password@host/INBOX or pop3s://...
+    # Provider webhooks: each is refused (404) until its secret is set.
+    ses_topic_arns: str = ""  # comma separated: SNS topics whose notifications are taken
+    postmark_webhook_auth: str = ""  # "user:password" of the webhook URL's HTTP basic auth
+    mailgun_signing_key: str = ""
+    sendgrid_public_key: str = ""  # the "verification key" (base64 DER) or a PEM
     # The web app's request body limits (bytes): what anyone may post, and the editor's.
     max_public_body: int = Field(64 * 1024, ge=1024, description="largest body of a public request")
     max_editor_body: int = Field(200 * 1024 * 1024, ge=1024, description="largest body of an admin request")
@@ -104,6 +118,26 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown scheme {parts.scheme!r}; use smtp://, smtps:// or smtp+starttls://")
         if not parts.hostname:
             raise ValueError("no host in the URL")
+        return v
+
+    @field_validator("bounce_mailbox")
+    @classmethod
+    def _mailbox_scheme(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in MAILBOX_SCHEMES:
+            raise ValueError(f"unknown scheme {parts.scheme!r}; use imaps://, imap://, imap+starttls://, pop3s://, "
+                             "pop3:// or pop3+starttls://")
+        if not parts.hostname or not parts.username:
+            raise ValueError("give a user and a host: imaps://user:password@host/INBOX")
+        return v
+
+    @field_validator("postmark_webhook_auth")
+    @classmethod
+    def _basic_auth(cls, v: str) -> str:
+        if v and ":" not in v:
+            raise ValueError("write it as user:password")
         return v
 
     @field_validator("from_")
@@ -158,6 +192,17 @@ class Settings(BaseSettings):
         """The secret that signs, then the old ones that still verify (key rotation)."""
         old = [k.strip() for k in self.old_secret_keys.split(",") if k.strip()]
         return (self.secret_key, *old)
+
+    @property
+    def inbound_domain_list(self) -> tuple[str, ...]:
+        """The domains inbound mail is taken for: the bounce (VERP) domain, which is the
+        From domain, and any others listed."""
+        extra = [d.strip().lower() for d in self.inbound_domains.split(",") if d.strip()]
+        return tuple(dict.fromkeys([self.sending_domain.lower(), *extra]))
+
+    @property
+    def ses_topics(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.ses_topic_arns.split(",") if t.strip())
 
     @property
     def from_address(self) -> Address:

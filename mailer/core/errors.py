@@ -23,6 +23,10 @@ class ConflictError(InvalidInput):
     """The request is well formed but the thing is in a state that forbids it."""
 
 
+class Forbidden(InvalidInput):
+    """The request does not prove who sent it: a webhook whose signature does not verify."""
+
+
 class ServiceUnavailable(NewsletterError):
     """A service we depend on (the database, the broker, the relay) does not answer.
     Trying again later can help; nothing the user gave was wrong. One line naming the

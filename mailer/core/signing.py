@@ -168,6 +168,21 @@ def read_verp_token(keys: Sequence[str], token: str) -> int | None:
     return None
 
 
+# A VERP address or one of our Message-IDs anywhere in a text (a bounce that quotes the
+# returned message as prose, a provider's event): candidates only, each still verified.
+_VERP_IN_TEXT = re.compile(r"bounces\+(\d{1,18}-[0-9a-f]{12})@", re.IGNORECASE)
+
+
+def verp_tokens_in(text: str) -> list[str]:
+    """The VERP tokens of every ``bounces+TOKEN@`` address in ``text`` (unverified)."""
+    return list(dict.fromkeys(m.group(1).lower() for m in _VERP_IN_TEXT.finditer(text)))
+
+
+def message_ids_in(text: str) -> list[str]:
+    """Every Message-ID of ours in ``text`` (unverified; ``read_message_id`` checks one)."""
+    return list(dict.fromkeys(m.group(0) for m in _OUR_MESSAGE_ID.finditer(text)))
+
+
 def message_id(secret: str, campaign_id: int, delivery_id: int, domain: str) -> str:
     """Stable per delivery: a repeated send after a crash carries the same Message-ID,
     which lets receiving systems drop the duplicate."""

@@ -17,7 +17,8 @@ see a task before the campaign it names is committed) comes back in the result's
   campaigns.py    schedule or start an issue, pause, resume, cancel, retry, reschedule; stats
   schedules.py    a list's weekly slot and what goes out in the coming weeks
   subscribers.py  add, edit, search, import, export, erase; signup and confirmation mail
-  inbound.py      a message from the MTA: bounce, complaint or mailto unsubscribe
+  inbound.py      what comes back, through every channel, handled once: bounces, complaints,
+                  auto-replies, mailto unsubscribes; explain; the messages kept unprocessed
   overview.py     the dashboard's totals and growth chart
 """
 

@@ -13,16 +13,18 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import InvalidInput, ServiceUnavailable
-from mailer.web import api, dashboard
+from mailer.web import api, dashboard, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
 from mailer.web.public import archive, preferences, signup, unsubscribe
+from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(title="Newsletter", version="0.1.0")
-    app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body)
+    app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body,
+                       webhook_limit=MAX_WEBHOOK_BODY)
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
@@ -46,7 +48,7 @@ def create_app() -> FastAPI:
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    for module in (archive, signup, unsubscribe, preferences, api, dashboard):
+    for module in (archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
 

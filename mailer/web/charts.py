@@ -65,3 +65,24 @@ def growth_chart(weeks: list[dict]) -> Markup:
         "</svg>",
     ]
     return Markup("".join(parts))
+
+
+def complaint_meter(rate: float, limit: float = 0.003) -> Markup:
+    """A campaign's complaint rate as a small bar, next to a line at ``limit`` (Gmail's
+    0.3%): the bar's scale is twice the limit, so the line sits in the middle."""
+    width, height, scale = 120, 14, 2 * limit
+    filled = min(max(rate, 0.0) / scale, 1.0) * width
+    over = rate >= limit
+    line_x = width * limit / scale
+    label = f"{rate * 100:.2f}%"
+    return Markup(
+        f'<span class="complaint-rate{" over" if over else ""}" data-rate="{rate:.6f}">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{label} complaints; the limit is {limit * 100:.1f}%">'
+        f'<rect x="0" y="2" width="{width}" height="{height - 4}" rx="2" fill="#f5f5f7"/>'
+        f'<rect x="0" y="2" width="{filled:.1f}" height="{height - 4}" rx="2" '
+        f'fill="{UNSUBSCRIBED if over else SUBSCRIBED}"/>'
+        f'<line class="limit" x1="{line_x:.1f}" x2="{line_x:.1f}" y1="0" y2="{height}" stroke="#1d1d1f" '
+        f'stroke-width="1.5"><title>Gmail\'s limit: {limit * 100:.1f}%</title></line></svg> '
+        f'{escape(label)}</span>'
+    )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailer.core.config import Settings, get_settings
 from mailer.core.db import MAX_ID, engine_for
-from mailer.core.errors import ConflictError, InvalidInput, NotFound
+from mailer.core.errors import ConflictError, Forbidden, InvalidInput, NotFound
 
 
 def get_app_settings() -> Settings:
@@ -37,5 +37,8 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def status_of(err: InvalidInput) -> int:
-    """404 for an unknown thing, 409 for a state that forbids the action, 400 otherwise."""
-    return 404 if isinstance(err, NotFound) else 409 if isinstance(err, ConflictError) else 400
+    """404 for an unknown thing, 409 for a state that forbids the action, 403 for a
+    request that does not prove who sent it, 400 otherwise."""
+    if isinstance(err, NotFound):
+        return 404
+    return 409 if isinstance(err, ConflictError) else 403 if isinstance(err, Forbidden) else 400

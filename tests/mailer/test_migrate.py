@@ -17,7 +17,7 @@ def test_upgrade_is_repeatable_and_matches_the_models(engine, database_url):
     assert diff == []
     tables = set(inspect(engine).get_table_names())
     assert {"subscriber", "mailing_list", "membership", "issue", "campaign", "batch", "delivery", "event",
-            "suppression"} <= tables
+            "suppression", "inbound_message", "soft_bounce"} <= tables
 
 
 def test_hot_queries_have_their_indexes(engine):

@@ -18,6 +18,10 @@ CASES = [
     (550, "User unknown", "permanent", True, False, None),
     (550, "Requested action not taken: mailbox unavailable", "permanent", True, False, None),
     (550, "no such user here", "permanent", True, False, None),
+    # X.0.0 says nothing of whose fault it is (RFC 3463 §3.1): the code and the text decide.
+    (550, "5.0.0 User unknown", "permanent", True, False, "5.0.0"),
+    (550, "550 5.0.0 Service unavailable", "permanent", False, False, "5.0.0"),
+    (554, "5.0.0 blocked by spamhaus", "permanent", False, True, "5.0.0"),
     (554, "no such user here", "permanent", False, False, None),  # 554 is not about the mailbox
     (550, "5.7.1 Message rejected due to spam content", "permanent", False, True, "5.7.1"),
     (550, "5.7.26 Unauthenticated email is not accepted due to DMARC policy", "permanent", False, True, "5.7.26"),

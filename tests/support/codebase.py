@@ -109,7 +109,7 @@ def status_values() -> set[str]:
     from subscribers import models as people
 
     enums = (people.SubscriberStatus, people.EventKind, models.IssueStatus, models.CampaignStatus,
-             models.BatchStatus, models.DeliveryStatus, models.SlotOutcome)
+             models.BatchStatus, models.DeliveryStatus, models.SlotOutcome, models.InboundStatus)
     return {member.value for enum in enums for member in enum}
 
 

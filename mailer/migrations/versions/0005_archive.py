@@ -1,7 +1,7 @@
 """archive: the published images of issues
 
 Revision ID: 0005_archive
-Revises: 0004
+Revises: 0008_reliability
 
 An issue's local images are published once, as ``asset`` rows found by the SHA-256 of
 their bytes (served under /issues/assets/); ``issue_image`` names them per issue, so the

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from mailer.core.config import Settings
 from mailer.models import CampaignStatus
 from mailer.web.auth import SignedIn
+from mailer.web.charts import complaint_meter
 from mailer.web.templating import page_templates
 
 # ``?done=`` after a redirect: what the action did (a campaign's new state, where it has one).
@@ -41,7 +42,8 @@ def zones() -> tuple[str, ...]:
 def render(request: Request, settings: Settings, name: str, *, who: SignedIn | None, status: int = 200,
            **context) -> HTMLResponse:
     notice = NOTICES.get(request.query_params.get("done", ""))
-    values = {"who": who, "csrf": who.csrf if who else "", "notice": notice, "error": None, **context}
+    values = {"who": who, "csrf": who.csrf if who else "", "notice": notice, "error": None,
+              "complaint_meter": complaint_meter, **context}
     return page_templates(settings).TemplateResponse(request, f"web/admin/{name}", values, status_code=status)
 
 

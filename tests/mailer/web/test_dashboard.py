@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
@@ -243,3 +244,31 @@ def test_overview_chart_counts_new_subscribers_and_unsubscribes_per_week(dashboa
     values = lambda kind: [int(v) for v in re.findall(rf'class="{kind}"[^>]*data-value="(\d+)"', svg)]  # noqa: E731
     assert len(values("subscribed")) == 26 and sum(values("subscribed")) == total == 4
     assert values("subscribed")[-1] == 4 and values("unsubscribed")[-1] == sum(values("unsubscribed")) == 1
+
+
+def test_unprocessed_inbound_messages_are_counted_on_the_overview(dashboard, engine, settings):
+    """A message that could not be read is kept; the dashboard counts it."""
+    from mailer.operations.inbound import receive
+
+    assert re.search(r'id="unprocessed-inbound">0<', dashboard.get("/admin").text)
+    receive(b"\x00 not an email at all", settings=settings)
+    receive(b"From: a@example.org\r\nSubject: hi\r\n\r\nthanks!\r\n", settings=settings)
+    page = dashboard.get("/admin")
+    assert page.status_code == 200 and re.search(r'id="unprocessed-inbound">2<', page.text)
+
+
+def test_the_complaint_rate_of_each_campaign_next_to_gmails_line(dashboard, engine, settings):
+    """Complaints per message delivered, against 0.3%: 1 of 200 (0.50%) is over the line."""
+    from mailer.operations.inbound import receive
+    from tests.support.inbound import corpus, sent_campaign
+
+    people = ["eve.annoyed@example.net"] + [f"reader{i}@example.org" for i in range(199)]
+    sent = sent_campaign(engine, people)
+    cid = sent["eve.annoyed@example.net"].campaign_id
+    receive(corpus("arf-abuse"), settings=settings)
+    page = dashboard.get(f"/admin/campaigns/{cid}")
+    meter = re.search(r'<span class="complaint-rate( over)?" data-rate="([0-9.]+)">', page.text)
+    assert meter and meter.group(1) == " over" and float(meter.group(2)) == pytest.approx(0.005)
+    assert "0.50%" in page.text and "Gmail's limit: 0.3%" in page.text
+    listed = dashboard.get("/admin/campaigns").text
+    assert 'data-rate="0.005000"' in listed and "Complaint rate (limit 0.3%)" in listed
