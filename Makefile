@@ -27,9 +27,12 @@ demo: $(VENV)/.installed
 
 ## The architecture contracts (.importlinter), then the whole test suite (PostgreSQL,
 ## Redis, Chromium and smtp-sink on this machine).
+## Most tests wait on processes and sockets rather than the CPU, so they run in
+## TEST_PROCS pytest-xdist processes (each with its own Redis database and template databases).
+TEST_PROCS ?= 4
 test: $(VENV)/.installed-test
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCS) --dist loadgroup --durations=25
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/render.py

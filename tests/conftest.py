@@ -9,7 +9,9 @@ instead of skipping, so CI can never go green by skipping.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,19 +35,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'var' / 'newsletter.db'}"
 
 
-@pytest.fixture
-def postgres_url():
-    """A new, migrated PostgreSQL database for one test, dropped afterwards."""
+def _pg_url(name: str) -> str:
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+
+
+@contextmanager
+def _scratch_postgres(template: str | None = None):
+    """A new PostgreSQL database (a copy of ``template`` if given), dropped afterwards."""
     if not postgres_available():
         need(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
     import psycopg
 
     name = f"nl_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+        yield name
     finally:
         from mailer.core.db import engine_for
 
@@ -54,14 +59,46 @@ def postgres_url():
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request) -> str:
-    """Each test using this runs twice: on SQLite and on PostgreSQL, schema migrated."""
+@pytest.fixture
+def postgres_url():
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with _scratch_postgres() as name:
+        yield _pg_url(name)
+
+
+# Migrating is done once per pytest process; each test then gets a copy of the migrated
+# database (PostgreSQL's CREATE DATABASE ... TEMPLATE, a file copy for SQLite). The
+# migrations themselves are tested from an empty database in tests/mailer/test_migrate.py.
+@pytest.fixture(scope="session")
+def _postgres_template():
     from mailer.migrate import upgrade
 
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade(url)
-    return url
+    with _scratch_postgres() as name:
+        upgrade(_pg_url(name))
+        yield name
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    from mailer.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "newsletter.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    """Each test using this runs twice: on SQLite and on PostgreSQL, schema migrated."""
+    if request.param == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+        target = Path(url.removeprefix("sqlite:///"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
+        yield url
+    else:
+        with _scratch_postgres(template=request.getfixturevalue("_postgres_template")) as name:
+            yield _pg_url(name)
 
 
 @pytest.fixture

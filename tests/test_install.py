@@ -19,7 +19,8 @@ import pytest
 from tests.support.example import EXAMPLE, ROOT
 from tests.support.services import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# One xdist process runs the whole module, so the clean venv is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("clean-venv")]
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.support.services import free_port, need
 
-FIGURES: list[dict] = []
+_PENDING: list[dict] = []  # reported by the running test, not yet on its report
+FIGURES: list[dict] = []  # collected from the reports (under xdist, in the controlling process)
 
 
 def report(drill: str, **figures) -> None:
     """Keep a drill's figures (delivered, duplicates, seconds...) for the summary."""
-    FIGURES.append({"drill": drill, **figures})
+    _PENDING.append({"drill": drill, **figures})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # The figures travel on the test's report (user_properties), which pytest-xdist sends
+    # from its worker processes to the one that prints the summary.
+    while _PENDING:
+        item.user_properties.append(("drill", _PENDING.pop(0)))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        FIGURES.extend(value for key, value in report.user_properties if key == "drill")
 
 
 def pytest_terminal_summary(terminalreporter):

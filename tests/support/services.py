@@ -10,8 +10,19 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379")
-# The Redis database the tests empty and use: another one lets two suites share a server.
-REDIS_DB = int(os.environ.get("NEWSLETTER_TEST_REDIS_DB", "9"))
+
+
+def _xdist_index() -> int:
+    """0 for the first (or only) pytest process, 1 for pytest-xdist's gw1, and so on."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
+# The Redis database the tests empty and use: another one lets two suites share a server,
+# and each xdist process takes the next one, so parallel tests never empty each other's.
+REDIS_DB = int(os.environ.get("NEWSLETTER_TEST_REDIS_DB", "9")) + _xdist_index()
+if REDIS_DB > 15:
+    raise RuntimeError(f"Redis database {REDIS_DB} does not exist (0-15): fewer xdist workers or a lower NEWSLETTER_TEST_REDIS_DB")
 CHROMIUM = os.environ.get("NEWSLETTER_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
