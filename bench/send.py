@@ -342,8 +342,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=4, help="NEWSLETTER_SMTP_CONNECTIONS (per worker)")
-    parser.add_argument("--window", type=int, default=1, help="NEWSLETTER_SEND_WINDOW")
+    from mailer.core.config import Settings
+
+    defaults = Settings.model_fields  # the engine's own defaults unless told otherwise
+    parser.add_argument("--connections", type=int, default=defaults["smtp_connections"].default,
+                        help="NEWSLETTER_SMTP_CONNECTIONS (per worker)")
+    parser.add_argument("--window", type=int, default=defaults["send_window"].default, help="NEWSLETTER_SEND_WINDOW")
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--dkim", choices=["none", "rsa", "both"], default="none",
                         help="sign with RSA-2048, or RSA-2048 and Ed25519")

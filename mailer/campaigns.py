@@ -129,7 +129,7 @@ def campaign_list_name(session: Session, campaign: Campaign) -> str:
 
 
 def pause_campaign(session: Session, *, campaign_id: int, reason: str = "paused by the editor") -> bool:
-    """Stop sending at the next message; deliveries not yet sent stay queued."""
+    """Stop sending at the next window (NEWSLETTER_SEND_WINDOW); deliveries not yet sent stay queued."""
     get_campaign(session, campaign_id)
     return queries.transition_campaign(session, campaign_id=campaign_id, from_=PAUSABLE, to=C.paused,
                                        pause_reason=reason)

@@ -2,8 +2,8 @@
 
 The send loop (``mailer.sending``) asks ``decide`` what a classified SMTP reply
 (``mailer.replies.classify``) means for a delivery, and carries the result as an
-``Outcome`` until it is recorded, in the same transaction that marks the next message
-(``mailer.queries.record_and_mark``).
+``Outcome`` until it is recorded, in the same transaction that marks the next window
+(``mailer.queries.record_and_mark_window``, ``record_results``).
 """
 
 from __future__ import annotations

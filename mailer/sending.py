@@ -3,7 +3,7 @@ recorded on its delivery before the window after it goes out.
 
 The order of steps is what makes "exactly once" hold:
   1. claim a batch under a lease (``queries.claim_batch``);
-  2. per window of ``EngineConfig.window`` recipients (NEWSLETTER_SEND_WINDOW, 1 by
+  2. per window of ``EngineConfig.window`` recipients (NEWSLETTER_SEND_WINDOW, 8 by
      default), in ONE transaction: record the previous window's outcomes and mark this
      window's deliveries 'sending' (that also checks each subscriber is still active and
      the campaign still sending, so unsubscribes and pauses take effect at the next

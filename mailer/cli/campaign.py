@@ -118,7 +118,7 @@ def _state_command(action: str):
     return command
 
 
-for _action, _help in (("pause", "Stop sending at the next message; resume later."),
+for _action, _help in (("pause", "Stop sending within a few messages (at the next send window); resume later."),
                        ("resume", "Send to exactly the deliveries not yet sent."),
                        ("cancel", "Stop for good; unsent deliveries are recorded as skipped.")):
     app.command(_action, help=_help)(_state_command(_action))

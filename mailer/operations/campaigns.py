@@ -103,7 +103,7 @@ def _change(session: Session, campaign_id: int, action: str, change) -> Changed:
 
 
 def pause(session: Session, *, campaign_id: int) -> Changed:
-    """Stop sending at the next message; deliveries not yet sent stay queued."""
+    """Stop sending at the next window (NEWSLETTER_SEND_WINDOW); deliveries not yet sent stay queued."""
     return _change(session, campaign_id, "pause", campaigns.pause_campaign)
 
 
