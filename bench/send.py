@@ -16,7 +16,8 @@ reused. Three senders in the same run, the same message, the same sink:
 
 - the ceiling: Postfix's ``smtp-source`` (C), as many sessions as the engine opens;
 - naive Python: one ``EmailMessage`` built per recipient, dkimpy signing,
-  ``smtplib.sendmail`` over one kept connection per process, nothing recorded;
+  ``smtplib.sendmail`` over one kept connection per process, nothing recorded (timed
+  over the first ``--naive-messages`` recipients: it is slow, and its rate is flat);
 - the engine: real Celery workers, every delivery marked and recorded.
 """
 
@@ -354,6 +355,8 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--broker-url", default="", help="default: the filesystem broker in that folder")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive Python sender")
+    parser.add_argument("--naive-messages", type=int, default=4000,
+                        help="messages the naive sender times (it is slow; its rate is flat, so a sample does)")
     parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -388,7 +391,8 @@ def main() -> None:
         sessions = args.workers * args.connections
         ceiling = smtp_source_rate(port, messages=args.subscribers, size=size, sessions=sessions)
         naive = None if args.no_naive else naive_rate(
-            port, html=rendered.html, text=rendered.text, subject=rendered.subject, messages=args.subscribers,
+            port, html=rendered.html, text=rendered.text, subject=rendered.subject,
+            messages=min(args.subscribers, args.naive_messages),
             processes=args.workers, dkim_key=rsa_pem)
         elapsed, peaks, counts, cpu = run_workers(args, env, folder, engine, settings, cid, batches)
         rate = counts.get("sent", 0) / elapsed
