@@ -21,10 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cssutils
 import jinja2
-import mjml
-import premailer
 
 from mailer.core.config import SHIPPED_TEMPLATES
 from mailer.core.errors import InvalidInput
@@ -63,8 +60,16 @@ MJML_TAGS = frozenset(
 )
 _MJ_TAG = re.compile(r"</?(mj[a-z0-9-]*)\b", re.I)
 
-# cssutils logs every CSS property it does not know (mso-*, -webkit-*) as an error.
-cssutils.log.setLevel(logging.CRITICAL)
+
+def _premailer():
+    """premailer, cssutils and requests take a third of a second to import: only a render
+    pays for them, not every ``newsletter`` command that merely can render."""
+    import cssutils
+    import premailer
+
+    # cssutils logs every CSS property it does not know (mso-*, -webkit-*) as an error.
+    cssutils.log.setLevel(logging.CRITICAL)
+    return premailer
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ def compile_mjml(source: str) -> str:
             raise InvalidInput(f"MJML from the templates uses an unknown tag <{name}>")
     try:
         # fonts={}: no Google Fonts <link>; the layout uses the reader's system fonts.
+        import mjml  # imported when first used, as premailer is
+
         return mjml.mjml2html(source, disable_comments=True, fonts={})
     except ValueError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "invalid MJML"
@@ -154,7 +161,7 @@ def compile_mjml(source: str) -> str:
 def inline_css(html: str) -> str:
     """Move the CSS of ``<style>`` into ``style=`` attributes (Gmail and Outlook drop or
     ignore much of ``<style>``); media queries stay in a ``<style>`` block."""
-    inlined = premailer.transform(
+    inlined = _premailer().transform(
         html,
         allow_network=False,  # never fetch a stylesheet while rendering
         strip_important=False,  # MJML's responsive rules rely on !important
