@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from mailer.core.clock import as_utc
 from mailer.core.db import UtcDateTime, dialect_name, insert_for
 from mailer.models import (
+    ATTENTION,
     UNSENT,
     Batch,
     BatchStatus,
@@ -495,6 +496,82 @@ def sent_since(session: Session, *, campaign_id: int, since: datetime) -> int:
         text(f"SELECT COUNT(*) FROM delivery WHERE campaign_id = :cid AND status = '{D.sent}' AND sent_at >= :since"),
         {"cid": campaign_id, "since": since},
     ).scalar_one()
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as the editor's "who got it" list shows it."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    status: str
+    attempts: int
+    repeats: int
+    last_code: int | None
+    last_reply: str
+    at: datetime | None  # its last change: the outcome's record, the skip, or the freeze
+
+
+# ix_delivery_attention's condition as the migration wrote it (mailer.models.ATTENTION, in order).
+_ATTENTION_INDEXED = "d.status IN (" + ", ".join(f"'{v}'" for v in ATTENTION) + ")"
+
+
+def campaign_deliveries(session: Session, *, campaign_id: int, statuses: Iterable[DeliveryStatus],
+                        repeated_only: bool = False, search: str = "", after: int = 0,
+                        limit: int = 50) -> list[DeliveryRow]:
+    """One page of a campaign's deliveries in the given statuses (ascending id after
+    ``after``), optionally only those sent more than once, optionally only those whose
+    address or last reply contains ``search`` (lower-cased, LIKE-escaped by the caller).
+
+    A read only, safe beside running workers: each row is read as last committed. The
+    statuses are enum members written into the SQL (never input). A filter on failed,
+    bounced or skipped also repeats the partial index's own condition word for word
+    (SQLite uses a partial index only for a query that has its WHERE term exactly), so
+    both databases read those few rows of a million from ``ix_delivery_attention``;
+    queued ones read the campaign's ``ix_delivery_batch`` range. Keyset pagination on
+    the primary key: the last page costs what the first does."""
+    statuses = set(statuses)
+    where = [f"d.campaign_id = :cid AND d.status IN {_in(statuses)} AND d.id > :after"]
+    if statuses <= set(ATTENTION):
+        where.append(_ATTENTION_INDEXED)
+    params: dict = {"cid": campaign_id, "after": after, "limit": limit}
+    if repeated_only:
+        where.append("d.repeats > 0")
+    if search:
+        where.append("(s.email_key LIKE :pattern ESCAPE '\\' OR LOWER(d.last_reply) LIKE :pattern ESCAPE '\\')")
+        params["pattern"] = f"%{search}%"
+    rows = session.execute(
+        text(
+            f"""
+            SELECT d.id, d.subscriber_id, s.email, d.status, d.attempts, d.repeats, d.last_code, d.last_reply,
+                   COALESCE(d.updated_at, d.sent_at, d.queued_at)
+            FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id
+            WHERE {' AND '.join(where)}
+            ORDER BY d.id LIMIT :limit
+            """
+        ),
+        params,
+    ).all()
+    return [DeliveryRow(*r[:8], as_utc(r[8])) for r in rows]
+
+
+def subscriber_deliveries(session: Session, *, subscriber_id: int) -> list[tuple]:
+    """Every message of every campaign to one subscriber, oldest first: (campaign id,
+    issue slug, subject, delivery status, attempts, last code, last reply, sent at, last
+    change; times as the driver returns them, ``as_utc`` reads them). A read only; one subscriber has one delivery per campaign at most (the
+    unique key), so this is a handful of rows."""
+    return session.execute(
+        text(
+            """
+            SELECT d.campaign_id, i.slug, i.subject, d.status, d.attempts, d.last_code, d.last_reply, d.sent_at,
+                   COALESCE(d.updated_at, d.sent_at, d.queued_at) AS at
+            FROM delivery d JOIN campaign c ON c.id = d.campaign_id JOIN issue i ON i.id = c.issue_id
+            WHERE d.subscriber_id = :sid ORDER BY d.id
+            """
+        ),
+        {"sid": subscriber_id},
+    ).all()
 
 
 def weekly_new_subscribers(session: Session, *, start: datetime, end: datetime) -> dict[int, int]:

@@ -6,10 +6,7 @@ data export, the confirmation mail through a transport)."""
 
 from __future__ import annotations
 
-import io
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
@@ -23,6 +20,7 @@ from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import Campaign, Delivery
+from mailer.operations import streams
 from mailer.transports import transport_from_settings
 from subscribers import csvio, service, signup
 from subscribers.models import (
@@ -134,59 +132,9 @@ def export_csv(session: Session, stream: IO[str], *, list_name: str | None = Non
 
 
 def export_chunks(engine: Engine, *, list_name: str | None) -> Iterator[bytes]:
-    """``export_csv`` as a byte stream: it runs in a thread writing to a small bounded
-    queue, so memory stays flat however many subscribers there are, and it stops when
-    the reader goes away (the generator is closed)."""
-    chunks: queue.Queue = queue.Queue(maxsize=16)
-    stop = threading.Event()
-    done = object()
-
-    class Pipe(io.TextIOBase):
-        def __init__(self):
-            self.buf = io.StringIO()
-
-        def write(self, text: str) -> int:
-            self.buf.write(text)
-            if self.buf.tell() >= 64 * 1024:
-                self.flush()
-            return len(text)
-
-        def flush(self) -> None:
-            data = self.buf.getvalue()
-            self.buf = io.StringIO()
-            while data and not stop.is_set():
-                try:
-                    chunks.put(data.encode("utf-8"), timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                raise BrokenPipeError("export cancelled")
-
-    def run():
-        pipe = Pipe()
-        try:
-            with transaction(engine) as s:
-                csvio.export_csv(s, pipe, list_name=list_name)
-            pipe.flush()
-        except BaseException as err:  # noqa: BLE001 - handed to the reader, which re-raises
-            chunks.put(err) if not stop.is_set() else None
-        finally:
-            if not stop.is_set():
-                chunks.put(done)
-
-    thread = threading.Thread(target=run, name="csv-export", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = chunks.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    """``export_csv`` as a byte stream with flat memory (``streams.text_chunks``)."""
+    return streams.text_chunks(engine, lambda session, out: csvio.export_csv(session, out, list_name=list_name),
+                               name="csv-export")
 
 
 def totals(session: Session) -> dict[str, int]:
