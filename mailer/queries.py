@@ -18,6 +18,7 @@ inside the SQL text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -706,6 +707,41 @@ def record_soft_bounce(session: Session, *, subscriber_id: int, delivery_id: int
         text("SELECT COUNT(*) FROM soft_bounce WHERE subscriber_id = :sid AND created_at >= :since"),
         {"sid": subscriber_id, "since": since},
     ).scalar_one()
+
+
+# --- engagement: clicks and opens ---------------------------------------------------------
+
+def campaign_links(session, *, campaign_id: int) -> list[str] | None:
+    """The tracked links' targets of a campaign's issue (``issue.links``), or None for
+    no such campaign. A read only; an issue's links no longer change once a campaign of
+    it has started, so a reader may keep them."""
+    row = session.execute(
+        text("SELECT i.links FROM campaign c JOIN issue i ON i.id = c.issue_id WHERE c.id = :cid"),
+        {"cid": campaign_id},
+    ).first()
+    if row is None:
+        return None
+    links = row[0]
+    return list(json.loads(links) if isinstance(links, str) else links or [])
+
+
+_INSERT_ENGAGEMENT = text(
+    """
+    INSERT INTO engagement_event (campaign_id, delivery_id, subscriber_id, kind, link_index, method, user_agent,
+                                  created_at)
+    SELECT d.campaign_id, d.id, d.subscriber_id, :kind, :link, :method, :agent, :at
+    FROM delivery d WHERE d.id = :did AND d.campaign_id = :cid
+    """
+)
+
+
+def insert_engagement(conn, events: Sequence[dict]) -> None:
+    """Record clicks and opens, one row each (one ``executemany``): the subscriber is
+    read from the delivery in the same statement, by its primary key, and an event whose
+    delivery is not of the campaign its token named records nothing. Inserts only, so
+    any number of web processes may write at once."""
+    if events:
+        conn.execute(_INSERT_ENGAGEMENT, list(events))
 
 
 # --- the per-message path ---------------------------------------------------------------

@@ -112,6 +112,23 @@ def edit(session: Session, *, subscriber_id: int, name: str | None = None, statu
     return sub
 
 
+def set_tracking(session: Session, *, list_name: str, clicks: bool | None = None,
+                 opens: bool | None = None) -> dict:
+    """Turn a list's click tracking and open tracking on or off, each on its own (None:
+    leave it). Both are off until the editor turns them on. Returns the list's switches."""
+    mlist = service.find_list(session, (list_name or "").strip())
+    if clicks is not None:
+        mlist.track_clicks = bool(clicks)
+    if opens is not None:
+        mlist.track_opens = bool(opens)
+    session.flush()
+    return tracking_of(mlist)
+
+
+def tracking_of(mlist: MailingList) -> dict:
+    return {"list": mlist.name, "clicks": bool(mlist.track_clicks), "opens": bool(mlist.track_opens)}
+
+
 def erase(session: Session, *, subscriber_id: int) -> None:
     """GDPR erasure (``subscribers.service.erase``)."""
     service.erase(session, subscriber_id=subscriber_id)

@@ -50,6 +50,25 @@ def add_subscriber(body: SubscriberIn, session: SessionDep) -> dict:
     return ops.describe(sub)
 
 
+class TrackingIn(BaseModel):
+    clicks: bool | None = Field(None, description="Send the list's links through the click redirect.")
+    opens: bool | None = Field(None, description="Add the open pixel to the list's messages.")
+
+
+@router.get("/lists/{list_name}/tracking")
+def list_tracking(list_name: str, session: SessionDep) -> dict:
+    """A list's click and open tracking (both off unless turned on)."""
+    return ops.set_tracking(session, list_name=list_name)
+
+
+@router.put("/lists/{list_name}/tracking")
+def set_list_tracking(list_name: str, body: TrackingIn, session: SessionDep) -> dict:
+    """Turn a list's click or open tracking on or off (a field left out stays)."""
+    state = ops.set_tracking(session, list_name=list_name, clicks=body.clicks, opens=body.opens)
+    session.commit()
+    return state
+
+
 @router.get("/subscribers/export")
 def export_subscribers(session: SessionDep, engine: EngineDep,
                        list: Annotated[str | None, Query(description="Only members of this list.")] = None
