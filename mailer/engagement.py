@@ -11,6 +11,7 @@ redirects do not notice; events wait, up to ``limit`` of them, and the oldest ar
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 from dataclasses import asdict, dataclass
@@ -19,8 +20,8 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from mailer import queries
-from mailer.core.clock import utcnow
+from mailer import machines, queries
+from mailer.core.clock import as_utc, utcnow
 from mailer.models import EngagementKind
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Recorder:
                 try:
                     with self.engine.begin() as conn:
                         queries.insert_engagement(conn, [h.row() for h in taken])
+                        rejudge(conn, {h.delivery_id for h in taken})
                 except BaseException:
                     with self._lock:
                         self._queue.extendleft(reversed(taken))
@@ -124,6 +126,38 @@ class Recorder:
                 log.exception("click and open events not written")
                 self._stop.wait(self.retry_seconds)
                 self._wake.set()
+
+
+def rejudge(conn, delivery_ids) -> None:
+    """Judge every event of these deliveries again, now that they have new ones."""
+    rows = queries.delivery_engagement(conn, delivery_ids=sorted(delivery_ids))
+    by_delivery: dict[int, list] = {}
+    for row in rows:
+        by_delivery.setdefault(row[0], []).append(row)
+    verdicts = []
+    for events in by_delivery.values():
+        _, sent_at, links, *_ = events[0]
+        links = json.loads(links) if isinstance(links, str) else (links or [])
+        seen = [machines.Seen(eid, kind, index, method, agent, as_utc(at))
+                for _, _, _, eid, kind, index, method, agent, at in events]
+        for eid, (machine, reason) in machines.judge(seen, sent_at=as_utc(sent_at), links=len(links)).items():
+            verdicts.append({"eid": eid, "machine": machine, "reason": reason})
+    queries.judge_engagement(conn, verdicts)
+
+
+def counts(session, *, campaign_id: int) -> dict:
+    """A campaign's clicks and opens: people's (events, and deliveries with one), and
+    machines' apart, by reason. Counted from the judged event rows."""
+    out = {"human_opens": 0, "human_clicks": 0, "unique_opens": 0, "unique_clicks": 0,
+           "machine_opens": 0, "machine_clicks": 0, "machine_reasons": {}}
+    for kind, machine, reason, events, deliveries in queries.engagement_counts(session, campaign_id=campaign_id):
+        if machine:
+            out[f"machine_{kind}s"] += events
+            out["machine_reasons"][reason] = out["machine_reasons"].get(reason, 0) + events
+        elif machine is not None:
+            out[f"human_{kind}s"] += events
+            out[f"unique_{kind}s"] += deliveries
+    return out
 
 
 def hit(*, campaign_id: int, delivery_id: int, kind: EngagementKind, link_index: int | None, method: str,

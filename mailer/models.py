@@ -280,6 +280,9 @@ class EngagementEvent(Base):
     method: Mapped[str] = mapped_column(String(8), default="GET", server_default="GET")
     user_agent: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Judged by ``mailer.machines`` once written (None until then), with the reason.
+    machine: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class Schedule(Base):

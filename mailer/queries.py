@@ -735,6 +735,48 @@ _INSERT_ENGAGEMENT = text(
 )
 
 
+def delivery_engagement(conn, *, delivery_ids: Sequence[int]) -> list[tuple]:
+    """Every event of these deliveries, with what judging them needs: (delivery id,
+    sent at, number of the issue's links, event id, kind, link index, method, user
+    agent, time). A read by the subscriber-free keys: a delivery's events are few."""
+    if not delivery_ids:
+        return []
+    return conn.execute(
+        text(
+            """
+            SELECT d.id, d.sent_at, i.links, e.id, e.kind, e.link_index, e.method, e.user_agent, e.created_at
+            FROM engagement_event e JOIN delivery d ON d.id = e.delivery_id
+            JOIN campaign c ON c.id = d.campaign_id JOIN issue i ON i.id = c.issue_id
+            WHERE e.delivery_id IN :ids ORDER BY e.id
+            """
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": list(delivery_ids)},
+    ).all()
+
+
+_JUDGE = text("UPDATE engagement_event SET machine = :machine, reason = :reason WHERE id = :eid")
+
+
+def judge_engagement(conn, verdicts: Sequence[dict]) -> None:
+    """Store each event's verdict ({eid, machine, reason}). Judging a delivery again
+    writes the same or a later verdict: the last writer has seen every event."""
+    if verdicts:
+        conn.execute(_JUDGE, list(verdicts))
+
+
+def engagement_counts(session, *, campaign_id: int) -> list[tuple]:
+    """(kind, machine, reason, events, deliveries) of a campaign: what its report counts."""
+    return session.execute(
+        text(
+            """
+            SELECT kind, machine, reason, COUNT(*), COUNT(DISTINCT delivery_id) FROM engagement_event
+            WHERE campaign_id = :cid GROUP BY kind, machine, reason
+            """
+        ),
+        {"cid": campaign_id},
+    ).all()
+
+
 def insert_engagement(conn, events: Sequence[dict]) -> None:
     """Record clicks and opens, one row each (one ``executemany``): the subscriber is
     read from the delivery in the same statement, by its primary key, and an event whose

@@ -9,7 +9,8 @@ new (``server_default`` false). ``issue.links`` is the list of an issue's conten
 in the order click tokens number them (``mailer.tracking``): the targets live here, never
 in a URL. ``engagement_event`` is one click or open, tied to its delivery and subscriber
 (no foreign keys: written from the redirect, one insert each; a delivery and a subscriber
-are never deleted, an erasure removes the events first).
+are never deleted, an erasure removes the events first), judged person or machine with
+the reason (``mailer.machines``).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -41,6 +42,8 @@ def upgrade() -> None:
         sa.Column('method', sa.String(length=8), server_default='GET', nullable=False),
         sa.Column('user_agent', sa.String(length=500), server_default='', nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('machine', sa.Boolean(), nullable=True),
+        sa.Column('reason', sa.String(length=200), server_default='', nullable=False),
         sa.CheckConstraint("kind IN ('click', 'open')", name=op.f('ck_engagement_event_kind')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_engagement_event')),
     )

@@ -228,3 +228,75 @@ def test_tracking_is_off_until_turned_on_per_list_and_each_on_its_own(engine, ap
     missing = api.put("/api/admin/lists/nope/tracking", json={"clicks": True})
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
     assert api.put("/api/admin/lists/weekly/tracking", json={"clicks": "maybe"}).status_code == 422
+
+
+APPLE_PROXY = "Mozilla/5.0"
+SCANNER = "Mozilla/5.0 (compatible; Mimecast Link Scanner)"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+def test_a_scanner_burst_is_counted_as_machine_and_a_later_person_as_human(engine, settings, smtp_sink, client,
+                                                                         dashboard):
+    """A scripted scanner: every link fetched within 2 s of delivery, a known scanner
+    agent, HEAD requests, Apple's proxy on the pixel. Then, minutes later (the rows moved
+    back in time), a person clicks once and another reader opens: the human counts are
+    exactly those."""
+    from datetime import timedelta
+
+    from mailer import engagement
+    from mailer.core.clock import utcnow
+    from mailer.models import Delivery
+
+    cid = send_issue(engine, settings, smtp_sink, clicks=True, opens=True)
+    base = settings.base_url
+    first, second = sorted(smtp_sink.messages, key=lambda m: m.rcpt_tos)
+    links = list(dict.fromkeys(u for u in hrefs(html_of(first.content)) if "/r/" in u))
+    pixel = re.search(r'src="[^"]*(/o/[a-z0-9]+)"', html_of(first.content)).group(1)
+    with transaction(engine) as s:  # just delivered
+        for d in s.query(Delivery).filter_by(campaign_id=cid):
+            d.sent_at = utcnow()
+    for url in links:  # every link at once, as a browser would (the agent gives nothing away)
+        client.get(url.removeprefix(base), headers={"User-Agent": BROWSER}, follow_redirects=False)
+    client.head(links[0].removeprefix(base), headers={"User-Agent": BROWSER})
+    client.get(links[1].removeprefix(base), headers={"User-Agent": SCANNER}, follow_redirects=False)
+    client.get(pixel, headers={"User-Agent": APPLE_PROXY})
+    recorder = client.app.state.tracker.recorder
+    recorder.flush()
+    # Minutes pass: the deliveries and what was recorded so far move 15 minutes back.
+    with transaction(engine) as s:
+        for d in s.query(Delivery).filter_by(campaign_id=cid):
+            d.sent_at = d.sent_at - timedelta(minutes=15)
+        for e in s.query(EngagementEvent):
+            e.created_at = e.created_at - timedelta(minutes=15)
+    client.get(links[0].removeprefix(base), headers={"User-Agent": BROWSER}, follow_redirects=False)
+    other_pixel = re.search(r'src="[^"]*(/o/[a-z0-9]+)"', html_of(second.content)).group(1)
+    client.get(other_pixel, headers={"User-Agent": BROWSER})
+    recorder.flush()
+    with transaction(engine) as s:
+        judged = s.execute(select(EngagementEvent.kind, EngagementEvent.method, EngagementEvent.machine,
+                                  EngagementEvent.reason).order_by(EngagementEvent.id)).all()
+        counts = engagement.counts(s, campaign_id=cid)
+    assert [tuple(j) for j in judged] == [
+        ("click", "GET", True, "within 10 s of delivery"),
+        ("click", "GET", True, "within 10 s of delivery"),
+        ("click", "HEAD", True, "HEAD request: a link checker"),
+        ("click", "GET", True, "security gateway: Mimecast"),
+        ("open", "GET", True, "image proxy: Apple Mail Privacy Protection"),
+        ("click", "GET", False, "a person: no sign of a machine"),
+        ("open", "GET", False, "a person: no sign of a machine"),
+    ]
+    assert counts == {"human_opens": 1, "human_clicks": 1, "unique_opens": 1, "unique_clicks": 1,
+                      "machine_opens": 1, "machine_clicks": 4,
+                      "machine_reasons": {"within 10 s of delivery": 2, "HEAD request: a link checker": 1,
+                                          "security gateway: Mimecast": 1,
+                                          "image proxy: Apple Mail Privacy Protection": 1}}
+    # The campaign's stats (API, dashboard) carry the same counts, and rates of the delivered.
+    with transaction(engine) as s:
+        from mailer.operations import campaigns as campaign_ops
+
+        stats = campaign_ops.stats(s, cid)
+    assert {k: v for k, v in stats["engagement"].items() if k not in ("open_rate", "click_rate")} == counts
+    assert (stats["engagement"]["open_rate"], stats["engagement"]["click_rate"]) == (0.5, 0.5)
+    page = dashboard.get(f"/admin/campaigns/{cid}").text
+    assert re.search(r'id="stat-unique-clicks">1<', page) and re.search(r'id="stat-machine">5<', page)
+    assert "1 × security gateway: Mimecast" in page and "50.0% · 1 clicks" in page
