@@ -6,6 +6,11 @@ and one thread per web process writes what has gathered in one statement. A data
 that does not answer for a while (a restart, a failover) delays the writes, and the
 redirects do not notice; events wait, up to ``limit`` of them, and the oldest are dropped
 (and counted in the log) only beyond that.
+
+Privacy: an event names its delivery (and so its subscriber) for
+``NEWSLETTER_TRACKING_DAYS`` at most; beat's hourly roll-up then turns it into counts per
+campaign, link and verdict (``engagement_count``) and deletes it. In strict mode
+(``NEWSLETTER_TRACKING_STRICT``) that happens as it is written: only counts are kept.
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ class Recorder:
     database; ``flush`` writes what is queued now (the thread calls it; so may a test or
     a shutdown)."""
 
-    def __init__(self, engine: Engine, *, limit: int = 100_000, retry_seconds: float = 1.0, batch: int = 500):
+    def __init__(self, engine: Engine, *, limit: int = 100_000, retry_seconds: float = 1.0, batch: int = 500,
+                 strict: bool = False):
         self.engine, self.limit, self.retry_seconds, self.batch = engine, limit, retry_seconds, batch
+        self.strict = strict  # NEWSLETTER_TRACKING_STRICT: only counts are kept, from the start
         self._queue: collections.deque[Hit] = collections.deque()
         self._lock = threading.Lock()
         self._writing = threading.Lock()
@@ -89,7 +96,10 @@ class Recorder:
                 try:
                     with self.engine.begin() as conn:
                         queries.insert_engagement(conn, [h.row() for h in taken])
-                        rejudge(conn, {h.delivery_id for h in taken})
+                        written_for = {h.delivery_id for h in taken}
+                        rejudge(conn, written_for)
+                        if self.strict:  # judged with what this batch holds, then only counted
+                            queries.roll_up_engagement(conn, delivery_ids=sorted(written_for))
                 except BaseException:
                     with self._lock:
                         self._queue.extendleft(reversed(taken))
@@ -151,6 +161,7 @@ def counts(session, *, campaign_id: int) -> dict:
     out = {"human_opens": 0, "human_clicks": 0, "unique_opens": 0, "unique_clicks": 0,
            "machine_opens": 0, "machine_clicks": 0, "machine_reasons": {}}
     for kind, machine, reason, events, deliveries in queries.engagement_counts(session, campaign_id=campaign_id):
+        events, deliveries = int(events), int(deliveries)  # PostgreSQL's SUM is a numeric
         if machine:
             out[f"machine_{kind}s"] += events
             out["machine_reasons"][reason] = out["machine_reasons"].get(reason, 0) + events
@@ -158,6 +169,27 @@ def counts(session, *, campaign_id: int) -> dict:
             out[f"human_{kind}s"] += events
             out[f"unique_{kind}s"] += deliveries
     return out
+
+
+def links(session, *, campaign_id: int, targets: list[str]) -> list[dict]:
+    """Clicks per link of a campaign, in the issue's order: people's clicks and readers,
+    machines' clicks apart."""
+    out = [{"index": i, "url": url, "clicks": 0, "readers": 0, "machine_clicks": 0} for i, url in enumerate(targets)]
+    for index, machine, events, readers in queries.link_clicks(session, campaign_id=campaign_id):
+        events, readers = int(events), int(readers)
+        if 0 <= index < len(out):
+            if machine:
+                out[index]["machine_clicks"] += events
+            else:
+                out[index]["clicks"] += events
+                out[index]["readers"] += readers
+    return out
+
+
+def roll_up(session, *, before: datetime) -> int:
+    """Events older than ``before`` become counts without a delivery or a subscriber
+    (``queries.roll_up_engagement``); the campaign's and each link's counts stay."""
+    return queries.roll_up_engagement(session, before=before)
 
 
 def hit(*, campaign_id: int, delivery_id: int, kind: EngagementKind, link_index: int | None, method: str,

@@ -285,6 +285,28 @@ class EngagementEvent(Base):
     reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
+class EngagementCount(Base):
+    """Clicks and opens past the retention window, or all of them in strict mode
+    (``mailer.engagement``): counts per campaign, kind, link (-1: an open) and verdict,
+    with no delivery or subscriber. ``readers``: the deliveries that made them, counted
+    when rolled up. Migration 0012."""
+
+    __tablename__ = "engagement_count"
+    __table_args__ = (
+        enum_check("kind", EngagementKind),
+        UniqueConstraint("campaign_id", "kind", "link_index", "machine", "reason", name="uq_engagement_count_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(16))
+    link_index: Mapped[int] = mapped_column(Integer)
+    machine: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(200))
+    events: Mapped[int] = mapped_column(Integer)
+    readers: Mapped[int] = mapped_column(Integer)
+
+
 class Schedule(Base):
     """A list's weekly slot: a day, a local time and an IANA time zone. The slot is a
     local time, so it stays at 09:00 in Shanghai or New York across daylight saving."""

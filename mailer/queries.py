@@ -31,6 +31,7 @@ from mailer.core.clock import as_utc
 from mailer.core.db import UtcDateTime, dialect_name, insert_for
 from mailer.models import (
     ATTENTION,
+    EngagementKind,
     UNSENT,
     Batch,
     BatchStatus,
@@ -764,17 +765,67 @@ def judge_engagement(conn, verdicts: Sequence[dict]) -> None:
         conn.execute(_JUDGE, list(verdicts))
 
 
+# Rolled-up counts: per link (index >= 0), an open (-1), and a campaign's clicks over all
+# its links (-2), so that readers are counted once per campaign as well as per link.
+OPEN_ROW, ALL_LINKS_ROW = -1, -2
+_ENGAGEMENT_TOTALS = """
+    SELECT {key}, SUM(events), SUM(readers) FROM (
+        SELECT {key}, COUNT(*) AS events, COUNT(DISTINCT delivery_id) AS readers FROM engagement_event
+        WHERE campaign_id = :cid AND machine IS NOT NULL {live} GROUP BY {key}
+        UNION ALL
+        SELECT {key}, events, readers FROM engagement_count WHERE campaign_id = :cid {rolled}
+    ) t GROUP BY {key}
+"""
+
+
 def engagement_counts(session, *, campaign_id: int) -> list[tuple]:
-    """(kind, machine, reason, events, deliveries) of a campaign: what its report counts."""
-    return session.execute(
-        text(
+    """(kind, machine, reason, events, readers) of a campaign: its judged events that
+    are still kept plus what was rolled up. A read only."""
+    sql = _ENGAGEMENT_TOTALS.format(key="kind, machine, reason", live="",
+                                    rolled=f"AND link_index IN ({OPEN_ROW}, {ALL_LINKS_ROW})")
+    return session.execute(text(sql), {"cid": campaign_id}).all()
+
+
+def link_clicks(session, *, campaign_id: int) -> list[tuple]:
+    """(link index, machine, clicks, readers) of a campaign, kept and rolled up alike."""
+    click = f"AND kind = '{EngagementKind.click}'"
+    sql = _ENGAGEMENT_TOTALS.format(key="link_index, machine", live=click, rolled=f"{click} AND link_index >= 0")
+    return session.execute(text(sql), {"cid": campaign_id}).all()
+
+
+def roll_up_engagement(session, *, before: datetime | None = None, delivery_ids: Sequence[int] = ()) -> int:
+    """Turn judged events (older than ``before``, or of these deliveries: strict mode)
+    into counts,
+    and delete them: no row is left that names a delivery or a subscriber, and every
+    count of the campaign, per link too, stays what it was. Returns how many events.
+
+    Two roll-ups at once must not count a row twice: on PostgreSQL the first takes a
+    transaction-level advisory lock and the second waits for it, then finds the rows
+    gone; SQLite's transactions are IMMEDIATE (one writer). New events always carry the
+    current time, so none can slip under ``before`` between the two statements; a
+    verdict changed meanwhile is counted as it was read."""
+    if dialect_name(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(1212)"))
+    if before is not None:
+        which, params, expanding = "created_at < :since", {"since": before}, ()
+    else:
+        which, params, expanding = "delivery_id IN :ids", {"ids": list(delivery_ids)}, (bindparam("ids", expanding=True),)
+    where = f"machine IS NOT NULL AND {which}"
+    # (the link column, which events, grouped by): SQLite reads a number in GROUP BY as a
+    # column's position, so the constant row is not grouped by its constant.
+    for link, only, by in ((f"COALESCE(link_index, {OPEN_ROW})", "", f"COALESCE(link_index, {OPEN_ROW}), "),
+                           (str(ALL_LINKS_ROW), f"AND kind = '{EngagementKind.click}'", "")):
+        session.execute(text(
+            f"""
+            INSERT INTO engagement_count (campaign_id, kind, link_index, machine, reason, events, readers)
+            SELECT campaign_id, kind, {link}, machine, reason, COUNT(*), COUNT(DISTINCT delivery_id)
+            FROM engagement_event WHERE {where} {only}
+            GROUP BY campaign_id, kind, {by}machine, reason
+            ON CONFLICT (campaign_id, kind, link_index, machine, reason) DO UPDATE
+            SET events = engagement_count.events + excluded.events, readers = engagement_count.readers + excluded.readers
             """
-            SELECT kind, machine, reason, COUNT(*), COUNT(DISTINCT delivery_id) FROM engagement_event
-            WHERE campaign_id = :cid GROUP BY kind, machine, reason
-            """
-        ),
-        {"cid": campaign_id},
-    ).all()
+        ).bindparams(*expanding), params)
+    return session.execute(text(f"DELETE FROM engagement_event WHERE {where}").bindparams(*expanding), params).rowcount
 
 
 def insert_engagement(conn, events: Sequence[dict]) -> None:

@@ -160,6 +160,8 @@ def stats(session: Session, campaign_id: int, *, now: datetime | None = None) ->
     seen = engagement.counts(session, campaign_id=campaign_id)
     seen["open_rate"] = round(seen["unique_opens"] / delivered, 4) if delivered else 0.0
     seen["click_rate"] = round(seen["unique_clicks"] / delivered, 4) if delivered else 0.0
+    seen["links"] = engagement.links(session, campaign_id=campaign_id,
+                                     targets=queries.campaign_links(session, campaign_id=campaign_id) or [])
     out["engagement"] = seen
     done = report.total - report.queued
     out["progress"] = round(done / report.total, 4) if report.total else (1.0 if report.status == C.sent else 0.0)

@@ -23,9 +23,9 @@ class Tracker:
     """One per web process: the links of the campaigns clicked lately, and the
     recorder. With a campaign's links known, a click needs no database at all."""
 
-    def __init__(self, engine: Engine, keys: tuple[str, ...], *, recorder: engagement.Recorder | None = None):
+    def __init__(self, engine: Engine, keys: tuple[str, ...], *, strict: bool = False):
         self.engine, self.keys = engine, keys
-        self.recorder = recorder or engagement.Recorder(engine)
+        self.recorder = engagement.Recorder(engine, strict=strict)
         self._links: OrderedDict[int, tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from mailer.core import signing
 from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
-from mailer.models import Campaign, Delivery
+from mailer.models import Campaign, Delivery, EngagementEvent
 from mailer.operations import streams
 from mailer.transports import transport_from_settings
 from subscribers import csvio, service, signup
@@ -130,8 +130,10 @@ def tracking_of(mlist: MailingList) -> dict:
 
 
 def erase(session: Session, *, subscriber_id: int) -> None:
-    """GDPR erasure (``subscribers.service.erase``)."""
+    """GDPR erasure (``subscribers.service.erase``), and the subscriber's clicks and
+    opens still kept with their delivery (what was rolled up names nobody)."""
     service.erase(session, subscriber_id=subscriber_id)
+    session.execute(delete(EngagementEvent).where(EngagementEvent.subscriber_id == subscriber_id))
 
 
 def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import"
@@ -261,6 +263,11 @@ def my_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
         select(Event.kind, Event.origin, Event.campaign_id, Event.detail, Event.created_at)
         .where(Event.subscriber_id == s.id).order_by(Event.id)
     ).all()
+    engagement = session.execute(
+        select(EngagementEvent.campaign_id, EngagementEvent.kind, EngagementEvent.link_index, EngagementEvent.machine,
+               EngagementEvent.reason, EngagementEvent.created_at)
+        .where(EngagementEvent.subscriber_id == s.id).order_by(EngagementEvent.id)
+    ).all()
     deliveries = session.execute(
         select(Delivery.campaign_id, Delivery.status, Delivery.sent_at)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
@@ -274,6 +281,9 @@ def my_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
             for k, o, c, d, t in events
         ],
         "deliveries": [{"campaign_id": c, "status": st, "sent_at": _iso(t)} for c, st, t in deliveries],
+        # Clicks and opens kept with their delivery (NEWSLETTER_TRACKING_DAYS at most).
+        "engagement": [{"campaign_id": c, "kind": k, "link_index": i, "machine": m, "reason": r, "at": _iso(t)}
+                       for c, k, i, m, r, t in engagement],
     }
 
 

@@ -28,7 +28,7 @@ def create_app() -> FastAPI:
     settings = get_settings()
     # One per process: the links of campaigns clicked lately, and the queue of clicks
     # and opens to record (written by its own thread; what is left is written at exit).
-    tracker = Tracker(engine_for(settings.database), settings.signing_keys)
+    tracker = Tracker(engine_for(settings.database), settings.signing_keys, strict=settings.tracking_strict)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -10,7 +10,9 @@ in the order click tokens number them (``mailer.tracking``): the targets live he
 in a URL. ``engagement_event`` is one click or open, tied to its delivery and subscriber
 (no foreign keys: written from the redirect, one insert each; a delivery and a subscriber
 are never deleted, an erasure removes the events first), judged person or machine with
-the reason (``mailer.machines``).
+the reason (``mailer.machines``). ``engagement_count`` holds what is left of them after
+the retention window (or at once, in strict mode): counts per campaign, kind, link and
+verdict, with no delivery or subscriber.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -49,9 +51,24 @@ def upgrade() -> None:
     )
     op.create_index('ix_engagement_event_campaign', 'engagement_event', ['campaign_id', 'kind', 'created_at'])
     op.create_index('ix_engagement_event_subscriber', 'engagement_event', ['subscriber_id'])
+    op.create_table(
+        'engagement_count',
+        sa.Column('id', BigId, nullable=False),
+        sa.Column('campaign_id', BigId, nullable=False),
+        sa.Column('kind', sa.String(length=16), nullable=False),
+        sa.Column('link_index', sa.Integer(), nullable=False),
+        sa.Column('machine', sa.Boolean(), nullable=False),
+        sa.Column('reason', sa.String(length=200), nullable=False),
+        sa.Column('events', sa.Integer(), nullable=False),
+        sa.Column('readers', sa.Integer(), nullable=False),
+        sa.CheckConstraint("kind IN ('click', 'open')", name=op.f('ck_engagement_count_kind')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_engagement_count')),
+        sa.UniqueConstraint('campaign_id', 'kind', 'link_index', 'machine', 'reason', name='uq_engagement_count_key'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('engagement_count')
     op.drop_index('ix_engagement_event_subscriber', table_name='engagement_event')
     op.drop_index('ix_engagement_event_campaign', table_name='engagement_event')
     op.drop_table('engagement_event')

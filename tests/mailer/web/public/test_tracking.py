@@ -295,8 +295,107 @@ def test_a_scanner_burst_is_counted_as_machine_and_a_later_person_as_human(engin
         from mailer.operations import campaigns as campaign_ops
 
         stats = campaign_ops.stats(s, cid)
-    assert {k: v for k, v in stats["engagement"].items() if k not in ("open_rate", "click_rate")} == counts
+    assert {k: v for k, v in stats["engagement"].items() if k not in ("open_rate", "click_rate", "links")} == counts
+    assert [(link["clicks"], link["machine_clicks"]) for link in stats["engagement"]["links"]] == [(1, 2), (0, 2)]
     assert (stats["engagement"]["open_rate"], stats["engagement"]["click_rate"]) == (0.5, 0.5)
     page = dashboard.get(f"/admin/campaigns/{cid}").text
     assert re.search(r'id="stat-unique-clicks">1<', page) and re.search(r'id="stat-machine">5<', page)
     assert "1 × security gateway: Mimecast" in page and "50.0% · 1 clicks" in page
+
+
+def _clicked_minutes_later(engine, settings, smtp_sink, client, clicks=(0, 1, 0)) -> tuple[int, list[str], list[str]]:
+    """A campaign with clicks and opens tracked, delivered an hour ago; the first reader
+    clicks these links (by default both, one twice) and opens; the second opens."""
+    from datetime import timedelta
+
+    from mailer.core.clock import utcnow
+    from mailer.models import Delivery
+
+    cid = send_issue(engine, settings, smtp_sink, clicks=True, opens=True)
+    with transaction(engine) as s:
+        for d in s.query(Delivery).filter_by(campaign_id=cid):
+            d.sent_at = utcnow() - timedelta(hours=1)
+    base = settings.base_url
+    first, second = sorted(smtp_sink.messages, key=lambda m: m.rcpt_tos)
+    links = list(dict.fromkeys(u for u in hrefs(html_of(first.content)) if "/r/" in u))
+    pixels = [re.search(r'src="[^"]*(/o/[a-z0-9]+)"', html_of(m.content)).group(1) for m in (first, second)]
+    for url in (links[i] for i in clicks):
+        client.get(url.removeprefix(base), headers={"User-Agent": BROWSER}, follow_redirects=False)
+    for pixel in pixels:
+        client.get(pixel, headers={"User-Agent": BROWSER})
+    client.app.state.tracker.recorder.flush()
+    # A person's clicks are minutes apart (these came within a second: a burst), and
+    # each delivery is judged again as it would be on its next event.
+    from mailer import engagement
+
+    with transaction(engine) as s:
+        events = s.query(EngagementEvent).order_by(EngagementEvent.id).all()
+        for n, e in enumerate(events):
+            e.created_at = e.created_at - timedelta(minutes=50 - 5 * n)
+        deliveries = {e.delivery_id for e in events}
+    with engine.begin() as conn:
+        engagement.rejudge(conn, deliveries)
+    return cid, links, [m.rcpt_tos[0] for m in (first, second)]
+
+
+def test_after_the_window_no_event_names_a_reader_and_every_count_stays(engine, settings, smtp_sink, client):
+    from datetime import timedelta
+
+    from mailer import dispatch
+    from mailer.operations import campaigns as campaign_ops
+
+    cid, links, _ = _clicked_minutes_later(engine, settings, smtp_sink, client)
+    with transaction(engine) as s:
+        for e in s.query(EngagementEvent).order_by(EngagementEvent.id).all()[:-1]:  # all but the last open
+            e.created_at = e.created_at - timedelta(days=settings.tracking_days, hours=1)
+    with transaction(engine) as s:
+        before = campaign_ops.stats(s, cid)["engagement"]
+    assert (before["human_clicks"], before["unique_clicks"], before["human_opens"], before["unique_opens"]) == (3, 1, 2, 2)
+    assert [(link["clicks"], link["readers"]) for link in before["links"]] == [(2, 1), (1, 1)]
+    from mailer.celeryapp import make_celery
+
+    assert make_celery(settings).conf.beat_schedule["roll_up"]["task"] == "newsletter.roll_up"  # beat, hourly
+    assert dispatch.roll_up_engagement(settings) == 4
+    assert dispatch.roll_up_engagement(settings) == 0  # again: nothing more, nothing counted twice
+    with transaction(engine) as s:
+        kept = s.execute(select(EngagementEvent.kind, EngagementEvent.created_at)).all()
+        after = campaign_ops.stats(s, cid)["engagement"]
+    assert [k for k, _ in kept] == ["open"]  # only the one inside the window still names its delivery
+    assert after == before
+
+
+def test_strict_mode_keeps_only_the_counts(engine, settings, smtp_sink, monkeypatch):
+    from mailer.core.config import get_settings
+    from mailer.operations import campaigns as campaign_ops
+
+    monkeypatch.setenv("NEWSLETTER_TRACKING_STRICT", "true")
+    get_settings.cache_clear()
+    strict = get_settings()
+    with TestClient(create(), base_url=strict.base_url) as client:
+        # One link twice: a burst needs two links, and strict mode judges each batch of
+        # writes alone (it keeps nothing to judge a later click against).
+        cid, _, _ = _clicked_minutes_later(engine, strict, smtp_sink, client, clicks=(0, 0))
+    with transaction(engine) as s:
+        assert s.scalar(select(func.count()).select_from(EngagementEvent)) == 0
+        seen = campaign_ops.stats(s, cid)["engagement"]
+    assert (seen["human_clicks"], seen["human_opens"], seen["machine_clicks"]) == (2, 2, 0)
+    assert [link["clicks"] for link in seen["links"]] == [2, 0]
+
+
+def test_a_subscribers_export_has_their_events_and_erasure_removes_them(engine, settings, smtp_sink, client):
+    from mailer.operations import campaigns as campaign_ops
+    from subscribers import service
+
+    cid, _, (reader, other) = _clicked_minutes_later(engine, settings, smtp_sink, client)
+    with transaction(engine) as s:
+        sid = service.find_subscriber(s, reader).id
+        mine = subscriber_ops.my_data(s, subscriber_id=sid)["engagement"]
+        assert sorted((e["kind"], e["link_index"]) for e in mine) == [
+            ("click", 0), ("click", 0), ("click", 1), ("open", None)]
+        assert all(e["campaign_id"] == cid and e["machine"] is False and e["at"] for e in mine)
+        subscriber_ops.erase(s, subscriber_id=sid)
+    with transaction(engine) as s:
+        assert subscriber_ops.my_data(s, subscriber_id=sid)["engagement"] == []
+        left = s.execute(select(EngagementEvent.subscriber_id)).scalars().all()
+        assert left == [service.find_subscriber(s, other).id]
+        assert campaign_ops.stats(s, cid)["engagement"]["human_opens"] == 1
