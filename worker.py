@@ -37,6 +37,12 @@ def sweep() -> None:
     dispatch.sweep(enqueue=send_batch.delay)
 
 
+@app.task(name="newsletter.roll_up")
+def roll_up() -> None:
+    """Every hour (beat): clicks and opens older than NEWSLETTER_TRACKING_DAYS become counts."""
+    dispatch.roll_up_engagement()
+
+
 @app.task(name="newsletter.dispatch")
 def dispatch_due() -> None:
     """Every minute (beat): start the campaigns whose time has come; record empty slots."""

@@ -50,7 +50,7 @@ def available_actions(status: str, *, failed: int) -> list[str]:
 
 
 def store_issue(session: Session, *, slug: str, subject: str, preheader: str, source: str,
-                html: str, text_part: str, issue_date: str = "") -> Issue:
+                html: str, text_part: str, issue_date: str = "", links: list[str] | None = None) -> Issue:
     """Save a rendered issue under its slug. Re-saving the same slug updates it while
     nothing has been sent from it; once a campaign of it started, the stored copy is
     what subscribers got, so a changed source is refused instead of silently replaced."""
@@ -62,7 +62,7 @@ def store_issue(session: Session, *, slug: str, subject: str, preheader: str, so
         created = session.execute(
             insert_for(session)(Issue).values(slug=slug, subject=subject, preheader=preheader, source=source,
                                               html=html, text=text_part, issue_date=issue_date,
-                                              status=IssueStatus.ready, rendered_at=now, created_at=now,
+                                              links=list(links or []), status=IssueStatus.ready, rendered_at=now, created_at=now,
                                               updated_at=now)
             .on_conflict_do_nothing(index_elements=["slug"]).returning(Issue.id)
         ).first()
@@ -78,6 +78,7 @@ def store_issue(session: Session, *, slug: str, subject: str, preheader: str, so
         return issue
     issue.subject, issue.preheader, issue.source = subject, preheader, source
     issue.html, issue.text, issue.issue_date = html, text_part, issue_date
+    issue.links = list(links or [])
     issue.status, issue.rendered_at = IssueStatus.ready, utcnow()
     return issue
 

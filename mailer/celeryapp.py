@@ -28,6 +28,7 @@ def celery_config(settings: Settings) -> dict:
         "beat_schedule": {
             "sweep": {"task": "newsletter.sweep", "schedule": settings.sweep_seconds},
             "dispatch": {"task": "newsletter.dispatch", "schedule": settings.dispatch_seconds},
+            "roll_up": {"task": "newsletter.roll_up", "schedule": ROLL_UP_SECONDS},
         },
         "timezone": "UTC",
     }
@@ -54,6 +55,10 @@ def celery_config(settings: Settings) -> dict:
 # restart): about 20 s. A command or a web request gives up sooner (Celery's default,
 # about a second) and says so.
 PATIENT_PUBLISH = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+# Clicks and opens past NEWSLETTER_TRACKING_DAYS are rolled up once an hour.
+ROLL_UP_SECONDS = 3600.0
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -17,7 +17,7 @@ from pathlib import Path
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mailer import queries
+from mailer import engagement, queries
 from mailer.celeryapp import make_celery
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings, get_settings
@@ -146,6 +146,15 @@ def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None)
         for _ in range(queued[campaign_id]):
             enqueue(campaign_id)
     return queued
+
+
+def roll_up_engagement(settings: Settings | None = None, *, now: datetime | None = None) -> int:
+    """Beat's hourly roll-up of clicks and opens past the retention window
+    (``engagement.roll_up``); returns how many events became counts."""
+    settings = settings or get_settings()
+    cutoff = (now or utcnow()) - timedelta(days=settings.tracking_days)
+    with transaction(engine_for(settings.database)) as s:
+        return engagement.roll_up(s, before=cutoff)
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.quoprimime import body_encode as _qp_body_encode
@@ -193,11 +193,12 @@ def _qp_value(value: str) -> bytes:
     return out + b"=\r\n"
 
 
-def _compile_body(body: str, *, html: bool) -> list[bytes | tuple[str, bool]]:
-    """Split ``body`` on the merge markers: encoded static chunks and (field, html) slots."""
+def _compile_body(body: str, *, html: bool, extra: tuple[str, ...] = ()) -> list[bytes | tuple[str, bool]]:
+    """Split ``body`` on the merge markers (and the ``extra`` ones, each its own field):
+    encoded static chunks and (field, html) slots."""
     body = body.replace("\r\n", "\n").replace("\r", "\n")
-    by_marker = {m: f for f, m in MARKERS.items()}
-    pattern = re.compile("|".join(re.escape(m) for m in MARKERS.values()))
+    by_marker = {**{m: f for f, m in MARKERS.items()}, **{m: m for m in extra}}
+    pattern = re.compile("|".join(re.escape(m) for m in by_marker))
     plan: list[bytes | tuple[str, bool]] = []
     pos = 0
     for match in pattern.finditer(body):
@@ -226,6 +227,8 @@ class Recipient:
     unsubscribe_mailto: str = ""  # "mailto:unsubscribe+TOKEN@domain"; empty: none
     preferences_url: str = ""
     date: str | None = None  # RFC 5322 date; None: now, at assembly
+    # The values of a template's extra markers (click and open tokens), by marker.
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def _clean_url(url: str, what: str) -> str:
@@ -344,9 +347,10 @@ class MessageTemplate:
             "message_id": f"Message-ID: {message_id}{CRLF}".encode("ascii"),
             "list_unsubscribe": unsubscribe_header.encode("ascii"),
         }
+        values.update(r.extra)
         for key in self._fields:
-            field, is_html = key
-            value = values.get(field, "")
+            name, is_html = key
+            value = values.get(name, "")
             encoded[key] = _qp_value(_html.escape(value, quote=True) if is_html else value)
         return [p if isinstance(p, bytes) else encoded[p] for p in self._plan]
 
@@ -362,12 +366,15 @@ def compile_message(
     feedback_id: str,
     extra_headers: Mapping[str, str] | None = None,
     body_canon: BodyCanon | None = None,
+    html_markers: tuple[str, ...] = (),
 ) -> MessageTemplate:
     """Compile an issue once: static headers, MIME structure and encoded body chunks.
 
     ``html`` and ``text`` hold ``mailer.merge.MARKERS``. Raises ``InvalidInput`` for a
     subject or header value with a line break, a header we set ourselves in
-    ``extra_headers``, or a non-ASCII address or list id.
+    ``extra_headers``, or a non-ASCII address or list id. ``html_markers`` are more
+    per-recipient slots of the HTML part (click and open tracking, ``mailer.tracking``),
+    filled from ``Recipient.extra``; without them the HTML compiles as it always has.
     """
     if "\r" in subject or "\n" in subject:
         raise InvalidInput("the subject must be one line")
@@ -414,7 +421,7 @@ def compile_message(
         (f"--{boundary}{CRLF}" + part_headers.format("plain")).encode("ascii"),
         *_compile_body(text, html=False),
         (f"{CRLF}--{boundary}{CRLF}" + part_headers.format("html")).encode("ascii"),
-        *_compile_body(html, html=True),
+        *_compile_body(html, html=True, extra=html_markers),
         f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
     ]
     return MessageTemplate(plan, body_canon=body_canon)

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.core.clock import utcnow
 from mailer.core.db import Base, BigId, UtcDateTime, enum_check
-from subscribers.models import Event
+from subscribers.models import Event, Json
 
 
 class IssueStatus(enum.StrEnum):
@@ -103,6 +103,9 @@ class Issue(Base):
     # Rendered once; per-recipient merge fields are still markers in these.
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
+    # Its content links, in the order a click token numbers them (``mailer.tracking``):
+    # the redirect's targets live here, never in a URL. Migration 0012.
+    links: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
     status: Mapped[str] = mapped_column(String(16), default=IssueStatus.draft)
     issue_date: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -246,6 +249,62 @@ Index("ix_delivery_attention", Delivery.campaign_id, Delivery.status,
 # side owns those tables, so it declares these keys (``subscribers`` stays below it).
 Event.__table__.append_constraint(ForeignKeyConstraint(["campaign_id"], ["campaign.id"], ondelete="SET NULL"))
 Event.__table__.append_constraint(ForeignKeyConstraint(["delivery_id"], ["delivery.id"], ondelete="SET NULL"))
+
+
+class EngagementKind(enum.StrEnum):
+    click = "click"
+    open = "open"
+
+
+class EngagementEvent(Base):
+    """One click on a tracked link, or one fetch of the open pixel, of one delivery
+    (``mailer.engagement``). No foreign keys, like ``delivery``: the redirect writes one
+    row per click, and the rows it names are never deleted (an erasure removes a
+    subscriber's events). Migration 0012."""
+
+    __tablename__ = "engagement_event"
+    __table_args__ = (
+        enum_check("kind", EngagementKind),
+        # A campaign's report counts its events by kind and time.
+        Index("ix_engagement_event_campaign", "campaign_id", "kind", "created_at"),
+        # A subscriber's export and erasure find theirs.
+        Index("ix_engagement_event_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    subscriber_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(16))
+    link_index: Mapped[int | None] = mapped_column(Integer)  # a click: which of ``issue.links``
+    method: Mapped[str] = mapped_column(String(8), default="GET", server_default="GET")
+    user_agent: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Judged by ``mailer.machines`` once written (None until then), with the reason.
+    machine: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
+
+
+class EngagementCount(Base):
+    """Clicks and opens past the retention window, or all of them in strict mode
+    (``mailer.engagement``): counts per campaign, kind, link (-1: an open) and verdict,
+    with no delivery or subscriber. ``readers``: the deliveries that made them, counted
+    when rolled up. Migration 0012."""
+
+    __tablename__ = "engagement_count"
+    __table_args__ = (
+        enum_check("kind", EngagementKind),
+        UniqueConstraint("campaign_id", "kind", "link_index", "machine", "reason", name="uq_engagement_count_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(16))
+    link_index: Mapped[int] = mapped_column(Integer)
+    machine: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(200))
+    events: Mapped[int] = mapped_column(Integer)
+    readers: Mapped[int] = mapped_column(Integer)
 
 
 class Schedule(Base):

@@ -18,6 +18,7 @@ inside the SQL text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 from mailer.core.clock import as_utc
 from mailer.core.db import UtcDateTime, dialect_name, insert_for
 from mailer.models import (
+    ATTENTION,
+    EngagementKind,
     UNSENT,
     Batch,
     BatchStatus,
@@ -497,6 +500,82 @@ def sent_since(session: Session, *, campaign_id: int, since: datetime) -> int:
     ).scalar_one()
 
 
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as the editor's "who got it" list shows it."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    status: str
+    attempts: int
+    repeats: int
+    last_code: int | None
+    last_reply: str
+    at: datetime | None  # its last change: the outcome's record, the skip, or the freeze
+
+
+# ix_delivery_attention's condition as the migration wrote it (mailer.models.ATTENTION, in order).
+_ATTENTION_INDEXED = "d.status IN (" + ", ".join(f"'{v}'" for v in ATTENTION) + ")"
+
+
+def campaign_deliveries(session: Session, *, campaign_id: int, statuses: Iterable[DeliveryStatus],
+                        repeated_only: bool = False, search: str = "", after: int = 0,
+                        limit: int = 50) -> list[DeliveryRow]:
+    """One page of a campaign's deliveries in the given statuses (ascending id after
+    ``after``), optionally only those sent more than once, optionally only those whose
+    address or last reply contains ``search`` (lower-cased, LIKE-escaped by the caller).
+
+    A read only, safe beside running workers: each row is read as last committed. The
+    statuses are enum members written into the SQL (never input). A filter on failed,
+    bounced or skipped also repeats the partial index's own condition word for word
+    (SQLite uses a partial index only for a query that has its WHERE term exactly), so
+    both databases read those few rows of a million from ``ix_delivery_attention``;
+    queued ones read the campaign's ``ix_delivery_batch`` range. Keyset pagination on
+    the primary key: the last page costs what the first does."""
+    statuses = set(statuses)
+    where = [f"d.campaign_id = :cid AND d.status IN {_in(statuses)} AND d.id > :after"]
+    if statuses <= set(ATTENTION):
+        where.append(_ATTENTION_INDEXED)
+    params: dict = {"cid": campaign_id, "after": after, "limit": limit}
+    if repeated_only:
+        where.append("d.repeats > 0")
+    if search:
+        where.append("(s.email_key LIKE :pattern ESCAPE '\\' OR LOWER(d.last_reply) LIKE :pattern ESCAPE '\\')")
+        params["pattern"] = f"%{search}%"
+    rows = session.execute(
+        text(
+            f"""
+            SELECT d.id, d.subscriber_id, s.email, d.status, d.attempts, d.repeats, d.last_code, d.last_reply,
+                   COALESCE(d.updated_at, d.sent_at, d.queued_at)
+            FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id
+            WHERE {' AND '.join(where)}
+            ORDER BY d.id LIMIT :limit
+            """
+        ),
+        params,
+    ).all()
+    return [DeliveryRow(*r[:8], as_utc(r[8])) for r in rows]
+
+
+def subscriber_deliveries(session: Session, *, subscriber_id: int) -> list[tuple]:
+    """Every message of every campaign to one subscriber, oldest first: (campaign id,
+    issue slug, subject, delivery status, attempts, last code, last reply, sent at, last
+    change; times as the driver returns them, ``as_utc`` reads them). A read only; one subscriber has one delivery per campaign at most (the
+    unique key), so this is a handful of rows."""
+    return session.execute(
+        text(
+            """
+            SELECT d.campaign_id, i.slug, i.subject, d.status, d.attempts, d.last_code, d.last_reply, d.sent_at,
+                   COALESCE(d.updated_at, d.sent_at, d.queued_at) AS at
+            FROM delivery d JOIN campaign c ON c.id = d.campaign_id JOIN issue i ON i.id = c.issue_id
+            WHERE d.subscriber_id = :sid ORDER BY d.id
+            """
+        ),
+        {"sid": subscriber_id},
+    ).all()
+
+
 def weekly_new_subscribers(session: Session, *, start: datetime, end: datetime) -> dict[int, int]:
     """New subscribers (``subscriber.created_at``) per whole week since ``start``."""
     return _weekly(session, "subscriber", "1 = 1", start, end)
@@ -629,6 +708,133 @@ def record_soft_bounce(session: Session, *, subscriber_id: int, delivery_id: int
         text("SELECT COUNT(*) FROM soft_bounce WHERE subscriber_id = :sid AND created_at >= :since"),
         {"sid": subscriber_id, "since": since},
     ).scalar_one()
+
+
+# --- engagement: clicks and opens ---------------------------------------------------------
+
+def campaign_links(session, *, campaign_id: int) -> list[str] | None:
+    """The tracked links' targets of a campaign's issue (``issue.links``), or None for
+    no such campaign. A read only; an issue's links no longer change once a campaign of
+    it has started, so a reader may keep them."""
+    row = session.execute(
+        text("SELECT i.links FROM campaign c JOIN issue i ON i.id = c.issue_id WHERE c.id = :cid"),
+        {"cid": campaign_id},
+    ).first()
+    if row is None:
+        return None
+    links = row[0]
+    return list(json.loads(links) if isinstance(links, str) else links or [])
+
+
+_INSERT_ENGAGEMENT = text(
+    """
+    INSERT INTO engagement_event (campaign_id, delivery_id, subscriber_id, kind, link_index, method, user_agent,
+                                  created_at)
+    SELECT d.campaign_id, d.id, d.subscriber_id, :kind, :link, :method, :agent, :at
+    FROM delivery d WHERE d.id = :did AND d.campaign_id = :cid
+    """
+)
+
+
+def delivery_engagement(conn, *, delivery_ids: Sequence[int]) -> list[tuple]:
+    """Every event of these deliveries, with what judging them needs: (delivery id,
+    sent at, number of the issue's links, event id, kind, link index, method, user
+    agent, time). A read by the subscriber-free keys: a delivery's events are few."""
+    if not delivery_ids:
+        return []
+    return conn.execute(
+        text(
+            """
+            SELECT d.id, d.sent_at, i.links, e.id, e.kind, e.link_index, e.method, e.user_agent, e.created_at
+            FROM engagement_event e JOIN delivery d ON d.id = e.delivery_id
+            JOIN campaign c ON c.id = d.campaign_id JOIN issue i ON i.id = c.issue_id
+            WHERE e.delivery_id IN :ids ORDER BY e.id
+            """
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": list(delivery_ids)},
+    ).all()
+
+
+_JUDGE = text("UPDATE engagement_event SET machine = :machine, reason = :reason WHERE id = :eid")
+
+
+def judge_engagement(conn, verdicts: Sequence[dict]) -> None:
+    """Store each event's verdict ({eid, machine, reason}). Judging a delivery again
+    writes the same or a later verdict: the last writer has seen every event."""
+    if verdicts:
+        conn.execute(_JUDGE, list(verdicts))
+
+
+# Rolled-up counts: per link (index >= 0), an open (-1), and a campaign's clicks over all
+# its links (-2), so that readers are counted once per campaign as well as per link.
+OPEN_ROW, ALL_LINKS_ROW = -1, -2
+_ENGAGEMENT_TOTALS = """
+    SELECT {key}, SUM(events), SUM(readers) FROM (
+        SELECT {key}, COUNT(*) AS events, COUNT(DISTINCT delivery_id) AS readers FROM engagement_event
+        WHERE campaign_id = :cid AND machine IS NOT NULL {live} GROUP BY {key}
+        UNION ALL
+        SELECT {key}, events, readers FROM engagement_count WHERE campaign_id = :cid {rolled}
+    ) t GROUP BY {key}
+"""
+
+
+def engagement_counts(session, *, campaign_id: int) -> list[tuple]:
+    """(kind, machine, reason, events, readers) of a campaign: its judged events that
+    are still kept plus what was rolled up. A read only."""
+    sql = _ENGAGEMENT_TOTALS.format(key="kind, machine, reason", live="",
+                                    rolled=f"AND link_index IN ({OPEN_ROW}, {ALL_LINKS_ROW})")
+    return session.execute(text(sql), {"cid": campaign_id}).all()
+
+
+def link_clicks(session, *, campaign_id: int) -> list[tuple]:
+    """(link index, machine, clicks, readers) of a campaign, kept and rolled up alike."""
+    click = f"AND kind = '{EngagementKind.click}'"
+    sql = _ENGAGEMENT_TOTALS.format(key="link_index, machine", live=click, rolled=f"{click} AND link_index >= 0")
+    return session.execute(text(sql), {"cid": campaign_id}).all()
+
+
+def roll_up_engagement(session, *, before: datetime | None = None, delivery_ids: Sequence[int] = ()) -> int:
+    """Turn judged events (older than ``before``, or of these deliveries: strict mode)
+    into counts,
+    and delete them: no row is left that names a delivery or a subscriber, and every
+    count of the campaign, per link too, stays what it was. Returns how many events.
+
+    Two roll-ups at once must not count a row twice: on PostgreSQL the first takes a
+    transaction-level advisory lock and the second waits for it, then finds the rows
+    gone; SQLite's transactions are IMMEDIATE (one writer). New events always carry the
+    current time, so none can slip under ``before`` between the two statements; a
+    verdict changed meanwhile is counted as it was read."""
+    if dialect_name(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(1212)"))
+    if before is not None:
+        which, params, expanding = "created_at < :since", {"since": before}, ()
+    else:
+        which, params, expanding = "delivery_id IN :ids", {"ids": list(delivery_ids)}, (bindparam("ids", expanding=True),)
+    where = f"machine IS NOT NULL AND {which}"
+    # (the link column, which events, grouped by): SQLite reads a number in GROUP BY as a
+    # column's position, so the constant row is not grouped by its constant.
+    for link, only, by in ((f"COALESCE(link_index, {OPEN_ROW})", "", f"COALESCE(link_index, {OPEN_ROW}), "),
+                           (str(ALL_LINKS_ROW), f"AND kind = '{EngagementKind.click}'", "")):
+        session.execute(text(
+            f"""
+            INSERT INTO engagement_count (campaign_id, kind, link_index, machine, reason, events, readers)
+            SELECT campaign_id, kind, {link}, machine, reason, COUNT(*), COUNT(DISTINCT delivery_id)
+            FROM engagement_event WHERE {where} {only}
+            GROUP BY campaign_id, kind, {by}machine, reason
+            ON CONFLICT (campaign_id, kind, link_index, machine, reason) DO UPDATE
+            SET events = engagement_count.events + excluded.events, readers = engagement_count.readers + excluded.readers
+            """
+        ).bindparams(*expanding), params)
+    return session.execute(text(f"DELETE FROM engagement_event WHERE {where}").bindparams(*expanding), params).rowcount
+
+
+def insert_engagement(conn, events: Sequence[dict]) -> None:
+    """Record clicks and opens, one row each (one ``executemany``): the subscriber is
+    read from the delivery in the same statement, by its primary key, and an event whose
+    delivery is not of the campaign its token named records nothing. Inserts only, so
+    any number of web processes may write at once."""
+    if events:
+        conn.execute(_INSERT_ENGAGEMENT, list(events))
 
 
 # --- the per-message path ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from mailer.core.errors import InvalidInput
 from mailer.core.templates import environment
 from mailer.issues import TEXT_WIDTH, IssueSource, is_local, load_issue, opening_text
 from mailer.merge import MARKERS, personalise
+from mailer import tracking
 
 # Gmail clips a message whose HTML is over about 102 KB: the rest (the footer with its
 # unsubscribe link) hides behind a "View entire message" link. The markers are shorter
@@ -97,6 +98,8 @@ class RenderedIssue:
     web_url: str = ""
     date: str = ""  # the issue's own date (ISO 8601) from its front matter, if it has one
     base_url: str = ""  # where previews point the footer links
+    # The content links' targets, as click tracking numbers them (``mailer.tracking``).
+    links: tuple[str, ...] = ()
 
 
 def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
@@ -136,6 +139,7 @@ def render_issue(source: IssueSource, *, ctx: RenderContext) -> RenderedIssue:
         web_url=web_url,
         date=source.date.isoformat() if source.date else "",
         base_url=ctx.base_url.rstrip("/"),
+        links=tuple(tracking.content_links(html, ctx.base_url)),
     )
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailer import queries
+from mailer import queries, tracking
 from mailer.campaigns import pause_campaign
 from mailer.core import signing
 from mailer.core.clock import utcnow
@@ -97,10 +97,14 @@ class BatchOutcome:
 
 @dataclass(frozen=True)
 class PreparedCampaign:
-    """The issue compiled once into a message template for this campaign."""
+    """The issue compiled once into a message template for this campaign: with its
+    content links rewritten to the redirect when the list tracks clicks (``links``: how
+    many tokens a message carries), and the open pixel when it tracks opens."""
 
     campaign_id: int
     template: MessageTemplate
+    links: int = 0
+    pixel: bool = False
 
 
 _prepared: dict[tuple[int, str], PreparedCampaign] = {}
@@ -110,22 +114,33 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     """Compile the campaign's issue once per process (cached by issue update time)."""
     campaign = session.get(Campaign, campaign_id)
     issue = session.get(Issue, campaign.issue_id)
-    key = (campaign_id, str(issue.updated_at), bool(cfg.signers))
+    mlist = session.get(MailingList, campaign.list_id)
+    links = len(issue.links or ()) if mlist.track_clicks else 0
+    key = (campaign_id, str(issue.updated_at), bool(cfg.signers), links, mlist.track_opens)
     prepared = _prepared.get(key)
     if prepared is None:
-        mlist = session.get(MailingList, campaign.list_id)
+        # Tracking off: the stored HTML exactly as it is, no extra marker, so the bytes
+        # are those of the untracked render.
+        html, markers = issue.html, ()
+        if links:
+            html = tracking.rewrite_links(html, issue.links, cfg.base_url)
+            markers = tuple(tracking.click_marker(i) for i in range(links))
+        if mlist.track_opens:
+            html = tracking.add_pixel(html, cfg.base_url)
+            markers += (tracking.OPEN_MARKER,)
         template = compile_message(
             subject=issue.subject,
             from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
-            html=issue.html,
+            html=html,
             text=issue.text,
             list_id=f"{mlist.name}.{cfg.sending_domain}",
             list_name=mlist.description or mlist.name,
             # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
             feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
             body_canon=relaxed_piece if cfg.signers else None,
+            html_markers=markers,
         )
-        prepared = PreparedCampaign(campaign_id, template)
+        prepared = PreparedCampaign(campaign_id, template, links=links, pixel=mlist.track_opens)
         # One campaign at a time is the common case; keep memory flat. A send task's
         # threads may compile it at once: each keeps its own result, the cache keeps one.
         _prepared.clear()
@@ -133,8 +148,15 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     return prepared
 
 
-def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig) -> Recipient:
+def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig,
+                  prepared: PreparedCampaign | None = None) -> Recipient:
     token = signing.unsubscribe_token(cfg.secret_key, r.subscriber_id, campaign_id)
+    extra: dict[str, str] = {}
+    if prepared is not None and prepared.links:
+        tokens = signing.click_tokens(cfg.secret_key, campaign_id, r.delivery_id, prepared.links)
+        extra.update((tracking.click_marker(i), t) for i, t in enumerate(tokens))
+    if prepared is not None and prepared.pixel:
+        extra[tracking.OPEN_MARKER] = signing.open_token(cfg.secret_key, campaign_id, r.delivery_id)
     return Recipient(
         email=r.email,
         name=r.name,
@@ -142,6 +164,7 @@ def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig) -> 
         unsubscribe_url=links.unsubscribe_url(cfg.base_url, token),
         unsubscribe_mailto=links.unsubscribe_mailto(token, cfg.sending_domain),
         preferences_url=links.preferences_url(cfg.base_url, token),
+        extra=extra,
     )
 
 
@@ -242,7 +265,7 @@ def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfi
     """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
     when the address or name cannot go into a message (a non-ASCII address needs
     SMTPUTF8): that recipient fails alone, with the reason recorded."""
-    recipient = recipient_for(r, prepared.campaign_id, cfg)
+    recipient = recipient_for(r, prepared.campaign_id, cfg, prepared)
     if cfg.signers:
         message, body_hash = prepared.template.assemble_for_signing(recipient)
         for signer in cfg.signers:

@@ -27,9 +27,11 @@ from mailer.issues import read_issue_file
 from mailer.models import CampaignStatus
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
+from mailer.operations import deliveries as delivery_ops
 from mailer.operations.issues import save_issue
 
-app = typer.Typer(help="Campaigns: progress, pause, resume, cancel, retry, reschedule.", no_args_is_help=True)
+app = typer.Typer(help="Campaigns: progress, who got it and who did not, pause, resume, cancel, retry, reschedule.",
+                  no_args_is_help=True)
 
 
 def send(
@@ -141,3 +143,43 @@ def campaign_reschedule(
         ops.reschedule(s, campaign_id=campaign_id, at=at, tz=tz)
         due = ops.stats(s, campaign_id)["scheduled_at"]
     typer.echo(f"campaign {campaign_id} scheduled for {due}")
+
+
+@app.command("deliveries")
+def campaign_deliveries(
+    campaign_id: CampaignId,
+    status: Annotated[str, typer.Option("--status", help="attention (failed, bounced or skipped: the default), "
+                                                         "failed, bounced, skipped, queued (still to go), "
+                                                         "repeated (sent twice) or sent.")] = "attention",
+    search: Annotated[str, typer.Option("--search", help="Only addresses or relay replies containing this.")] = "",
+    as_csv: Annotated[bool, typer.Option("--csv", help="Every matching delivery as CSV on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One page as JSON for scripts (next_after: the next "
+                                                         "page's --after).")] = False,
+    after: Annotated[int, typer.Option("--after", min=0, max=MAX_ID,
+                                       help="Start after this delivery id (the previous page's last).")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=delivery_ops.MAX_PAGE,
+                                       help="Deliveries per page.")] = 50,
+) -> None:
+    """Who got it and who did not: a campaign's deliveries by status, with the address,
+    attempts, the relay's last reply and when; one page, or all of them with --csv."""
+    if as_csv and as_json:
+        raise InvalidInput("give --csv or --json, not both")
+    with session() as s:
+        if as_csv:
+            delivery_ops.export_csv(s, sys.stdout, campaign_id=campaign_id, status=status, q=search)
+            return
+        page = delivery_ops.list_deliveries(s, campaign_id=campaign_id, status=status, q=search, after=after,
+                                            limit=limit)
+    if as_json:
+        typer.echo(json.dumps(page))
+        return
+    for d in page["items"]:
+        # The relay's reply starts with its code; a delivery never tried has neither.
+        reply = " ".join(d["last_reply"].split()) or str(d["last_code"] or "")
+        typer.echo(f"{d['email']}\t{d['status']}\t{d['attempts']} attempts"
+                   + (f", sent {d['repeats'] + 1} times" if d["repeats"] else "")
+                   + f"\t{(d['at'] or '')[:19]}\t{reply}".rstrip())
+    shown = len(page["items"])
+    more = f"; next page: --after {page['next_after']}" if page["next_after"] else ""
+    retry = f"; retry the failed ones: newsletter campaign retry {campaign_id}" if page["retryable"] else ""
+    typer.echo(f"{shown} {page['status']} deliveries of campaign {campaign_id}{more}{retry}", err=True)

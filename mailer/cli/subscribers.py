@@ -107,6 +107,21 @@ def list_(
                 typer.echo(f"{sub['email']}\t{sub['status']}\t{sub['name']}")
 
 
+@app.command("tracking")
+def tracking(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    clicks: Annotated[Optional[bool], typer.Option("--clicks/--no-clicks",
+                                                   help="Send its links through the click redirect.")] = None,
+    opens: Annotated[Optional[bool], typer.Option("--opens/--no-opens", help="Add the open pixel.")] = None,
+) -> None:
+    """Click and open tracking of a list, each on or off (both off unless turned on);
+    without an option, shows them. Applies to campaigns started from now on."""
+    with session() as s:
+        state = ops.set_tracking(s, list_name=list_name, clicks=clicks, opens=opens)
+    on_off = lambda v: "on" if v else "off"  # noqa: E731
+    typer.echo(f"list {state['list']}: click tracking {on_off(state['clicks'])}, open tracking {on_off(state['opens'])}")
+
+
 @app.command("unsubscribe")
 def unsubscribe(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
     """Unsubscribe someone (they get no more mail, queued ones included)."""

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
     dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
     missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
+    # Clicks and opens (mailer.engagement): kept per delivery this long, then only counted.
+    tracking_days: float = Field(30.0, gt=0, description="days a click or open is kept with its delivery")
+    tracking_strict: bool = Field(False, description="keep only the counts of clicks and opens, from the start")
     # What comes back (mailer.bounces, mailer.operations.inbound).
     soft_bounce_limit: int = Field(3, ge=1, le=1000, description="transient bounces in the window that suppress")
     soft_bounce_days: float = Field(15.0, gt=0, description="the window of the soft-bounce limit")

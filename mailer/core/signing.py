@@ -207,3 +207,70 @@ def session_serializer(keys: Sequence[str], salt: str) -> URLSafeTimedSerializer
     """Signs with the current key, accepts any of ``keys`` (itsdangerous signs with the
     last key of its list)."""
     return URLSafeTimedSerializer([*reversed([k for k in keys if k])], salt=salt)
+
+
+# --- click and open tracking --------------------------------------------------------------
+#
+# A click token names a delivery (and its campaign) and a link index. Sealing each of a
+# message's links on its own would cost a seal (~13 µs) per link per recipient; instead
+# the (campaign, delivery) pair is sealed once per message, as for the unsubscribe link,
+# and each link appends its index and a MAC over the sealed part and the index (one HMAC,
+# ~1 µs). Nobody can read the ids out of it or forge one, and no index can be changed
+# or moved to another message's token.
+
+CLICK = b"click"
+OPEN = b"open"
+_SEALED_PAIR = 39  # base32 of a 12-byte tag and two 6-byte ids
+_LINK_MAC_BYTES = 8
+
+
+def _b32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+@functools.lru_cache(maxsize=16)
+def _link_key(secret: str) -> bytes:
+    return hmac.digest(hashlib.sha256(secret.encode("utf-8")).digest(), b"newsletter/click-link", "sha256")
+
+
+def _link_suffix(secret: str, head: str, index: int) -> str:
+    at = index.to_bytes(2, "big")
+    return _b32(at + hmac.digest(_link_key(secret), head.encode("ascii") + at, "sha256")[:_LINK_MAC_BYTES])
+
+
+def click_tokens(secret: str, campaign_id: int, delivery_id: int, count: int) -> list[str]:
+    """The tokens of one message's ``count`` tracked links (55 characters each)."""
+    head = seal(secret, CLICK, campaign_id.to_bytes(ID_BYTES, "big") + delivery_id.to_bytes(ID_BYTES, "big"))
+    return [head + _link_suffix(secret, head, i) for i in range(count)]
+
+
+def read_click_token(keys: Sequence[str], token: str) -> tuple[int, int, int]:
+    """(campaign id, delivery id, link index); ``InvalidToken`` for anything else."""
+    if not isinstance(token, str) or len(token) != _SEALED_PAIR + 16:
+        raise InvalidToken("this link is not valid")
+    head, suffix = token[:_SEALED_PAIR].lower(), token[_SEALED_PAIR:].lower()
+    for secret in keys:
+        if not secret:
+            continue
+        try:
+            payload = unseal([secret], CLICK, head, 2 * ID_BYTES)
+        except InvalidToken:
+            continue
+        try:
+            index = int.from_bytes(base64.b32decode(suffix.upper())[:2], "big")
+        except (binascii.Error, ValueError) as err:
+            raise InvalidToken("this link is not valid") from err
+        if not same(suffix, _link_suffix(secret, head, index)):
+            break
+        return int.from_bytes(payload[:ID_BYTES], "big"), int.from_bytes(payload[ID_BYTES:], "big"), index
+    raise InvalidToken("this link is not valid")
+
+
+def open_token(secret: str, campaign_id: int, delivery_id: int) -> str:
+    """The open pixel's token: the (campaign, delivery) pair, sealed."""
+    return seal(secret, OPEN, campaign_id.to_bytes(ID_BYTES, "big") + delivery_id.to_bytes(ID_BYTES, "big"))
+
+
+def read_open_token(keys: Sequence[str], token: str) -> tuple[int, int]:
+    payload = unseal(keys, OPEN, token, 2 * ID_BYTES)
+    return int.from_bytes(payload[:ID_BYTES], "big"), int.from_bytes(payload[ID_BYTES:], "big")

@@ -15,11 +15,14 @@ see a task before the campaign it names is committed) comes back in the result's
 
   issues.py       save (publishing its local images), update, delete, preview and test-send an issue
   campaigns.py    schedule or start an issue, pause, resume, cancel, retry, reschedule; stats
+  deliveries.py   who got it and who did not: a campaign's deliveries by status, searched, paged,
+                  as CSV; a subscriber's messages and what happened to each
   schedules.py    a list's weekly slot and what goes out in the coming weeks
   subscribers.py  add, edit, search, import, export, erase; signup and confirmation mail
   inbound.py      what comes back, through every channel, handled once: bounces, complaints,
                   auto-replies, mailto unsubscribes; explain; the messages kept unprocessed
   overview.py     the dashboard's totals and growth chart
+  streams.py      long CSV downloads as a byte stream with flat memory
 """
 
 from __future__ import annotations

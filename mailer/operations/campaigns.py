@@ -10,7 +10,7 @@ from typing import Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import campaigns, queries, schedules
+from mailer import campaigns, engagement, queries, schedules
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.errors import ConflictError, InvalidInput
@@ -155,6 +155,14 @@ def stats(session: Session, campaign_id: int, *, now: datetime | None = None) ->
     delivered = report.sent
     out["complaint_rate"] = round(out["complaints"] / delivered, 6) if delivered else 0.0
     out["complaint_rate_limit"] = COMPLAINT_RATE_LIMIT
+    # Clicks and opens of lists that track them: people's, and machines' apart.
+    # Rates are of the messages delivered, counting each reader once.
+    seen = engagement.counts(session, campaign_id=campaign_id)
+    seen["open_rate"] = round(seen["unique_opens"] / delivered, 4) if delivered else 0.0
+    seen["click_rate"] = round(seen["unique_clicks"] / delivered, 4) if delivered else 0.0
+    seen["links"] = engagement.links(session, campaign_id=campaign_id,
+                                     targets=queries.campaign_links(session, campaign_id=campaign_id) or [])
+    out["engagement"] = seen
     done = report.total - report.queued
     out["progress"] = round(done / report.total, 4) if report.total else (1.0 if report.status == C.sent else 0.0)
     return out

@@ -216,13 +216,13 @@ def rerender(session: Session, issue: Issue, *, settings: Settings) -> Issue:
         raise InvalidInput(f"issue {issue.slug!r} does not render, so it cannot be scheduled: {err}") from err
     return campaigns.store_issue(session, slug=issue.slug, subject=rendered.subject, preheader=rendered.preheader,
                                  source=issue.source, html=rendered.html, text_part=rendered.text,
-                                 issue_date=issue.issue_date)
+                                 issue_date=issue.issue_date, links=list(rendered.links))
 
 
 def _store(session: Session, rendered: RenderedIssue, source: str, assets: Mapping[str, Asset]) -> Issue:
     issue = campaigns.store_issue(session, slug=rendered.slug, subject=rendered.subject,
                                   preheader=rendered.preheader, source=source, html=rendered.html,
-                                  text_part=rendered.text, issue_date=rendered.date)
+                                  text_part=rendered.text, issue_date=rendered.date, links=list(rendered.links))
     if not any(c.status in STARTED for c in issue_campaigns(session, issue.id)):
         _link_images(session, issue, assets)  # a sent issue keeps the images it was sent with
     return issue

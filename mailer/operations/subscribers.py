@@ -6,15 +6,12 @@ data export, the confirmation mail through a transport)."""
 
 from __future__ import annotations
 
-import io
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -22,7 +19,8 @@ from mailer.core import signing
 from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
-from mailer.models import Campaign, Delivery
+from mailer.models import Campaign, Delivery, EngagementEvent
+from mailer.operations import streams
 from mailer.transports import transport_from_settings
 from subscribers import csvio, service, signup
 from subscribers.models import (
@@ -114,9 +112,28 @@ def edit(session: Session, *, subscriber_id: int, name: str | None = None, statu
     return sub
 
 
+def set_tracking(session: Session, *, list_name: str, clicks: bool | None = None,
+                 opens: bool | None = None) -> dict:
+    """Turn a list's click tracking and open tracking on or off, each on its own (None:
+    leave it). Both are off until the editor turns them on. Returns the list's switches."""
+    mlist = service.find_list(session, (list_name or "").strip())
+    if clicks is not None:
+        mlist.track_clicks = bool(clicks)
+    if opens is not None:
+        mlist.track_opens = bool(opens)
+    session.flush()
+    return tracking_of(mlist)
+
+
+def tracking_of(mlist: MailingList) -> dict:
+    return {"list": mlist.name, "clicks": bool(mlist.track_clicks), "opens": bool(mlist.track_opens)}
+
+
 def erase(session: Session, *, subscriber_id: int) -> None:
-    """GDPR erasure (``subscribers.service.erase``)."""
+    """GDPR erasure (``subscribers.service.erase``), and the subscriber's clicks and
+    opens still kept with their delivery (what was rolled up names nobody)."""
     service.erase(session, subscriber_id=subscriber_id)
+    session.execute(delete(EngagementEvent).where(EngagementEvent.subscriber_id == subscriber_id))
 
 
 def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import"
@@ -134,59 +151,9 @@ def export_csv(session: Session, stream: IO[str], *, list_name: str | None = Non
 
 
 def export_chunks(engine: Engine, *, list_name: str | None) -> Iterator[bytes]:
-    """``export_csv`` as a byte stream: it runs in a thread writing to a small bounded
-    queue, so memory stays flat however many subscribers there are, and it stops when
-    the reader goes away (the generator is closed)."""
-    chunks: queue.Queue = queue.Queue(maxsize=16)
-    stop = threading.Event()
-    done = object()
-
-    class Pipe(io.TextIOBase):
-        def __init__(self):
-            self.buf = io.StringIO()
-
-        def write(self, text: str) -> int:
-            self.buf.write(text)
-            if self.buf.tell() >= 64 * 1024:
-                self.flush()
-            return len(text)
-
-        def flush(self) -> None:
-            data = self.buf.getvalue()
-            self.buf = io.StringIO()
-            while data and not stop.is_set():
-                try:
-                    chunks.put(data.encode("utf-8"), timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                raise BrokenPipeError("export cancelled")
-
-    def run():
-        pipe = Pipe()
-        try:
-            with transaction(engine) as s:
-                csvio.export_csv(s, pipe, list_name=list_name)
-            pipe.flush()
-        except BaseException as err:  # noqa: BLE001 - handed to the reader, which re-raises
-            chunks.put(err) if not stop.is_set() else None
-        finally:
-            if not stop.is_set():
-                chunks.put(done)
-
-    thread = threading.Thread(target=run, name="csv-export", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = chunks.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    """``export_csv`` as a byte stream with flat memory (``streams.text_chunks``)."""
+    return streams.text_chunks(engine, lambda session, out: csvio.export_csv(session, out, list_name=list_name),
+                               name="csv-export")
 
 
 def totals(session: Session) -> dict[str, int]:
@@ -296,6 +263,11 @@ def my_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
         select(Event.kind, Event.origin, Event.campaign_id, Event.detail, Event.created_at)
         .where(Event.subscriber_id == s.id).order_by(Event.id)
     ).all()
+    engagement = session.execute(
+        select(EngagementEvent.campaign_id, EngagementEvent.kind, EngagementEvent.link_index, EngagementEvent.machine,
+               EngagementEvent.reason, EngagementEvent.created_at)
+        .where(EngagementEvent.subscriber_id == s.id).order_by(EngagementEvent.id)
+    ).all()
     deliveries = session.execute(
         select(Delivery.campaign_id, Delivery.status, Delivery.sent_at)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
@@ -309,6 +281,9 @@ def my_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
             for k, o, c, d, t in events
         ],
         "deliveries": [{"campaign_id": c, "status": st, "sent_at": _iso(t)} for c, st, t in deliveries],
+        # Clicks and opens kept with their delivery (NEWSLETTER_TRACKING_DAYS at most).
+        "engagement": [{"campaign_id": c, "kind": k, "link_index": i, "machine": m, "reason": r, "at": _iso(t)}
+                       for c, k, i, m, r, t in engagement],
     }
 
 

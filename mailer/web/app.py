@@ -5,6 +5,8 @@ the project's errors to HTTP once: ``InvalidInput`` is a 4xx with its one-line m
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from markupsafe import escape
@@ -16,13 +18,25 @@ from mailer.core.errors import InvalidInput, ServiceUnavailable
 from mailer.web import api, dashboard, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
-from mailer.web.public import archive, preferences, signup, unsubscribe
+from mailer.core.db import engine_for
+from mailer.operations.engagement import Tracker
+from mailer.web.public import archive, preferences, signup, tracking, unsubscribe
 from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Newsletter", version="0.1.0")
+    # One per process: the links of campaigns clicked lately, and the queue of clicks
+    # and opens to record (written by its own thread; what is left is written at exit).
+    tracker = Tracker(engine_for(settings.database), settings.signing_keys, strict=settings.tracking_strict)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        tracker.close()
+
+    app = FastAPI(title="Newsletter", version="0.1.0", lifespan=lifespan)
+    app.state.tracker = tracker
     app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body,
                        webhook_limit=MAX_WEBHOOK_BODY)
 
@@ -48,7 +62,7 @@ def create_app() -> FastAPI:
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    for module in (archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
+    for module in (archive, signup, unsubscribe, preferences, tracking, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path
+from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -42,3 +43,10 @@ def status_of(err: InvalidInput) -> int:
     if isinstance(err, NotFound):
         return 404
     return 409 if isinstance(err, ConflictError) else 403 if isinstance(err, Forbidden) else 400
+
+
+def csv_response(chunks: Iterator[bytes], filename: str) -> StreamingResponse:
+    """A streamed CSV download (the chunks come from ``operations.streams``)."""
+    name = filename.replace('"', "")
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})

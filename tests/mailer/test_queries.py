@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from mailer import queries
 from mailer.core.db import transaction
+from mailer.models import ATTENTION
 from mailer.models import CampaignStatus as C
+from mailer.models import DeliveryStatus as D
 from tests.support.seed import seed_campaign
 
 
@@ -40,3 +44,34 @@ def test_insert_campaign_twice_is_one_campaign(engine):
         again, created = queries.insert_campaign(s, issue_id=c.issue_id, list_id=c.list_id, scheduled_at=None,
                                                  now=c.created_at)
     assert (again, created) == (cid, False)
+
+
+@pytest.mark.parametrize("statuses", [ATTENTION, (D.failed,), (D.skipped, D.bounced)], ids=["all", "one", "two"])
+def test_the_deliveries_an_editor_looks_for_are_read_from_the_partial_index(engine, statuses):
+    """``campaign_deliveries`` for failed, bounced or skipped deliveries is planned on
+    ``ix_delivery_attention`` (the few that did not get it), on both databases."""
+    from sqlalchemy import event
+
+    cid = seed_campaign(engine, 30, batch_size=10)
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM delivery d JOIN subscriber" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with transaction(engine) as s:
+            assert queries.campaign_deliveries(s, campaign_id=cid, statuses=statuses) == []
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    ((statement, parameters),) = seen
+    with engine.connect() as conn:
+        cursor = conn.connection.cursor()
+        if engine.dialect.name == "postgresql":
+            cursor.execute("SET enable_seqscan = off")  # a 30-row table would be read whole
+            cursor.execute("EXPLAIN " + statement, parameters)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "ix_delivery_attention" in plan, plan

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from mailer.core.clock import utcnow
+from mailer.core.db import MAX_ID
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
+from mailer.operations import deliveries as delivery_ops
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import Id, SessionDep, SettingsDep
+from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response
 
 router = APIRouter(route_class=ApiRoute)
 
@@ -48,6 +53,36 @@ def schedule_campaign(body: ScheduleIn, session: SessionDep, settings: SettingsD
 def campaign_stats(campaign_id: Id, session: SessionDep) -> dict:
     """Progress and outcome; every number is counted from delivery and event records."""
     return ops.stats(session, campaign_id)
+
+
+DeliveryStatusQuery = Annotated[str, Query(description="attention (failed, bounced or skipped), failed, bounced, "
+                                                      "skipped, queued, repeated or sent.")]
+SearchQuery = Annotated[str, Query(max_length=delivery_ops.MAX_SEARCH,
+                                   description="Part of the address or of the relay's last reply.")]
+
+
+@router.get("/campaigns/{campaign_id}/deliveries")
+def campaign_deliveries(
+    campaign_id: Id,
+    session: SessionDep,
+    status: DeliveryStatusQuery = delivery_ops.DEFAULT_FILTER,
+    q: SearchQuery = "",
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the last delivery of the previous page.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=delivery_ops.MAX_PAGE)] = 50,
+) -> dict:
+    """Who got it and who did not: one page of the campaign's deliveries by status, with
+    address, attempts, the relay's last reply and its time."""
+    return delivery_ops.list_deliveries(session, campaign_id=campaign_id, status=status, q=q, after=after,
+                                        limit=limit)
+
+
+@router.get("/campaigns/{campaign_id}/deliveries.csv")
+def export_campaign_deliveries(campaign_id: Id, engine: EngineDep,
+                               status: DeliveryStatusQuery = delivery_ops.DEFAULT_FILTER,
+                               q: SearchQuery = "") -> StreamingResponse:
+    """The same deliveries, every page, as CSV (streamed)."""
+    return csv_response(delivery_ops.export_chunks(engine, campaign_id=campaign_id, status=status, q=q),
+                        delivery_ops.csv_filename(campaign_id, status))
 
 
 @router.post("/campaigns/{campaign_id}/reschedule")

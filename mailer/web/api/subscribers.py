@@ -9,9 +9,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from mailer.core.db import MAX_ID
+from mailer.operations import deliveries as delivery_ops
 from mailer.operations import subscribers as ops
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import EngineDep, Id, SessionDep
+from mailer.web.deps import EngineDep, Id, SessionDep, csv_response
 from subscribers import service
 from subscribers.models import SubscriberStatus
 
@@ -49,6 +50,25 @@ def add_subscriber(body: SubscriberIn, session: SessionDep) -> dict:
     return ops.describe(sub)
 
 
+class TrackingIn(BaseModel):
+    clicks: bool | None = Field(None, description="Send the list's links through the click redirect.")
+    opens: bool | None = Field(None, description="Add the open pixel to the list's messages.")
+
+
+@router.get("/lists/{list_name}/tracking")
+def list_tracking(list_name: str, session: SessionDep) -> dict:
+    """A list's click and open tracking (both off unless turned on)."""
+    return ops.set_tracking(session, list_name=list_name)
+
+
+@router.put("/lists/{list_name}/tracking")
+def set_list_tracking(list_name: str, body: TrackingIn, session: SessionDep) -> dict:
+    """Turn a list's click or open tracking on or off (a field left out stays)."""
+    state = ops.set_tracking(session, list_name=list_name, clicks=body.clicks, opens=body.opens)
+    session.commit()
+    return state
+
+
 @router.get("/subscribers/export")
 def export_subscribers(session: SessionDep, engine: EngineDep,
                        list: Annotated[str | None, Query(description="Only members of this list.")] = None
@@ -57,9 +77,7 @@ def export_subscribers(session: SessionDep, engine: EngineDep,
     if list is not None:
         service.find_list(session, list)  # 404 now, not half-way through a download
     session.rollback()  # the export reads in its own transaction
-    name = f"subscribers-{list or 'all'}.csv".replace('"', "")
-    return StreamingResponse(ops.export_chunks(engine, list_name=list), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return csv_response(ops.export_chunks(engine, list_name=list), f"subscribers-{list or 'all'}.csv")
 
 
 @router.post("/subscribers/import")
@@ -85,3 +103,9 @@ def edit_subscriber(subscriber_id: Id, body: SubscriberPatch, session: SessionDe
 @router.get("/subscribers/{subscriber_id}")
 def get_subscriber(subscriber_id: Id, session: SessionDep) -> dict:
     return ops.describe(service.get_subscriber(session, subscriber_id))
+
+
+@router.get("/subscribers/{subscriber_id}/deliveries")
+def subscriber_deliveries(subscriber_id: Id, session: SessionDep) -> list[dict]:
+    """Every message sent to the subscriber and what happened to it, oldest first."""
+    return delivery_ops.subscriber_history(session, subscriber_id=subscriber_id)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from mailer.core.config import Settings
 from mailer.core.errors import InvalidInput, NotFound
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
+from mailer.operations import deliveries as delivery_ops
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other
-from mailer.web.deps import Id, SessionDep, SettingsDep, status_of
+from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response, status_of
 
 router = APIRouter(route_class=PageRoute)
 
@@ -25,8 +26,18 @@ def campaign_list(request: Request, who: SignedInDep, session: SessionDep, setti
 
 def campaign_page(request: Request, settings: Settings, session: Session, who: SignedIn, campaign_id: int, *,
                   status: int = 200, error: str | None = None, form: dict | None = None) -> HTMLResponse:
+    c = ops.stats(session, campaign_id)
+    query = {"status": request.query_params.get("status", delivery_ops.DEFAULT_FILTER),
+             "q": request.query_params.get("q", "")}
+    after = request.query_params.get("after", "0")
+    try:
+        found = delivery_ops.list_deliveries(session, campaign_id=campaign_id, status=query["status"], q=query["q"],
+                                             after=int(after) if after.isdigit() else 0)
+    except InvalidInput as err:
+        found, error, status = {"items": [], "next_after": None, "retryable": False}, str(err), status_of(err)
     return render(request, settings, "campaign.html", who=who, section="campaigns", title=f"Campaign {campaign_id}",
-                  c=ops.stats(session, campaign_id), status=status, error=error, form=form or {})
+                  c=c, status=status, error=error, form=form or {}, found=found, query=query,
+                  filters=list(delivery_ops.FILTERS))
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
@@ -39,6 +50,15 @@ def show_campaign(campaign_id: Id, request: Request, who: SignedInDep, session: 
 def campaign_stats(campaign_id: Id, who: SignedInDep, session: SessionDep) -> JSONResponse:
     """What the campaign page polls while sending."""
     return JSONResponse(ops.stats(session, campaign_id), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/campaigns/{campaign_id}/deliveries.csv")
+def export_deliveries(campaign_id: Id, who: SignedInDep, session: SessionDep, engine: EngineDep,
+                      status: str = delivery_ops.DEFAULT_FILTER, q: str = "") -> StreamingResponse:
+    """The deliveries the campaign page lists (every page), as CSV."""
+    session.rollback()  # the sign-in check's transaction; the export reads in its own (SQLite: one writer)
+    return csv_response(delivery_ops.export_chunks(engine, campaign_id=campaign_id, status=status, q=q),
+                        delivery_ops.csv_filename(campaign_id, status))
 
 
 @router.post("/campaigns/{campaign_id}/{action}", response_class=HTMLResponse)

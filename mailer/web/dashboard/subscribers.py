@@ -10,11 +10,12 @@ from starlette.datastructures import UploadFile
 
 from mailer.core.config import Settings
 from mailer.core.errors import InvalidInput
+from mailer.operations import deliveries as delivery_ops
 from mailer.operations import subscribers as ops
 from mailer.operations.schedules import all_lists
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other
-from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, status_of
+from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response, status_of
 from subscribers import service
 from subscribers.models import SubscriberStatus
 
@@ -78,16 +79,15 @@ def export_subscribers(who: SignedInDep, session: SessionDep, engine: EngineDep,
     if list:
         service.find_list(session, list)  # 404 now, not half-way through a download
     session.rollback()
-    name = f"subscribers-{list or 'all'}.csv".replace('"', "")
-    return StreamingResponse(ops.export_chunks(engine, list_name=list or None), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return csv_response(ops.export_chunks(engine, list_name=list or None), f"subscribers-{list or 'all'}.csv")
 
 
 def subscriber_page(request: Request, settings: Settings, session: Session, who: SignedIn, subscriber_id: int, *,
                     status: int = 200, error: str | None = None) -> HTMLResponse:
     sub = service.get_subscriber(session, subscriber_id)
     return render(request, settings, "subscriber.html", who=who, section="subscribers", title=sub.email,
-                  s=ops.describe(sub), status=status, error=error, data=ops.my_data(session, subscriber_id=sub.id))
+                  s=ops.describe(sub), status=status, error=error, data=ops.my_data(session, subscriber_id=sub.id),
+                  messages=delivery_ops.subscriber_history(session, subscriber_id=sub.id))
 
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)

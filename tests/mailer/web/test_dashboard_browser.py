@@ -36,6 +36,14 @@ def admin_server(settings, monkeypatch, smtp_sink, editor_user):
         get_settings.cache_clear()
 
 
+def sign_in(page) -> None:
+    """Fill in the sign-in page the browser shows, and wait for the dashboard."""
+    page.fill("#email", EDITOR_EMAIL)
+    page.fill("#password", EDITOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:text('Overview')")
+
+
 def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, engine, smtp_sink, database_url):
     seed_list(engine, 3)
     with transaction(engine) as s:
@@ -48,10 +56,7 @@ def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, en
     # Anonymous: sent to the sign-in page.
     page.goto(f"{admin_server}/admin/issues/new")
     assert page.url.endswith("/admin/login")
-    page.fill("#email", EDITOR_EMAIL)
-    page.fill("#password", EDITOR_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("h1:text('Overview')")
+    sign_in(page)
 
     # Write: the preview follows the typing.
     page.goto(f"{admin_server}/admin/issues/new")
@@ -99,3 +104,52 @@ def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, en
     # A form without its CSRF token is refused, in the browser too.
     response = page.request.post(f"{admin_server}/admin/issues/new", form={"source": "x"})
     assert response.status == 403
+
+
+def test_who_got_it_and_who_did_not_in_a_browser(admin_server, browser, engine, smtp_sink, database_url):
+    """A campaign forced through an SMTP server that refuses chosen addresses: the
+    campaign page lists exactly those, with the relay's replies; the filter, the CSV
+    download and "Retry the failed ones" work in Chromium."""
+    import csv
+
+    from tests.support.delivery import FORCED, force_campaign
+
+    cid = force_campaign(engine, smtp_sink)
+    engine_name = "postgres" if database_url.startswith("postgresql") else "sqlite"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{admin_server}/admin/login")
+    sign_in(page)
+
+    page.goto(f"{admin_server}/admin/campaigns/{cid}")
+    rows = page.locator("#delivery-list tr.delivery")
+
+    def shown() -> dict:
+        return {rows.nth(i).locator("td.email").inner_text(): (rows.nth(i).get_attribute("data-status"),
+                                                               rows.nth(i).locator("td.reply").inner_text())
+                for i in range(rows.count())}
+
+    listed = shown()
+    assert set(listed) == set(FORCED)
+    for email, (status, code, reply) in FORCED.items():
+        assert listed[email][0] == status and reply in listed[email][1]
+        assert code is None or listed[email][1].startswith(str(code))
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-deliveries-{engine_name}.png"), full_page=True)
+
+    page.select_option("#delivery-status", "failed")
+    page.click("#deliveries-filter button[type=submit]")
+    page.wait_for_url("**status=failed**")
+    assert set(shown()) == {e for e, v in FORCED.items() if v[0] == "failed"}
+
+    with page.expect_download() as download:
+        page.click("#deliveries-csv")
+    with open(download.value.path(), encoding="utf-8") as f:
+        exported = list(csv.DictReader(f))
+    assert {(r["email"], r["status"]) for r in exported} == {(e, v[0]) for e, v in FORCED.items() if v[0] == "failed"}
+
+    page.click("#retry-failed button")
+    page.wait_for_selector("text=Failed deliveries queued again.")
+    page.select_option("#delivery-status", "queued")
+    page.click("#deliveries-filter button[type=submit]")
+    page.wait_for_url("**status=queued**")
+    assert set(shown()) == {e for e, v in FORCED.items() if v[0] == "failed"}
+    assert page.locator("#retry-failed").count() == 0
