@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     broker_url: str = ""
     smtp_url: str | None = None
     smtp_timeout: float = 30.0
+    # How long /readyz and `newsletter status` wait for each service (mailer.health).
+    health_timeout: float = Field(2.0, gt=0, le=30, description="seconds a readiness check waits per service")
     base_url: str = "http://localhost:8000"
     secret_key: str = DEFAULT_SECRET
     # Old secrets, comma separated: links signed with them keep working during rotation.

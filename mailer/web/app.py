@@ -6,14 +6,14 @@ the project's errors to HTTP once: ``InvalidInput`` is a 4xx with its one-line m
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import InvalidInput, ServiceUnavailable
-from mailer.web import api, dashboard, webhooks
+from mailer.web import api, dashboard, ops, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
 from mailer.web.public import archive, preferences, signup, unsubscribe
@@ -44,11 +44,7 @@ def create_app() -> FastAPI:
         # What the edge guard did not catch and the database cannot store.
         return _error(request, 400, database_error(exc))
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    for module in (archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
+    for module in (ops, archive, signup, unsubscribe, preferences, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
 
