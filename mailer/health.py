@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
+from mailer.celeryapp import QUEUE
 from mailer.core.config import Settings
 from mailer.transports.smtp import SmtpTransport
 
@@ -125,3 +126,23 @@ def readiness(settings: Settings, *, timeout: float | None = None) -> Readiness:
     checks = tuple(f.result() if f.done() else Check(service, False, f"no answer within {timeout:g} s")
                    for service, f in futures.items())
     return Readiness(checks)
+
+
+def broker_queue_length(settings: Settings, *, timeout: float | None = None) -> int:
+    """Tasks waiting on the broker's queue: the Redis list's length, or the message files
+    in the broker folder. ``OSError`` or a Redis error when the broker does not answer."""
+    timeout = settings.health_timeout if timeout is None else timeout
+    if settings.broker.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return int(client.llen(QUEUE))
+        finally:
+            client.close()
+    if settings.broker.startswith("filesystem://"):
+        folder = settings.broker_folder
+        if not folder.is_dir():
+            return 0
+        return sum(1 for entry in os.scandir(folder) if entry.is_file() and entry.name.endswith(f".{QUEUE}.msg"))
+    return 0

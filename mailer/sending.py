@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from mailer import queries
 from mailer.campaigns import pause_campaign
-from mailer.core import signing
+from mailer.core import metrics, signing
 from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
@@ -52,6 +52,7 @@ from subscribers import links
 from subscribers.models import MailingList
 
 D = DeliveryStatus
+RETRY = "retry"  # the metrics' outcome of a message queued again for a later attempt
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,9 @@ class _CircuitBreaker:
 
 def _throttle(limiter: RateLimiter, backoff: Backoff) -> None:
     """Wait for the shared send-rate budget, then for the backoff after 4xx replies."""
-    limiter.wait()
-    backoff.pause()
+    with metrics.timed("rate_wait"):
+        limiter.wait()
+        backoff.pause()
 
 
 def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
@@ -254,7 +256,7 @@ def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfi
 
 
 def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes) -> SendResult:
-    with slots.hold(email.rpartition("@")[2]):
+    with slots.hold(email.rpartition("@")[2]), metrics.timed("smtp"):
         return transport.send(envelope_from, email, message)
 
 
@@ -307,10 +309,11 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
     now = clock()
     broken: InvalidInput | None = None
     with transaction(engine) as s:
-        claim = queries.claim_batch(s, campaign_id=campaign_id, worker=cfg.worker, now=now, lease=cfg.lease)
-        if claim is None:
-            return None
-        recipients = queries.batch_recipients(s, campaign_id=campaign_id, seq=claim.seq, now=now)
+        with metrics.timed("batch_claim"):
+            claim = queries.claim_batch(s, campaign_id=campaign_id, worker=cfg.worker, now=now, lease=cfg.lease)
+            if claim is None:
+                return None
+            recipients = queries.batch_recipients(s, campaign_id=campaign_id, seq=claim.seq, now=now)
         try:
             prepared = prepare_campaign(s, campaign_id, cfg)
         except InvalidInput as err:
@@ -384,6 +387,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
         except InvalidInput as err:  # nothing to retry: this one recipient fails
             done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
             out.failed += 1
+            metrics.message(D.failed, "invalid_message")
             continue
         except TransientDeliveryError as err:
             # The relay cannot be reached at all: this delivery goes back to the queue
@@ -395,6 +399,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.relay_error = err.reply
             done.stopped = f"relay unreachable: {err.reply}"
             out.retry_later += 1 + len(done.unsent)
+            metrics.message(RETRY, "unreachable")
             return done
         verdict = classify(result.code, result.reply)
         if verdict.kind == Kind.sent:
@@ -404,6 +409,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
         now = clock()
         decision = decide(verdict, r.attempts + 1, cfg, now)
         out.count(decision.status)
+        metrics.message(RETRY if decision.retry else decision.status, verdict.reply_class)
         done.outcomes.append(Outcome(
             r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
             marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,12 @@ from tests.support.services import (
     postgres_available,
     redis_available,
 )
+
+# One metrics folder for this pytest process and every process it starts (they inherit
+# the variable), so a scrape here sees what a worker process counted; tests compare
+# counters before and after, never absolute values. Set here, at import: prometheus_client
+# picks its storage when first imported, and test modules import it.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsletter-metrics-"))
 
 pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills",
                   "tests.support.dovecot"]

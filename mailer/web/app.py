@@ -16,6 +16,7 @@ from mailer.core.errors import InvalidInput, ServiceUnavailable
 from mailer.web import api, dashboard, ops, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
+from mailer.web.ops import RequestMetrics
 from mailer.web.public import archive, preferences, signup, unsubscribe
 from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
@@ -25,6 +26,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", version="0.1.0")
     app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body,
                        webhook_limit=MAX_WEBHOOK_BODY)
+    app.add_middleware(RequestMetrics)  # outermost: counts the edge guard's refusals too
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
