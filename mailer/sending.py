@@ -18,7 +18,7 @@ A worker killed between 3 and the next 2 leaves at most one window of deliveries
 
 ``send_batch`` is that loop; each step around it is a small named piece: the lease
 (``_Lease``), the window (``_send_window``), throttling (``_throttle``), assembly
-(``_assemble``), what a reply means (``mailer.outcomes.decide``) and the circuit
+(``assemble``), what a reply means (``mailer.outcomes.decide``) and the circuit
 breaker (``_CircuitBreaker``).
 """
 
@@ -114,24 +114,28 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     key = (campaign_id, str(issue.updated_at), bool(cfg.signers))
     prepared = _prepared.get(key)
     if prepared is None:
-        mlist = session.get(MailingList, campaign.list_id)
-        template = compile_message(
-            subject=issue.subject,
-            from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
-            html=issue.html,
-            text=issue.text,
-            list_id=f"{mlist.name}.{cfg.sending_domain}",
-            list_name=mlist.description or mlist.name,
-            # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
-            feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
-            body_canon=relaxed_piece if cfg.signers else None,
-        )
-        prepared = PreparedCampaign(campaign_id, template)
+        prepared = compile_campaign(issue, session.get(MailingList, campaign.list_id), campaign_id, cfg)
         # One campaign at a time is the common case; keep memory flat. A send task's
         # threads may compile it at once: each keeps its own result, the cache keeps one.
         _prepared.clear()
         _prepared[key] = prepared
     return prepared
+
+
+def compile_campaign(issue: Issue, mlist: MailingList, campaign_id: int, cfg: EngineConfig) -> PreparedCampaign:
+    """The issue as this campaign mails it (also what pre-flight checks before a start)."""
+    template = compile_message(
+        subject=issue.subject,
+        from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
+        html=issue.html,
+        text=issue.text,
+        list_id=f"{mlist.name}.{cfg.sending_domain}",
+        list_name=mlist.description or mlist.name,
+        # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
+        feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
+        body_canon=relaxed_piece if cfg.signers else None,
+    )
+    return PreparedCampaign(campaign_id, template)
 
 
 def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig) -> Recipient:
@@ -240,7 +244,7 @@ def _throttle(limiter: RateLimiter, backoff: Backoff) -> None:
         backoff.pause()
 
 
-def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
+def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
     """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
     when the address or name cannot go into a message (a non-ASCII address needs
     SMTPUTF8): that recipient fails alone, with the reason recorded."""
@@ -381,7 +385,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
     done = _Window([], [])
     for i, r in enumerate(window):
         try:
-            envelope_from, message, message_id = _assemble(prepared, r, cfg)
+            envelope_from, message, message_id = assemble(prepared, r, cfg)
             _throttle(limiter, backoff)
             result = _deliver(transport, slots, envelope_from, r.email, message)
         except InvalidInput as err:  # nothing to retry: this one recipient fails

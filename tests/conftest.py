@@ -146,6 +146,9 @@ def settings(monkeypatch, tmp_path, database_url):
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
     monkeypatch.setenv("NEWSLETTER_FROM", "Weekly China AI <news@example.com>")
     monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.example.com")
+    # Pre-flight's SpamAssassin run takes ~2.5 s a start: on only where a test is about it
+    # (tests/mailer/operations/test_preflight.py, tests/test_pipeline.py).
+    monkeypatch.setenv("NEWSLETTER_SPAMASSASSIN", "off")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Metrics (mailer.core.metrics): the folder every process writes its values into
     # (PROMETHEUS_MULTIPROC_DIR wins when set), and the bearer token /metrics asks for.
     metrics_dir: Path | None = None
+    # Pre-flight scores the message with SpamAssassin when it is installed (~2.5 s a start).
+    spamassassin: bool = True
     metrics_token: str = ""
     base_url: str = "http://localhost:8000"
     secret_key: str = DEFAULT_SECRET

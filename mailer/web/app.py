@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import InvalidInput, ServiceUnavailable
+from mailer.operations.preflight import PreflightFailed
 from mailer.web import api, dashboard, ops, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
@@ -31,6 +32,13 @@ def create_app() -> FastAPI:
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
         return _error(request, status_of(exc), str(exc))
+
+    @app.exception_handler(PreflightFailed)
+    async def _preflight_failed(request: Request, exc: PreflightFailed):
+        # The checks along with the line, for a script to show what failed.
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc), "preflight": exc.preflight.as_dict()}, status_code=409)
+        return _error(request, 409, str(exc))
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(request: Request, exc: ServiceUnavailable):
