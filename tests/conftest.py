@@ -34,7 +34,7 @@ from tests.support.services import (
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsletter-metrics-"))
 
 pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills",
-                  "tests.support.dovecot"]
+                  "tests.support.dovecot", "tests.support.dns"]
 
 
 @pytest.fixture

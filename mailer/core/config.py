@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     # Pre-flight scores the message with SpamAssassin when it is installed (~2.5 s a start).
     spamassassin: bool = True
+    # The DNS server `newsletter doctor` asks (host or host:port); unset: the system's.
+    dns_resolver: str | None = None
     metrics_token: str = ""
     base_url: str = "http://localhost:8000"
     secret_key: str = DEFAULT_SECRET

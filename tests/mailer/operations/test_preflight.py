@@ -9,8 +9,6 @@ import re
 import shutil
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from mailer.core.config import get_settings
@@ -22,6 +20,7 @@ from mailer.operations import issues as issue_ops
 from mailer.operations import preflight
 from mailer.operations.preflight import Gate, PreflightFailed
 from subscribers.models import Event, EventKind
+from tests.support.dns import rsa_pem
 from tests.support.seed import seed_list
 from tests.support.web import issue_source
 
@@ -30,18 +29,11 @@ SPAMMY = ("Dear friend, you have been selected! 100% GUARANTEED. Buy Viagra and 
           "This is not spam. Act now, limited time offer! ") * 3
 
 
-def _pem(path) -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return str(path)
-
-
 @pytest.fixture
 def dkim_on(settings, monkeypatch, tmp_path):
     monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", "s2026")
     monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", "example.com")
-    monkeypatch.setenv("NEWSLETTER_DKIM_PRIVATE_KEY", _pem(tmp_path / "dkim.pem"))
+    monkeypatch.setenv("NEWSLETTER_DKIM_PRIVATE_KEY", rsa_pem(tmp_path / "dkim.pem"))
     get_settings.cache_clear()
     return get_settings()
 
@@ -215,7 +207,7 @@ def test_one_click_headers_outside_the_dkim_signature_fail():
 def test_a_signature_from_another_key_does_not_verify(engine, dkim_on, tmp_path):
     from mailer.dkim import DkimSigner, load_private_key
 
-    other = DkimSigner("s2026", "example.com", load_private_key(_pem(tmp_path / "other.pem")))
+    other = DkimSigner("s2026", "example.com", load_private_key(rsa_pem(tmp_path / "other.pem")))
     signed = other.sign(MESSAGE)
     mine = DkimSigner("s2026", "example.com", load_private_key(dkim_on.dkim_private_key))
     found = preflight.check_dkim(signed, {mine.record_name: mine.dns_record}, production=True)
