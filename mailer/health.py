@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from sqlalchemy.engine import make_url
 
-from mailer.celeryapp import QUEUE
+from mailer.celeryapp import QUEUE, make_celery
 from mailer.core.config import Settings
 from mailer.transports.smtp import SmtpTransport
 
@@ -146,3 +148,62 @@ def broker_queue_length(settings: Settings, *, timeout: float | None = None) -> 
             return 0
         return sum(1 for entry in os.scandir(folder) if entry.is_file() and entry.name.endswith(f".{QUEUE}.msg"))
     return 0
+
+
+# --- what `newsletter status` adds: the workers and beat ---------------------------------
+
+BEAT_TASKS = ("sweep", "dispatch")
+_BEAT_KEY = "newsletter:beat:{}"
+
+
+def note_beat(settings: Settings, task: str) -> None:
+    """Beat ran ``task`` now: kept on the broker (a Redis key, or a file in the broker
+    folder), which every process of the deployment shares. Never fails the task."""
+    stamp = str(time.time())
+    try:
+        if settings.broker.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(settings.broker, socket_connect_timeout=2, socket_timeout=2)
+            try:
+                client.set(_BEAT_KEY.format(task), stamp)
+            finally:
+                client.close()
+        elif settings.broker.startswith("filesystem://"):
+            folder = settings.broker_folder / "beat"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / task).write_text(stamp)
+    except Exception:  # noqa: BLE001 - a note for operators must not stop the sweep
+        return
+
+
+def beat_last_runs(settings: Settings, *, timeout: float | None = None) -> dict[str, datetime | None]:
+    """When beat last ran each periodic task (None: never, as far as the broker knows)."""
+    timeout = settings.health_timeout if timeout is None else timeout
+    stamps: dict[str, str | None] = dict.fromkeys(BEAT_TASKS)
+    if settings.broker.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            for task in BEAT_TASKS:
+                value = client.get(_BEAT_KEY.format(task))
+                stamps[task] = value.decode() if value else None
+        finally:
+            client.close()
+    elif settings.broker.startswith("filesystem://"):
+        for task in BEAT_TASKS:
+            path = settings.broker_folder / "beat" / task
+            stamps[task] = path.read_text() if path.is_file() else None
+    return {task: datetime.fromtimestamp(float(v), timezone.utc) if v else None for task, v in stamps.items()}
+
+
+def workers_seen(settings: Settings, *, timeout: float | None = None) -> list[str]:
+    """The Celery workers that answer a ping (Celery's remote control) within ``timeout``."""
+    timeout = settings.health_timeout if timeout is None else timeout
+    app = make_celery(settings)
+    try:
+        replies = app.control.inspect(timeout=timeout).ping() or {}
+    finally:
+        app.close()
+    return sorted(replies)

@@ -12,7 +12,7 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
   inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
   processes.py    newsletter worker|web|dispatch
-  ops.py          newsletter doctor
+  ops.py          newsletter doctor|status
   demo.py         newsletter demo
 """
 
@@ -54,6 +54,7 @@ app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknow
 app.command("web")(processes.web)
 app.command("demo")(demo.demo)
 app.command("doctor")(ops.doctor)
+app.command("status")(ops.status)
 
 
 def main() -> None:

@@ -1,16 +1,23 @@
 """``newsletter doctor``: the sending domain's DNS and the relay's TLS, checked against
-what this deployment sends (``mailer.doctor``)."""
+what this deployment sends (``mailer.doctor``); ``newsletter status``: the services,
+the workers, beat and the campaigns in flight, as they are now (``mailer.health``)."""
 
 from __future__ import annotations
 
+import json
 import ssl
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from mailer import doctor as checks
+from mailer import health
+from mailer.campaigns import campaigns_in_flight
 from mailer.cli.common import settings
+from mailer.core.clock import utcnow
+from mailer.core.db import engine_for, transaction
 from mailer.core.errors import ConfigurationError, ServiceUnavailable
 
 
@@ -50,3 +57,48 @@ def doctor(
     failed = [f.name for f in report.findings if not f.ok]
     if failed:
         raise ConfigurationError(f"doctor: {len(failed)} problem(s): {', '.join(failed)}")
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", min=0.1, max=60, help="Seconds to wait for each service and for the workers' answers "
+                                           "(default: NEWSLETTER_HEALTH_TIMEOUT).")] = None,
+) -> None:
+    """The database, the broker and the relay (answering or not), the workers that answer
+    a ping, when beat last ran its sweep and its dispatcher, and the campaigns in flight.
+    Exit 2 (one line) when a service does not answer or no worker does."""
+    conf = settings()
+    ready = health.readiness(conf, timeout=timeout)
+    up = {c.service: c.ok for c in ready.checks}
+    workers = health.workers_seen(conf, timeout=timeout) if up["broker"] else []
+    beat = health.beat_last_runs(conf, timeout=timeout) if up["broker"] else dict.fromkeys(health.BEAT_TASKS)
+    campaigns = []
+    if up["database"]:
+        with transaction(engine_for(conf.database)) as s:
+            campaigns = [{"id": c.id, "status": c.status, "total": c.total, "sent": c.sent, "failed": c.failed,
+                          "bounced": c.bounced, "skipped": c.skipped} for c in campaigns_in_flight(s)]
+    if as_json:
+        typer.echo(json.dumps({"services": ready.as_dict(), "workers": workers,
+                               "beat": {k: v.isoformat() if v else None for k, v in beat.items()},
+                               "campaigns": campaigns}))
+    else:
+        for c in ready.checks:
+            typer.echo(f"{c.service}: {c.detail}")
+        typer.echo(f"workers: {', '.join(workers) if workers else 'none answered'}")
+        for task, at in beat.items():
+            typer.echo(f"beat {task}: {_ago(at) if at else 'never seen'}")
+        for c in campaigns:
+            done = c["sent"] + c["failed"] + c["bounced"] + c["skipped"]
+            typer.echo(f"campaign {c['id']}: {c['status']}, {done} of {c['total']} done "
+                       f"({c['sent']} sent, {c['failed']} failed, {c['bounced']} bounced)")
+        if not campaigns:
+            typer.echo("campaigns in flight: none")
+    problems = [c.service for c in ready.down] + ([] if workers else ["no worker answered"])
+    if problems:
+        raise ServiceUnavailable(f"status: {', '.join(problems)}")
+
+
+def _ago(at: datetime) -> str:
+    seconds = max(0, int((utcnow() - at).total_seconds()))
+    return f"{seconds} s ago ({at.replace(microsecond=0).isoformat()})"
