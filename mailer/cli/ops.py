@@ -19,6 +19,7 @@ from mailer.cli.common import settings
 from mailer.core.clock import utcnow
 from mailer.core.db import engine_for, transaction
 from mailer.core.errors import ConfigurationError, ServiceUnavailable
+from mailer.models import COUNTED
 
 
 def doctor(
@@ -76,8 +77,8 @@ def status(
     campaigns = []
     if up["database"]:
         with transaction(engine_for(conf.database)) as s:
-            campaigns = [{"id": c.id, "status": c.status, "total": c.total, "sent": c.sent, "failed": c.failed,
-                          "bounced": c.bounced, "skipped": c.skipped} for c in campaigns_in_flight(s)]
+            campaigns = [{"id": c.id, "status": c.status, "total": c.total,
+                          **{str(state): getattr(c, state) for state in COUNTED}} for c in campaigns_in_flight(s)]
     if as_json:
         typer.echo(json.dumps({"services": ready.as_dict(), "workers": workers,
                                "beat": {k: v.isoformat() if v else None for k, v in beat.items()},
@@ -89,9 +90,9 @@ def status(
         for task, at in beat.items():
             typer.echo(f"beat {task}: {_ago(at) if at else 'never seen'}")
         for c in campaigns:
-            done = c["sent"] + c["failed"] + c["bounced"] + c["skipped"]
-            typer.echo(f"campaign {c['id']}: {c['status']}, {done} of {c['total']} done "
-                       f"({c['sent']} sent, {c['failed']} failed, {c['bounced']} bounced)")
+            counts = ", ".join(f"{c[state]} {state}" for state in COUNTED)
+            typer.echo(f"campaign {c['id']}: {c['status']}, {sum(c[state] for state in COUNTED)} of {c['total']} "
+                       f"done ({counts})")
         if not campaigns:
             typer.echo("campaigns in flight: none")
     problems = [c.service for c in ready.down] + ([] if workers else ["no worker answered"])
