@@ -15,8 +15,8 @@ a few writes into a memory-mapped file, no lock shared between processes."""
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -50,8 +50,22 @@ class _Metrics:
     web_requests: object
 
 
-@functools.lru_cache(maxsize=1)
+_made: list[_Metrics] = []
+_making = threading.Lock()
+
+
 def _metrics() -> _Metrics:
+    """The metrics, made once per process. A send task's connection threads all reach
+    here at their first message: made under a lock, as a second registration of the
+    same names would raise."""
+    if not _made:
+        with _making:
+            if not _made:
+                _made.append(_make())
+    return _made[0]
+
+
+def _make() -> _Metrics:
     directory()
     from prometheus_client import Counter, Histogram, values
 

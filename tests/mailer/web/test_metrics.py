@@ -185,3 +185,32 @@ def test_campaigns_in_flight_are_read_at_scrape_time(scrape, engine):
     assert total(found, "newsletter_up", service="database") == 1
     assert total(found, "newsletter_up", service="broker") == 1
     assert ("newsletter_broker_queue_length", ()) in found
+
+
+def test_the_metrics_are_made_once_when_many_threads_reach_them_at_once(monkeypatch):
+    """A send task's SMTP connection threads count their first messages at the same time."""
+    import threading
+
+    from mailer.core import metrics
+
+    monkeypatch.setattr(metrics, "_made", [])
+    from prometheus_client import REGISTRY
+
+    # Made afresh, as in a new process: this process's earlier ones leave the registry.
+    for collector in {c for n, c in REGISTRY._names_to_collectors.items() if n.startswith("newsletter_")}:
+        REGISTRY.unregister(collector)
+    errors, start = [], threading.Barrier(8)
+
+    def count():
+        start.wait()
+        try:
+            metrics.message("sent", "accepted")
+        except Exception as err:  # noqa: BLE001 - what the test looks for
+            errors.append(err)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(metrics._made) == 1
