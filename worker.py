@@ -7,7 +7,7 @@ more machines against the same database and broker to scale out.
 
 from __future__ import annotations
 
-from mailer import dispatch
+from mailer import dispatch, health
 from mailer.celeryapp import PATIENT_PUBLISH, make_celery
 from mailer.core.config import get_settings
 from mailer.core.errors import ServiceUnavailable, TransientDeliveryError
@@ -35,6 +35,7 @@ def send_batch(self, campaign_id: int) -> None:
 def sweep() -> None:
     """Every few seconds (beat): hand out work whose task was lost or whose lease ran out."""
     dispatch.sweep(enqueue=send_batch.delay)
+    health.note_beat(get_settings(), "sweep")
 
 
 @app.task(name="newsletter.roll_up")
@@ -47,3 +48,4 @@ def roll_up() -> None:
 def dispatch_due() -> None:
     """Every minute (beat): start the campaigns whose time has come; record empty slots."""
     dispatch.dispatch_due()
+    health.note_beat(get_settings(), "dispatch")

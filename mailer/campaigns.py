@@ -21,6 +21,7 @@ from mailer.core.db import insert_for
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import (
     COUNTED,
+    IN_FLIGHT,
     NOT_STARTED,
     STARTED,
     UNSENT,
@@ -214,3 +215,8 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
 
 def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
+
+
+def campaigns_in_flight(session: Session) -> list[Campaign]:
+    """Campaigns started and not over: sending, or paused (their counters say how far)."""
+    return list(session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT)).order_by(Campaign.id)))

@@ -9,6 +9,9 @@ from celery import Celery
 from mailer.core.config import Settings
 
 
+QUEUE = "newsletter"  # the one queue every task goes on
+
+
 def celery_config(settings: Settings) -> dict:
     conf: dict = {
         "broker_url": settings.broker,
@@ -23,7 +26,7 @@ def celery_config(settings: Settings) -> dict:
         # A worker that loses the broker (a Redis restart) goes on with the batch it is
         # sending: cancelling it mid-message would leave a delivery whose fate is unknown.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "task_default_queue": "newsletter",
+        "task_default_queue": QUEUE,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep": {"task": "newsletter.sweep", "schedule": settings.sweep_seconds},

@@ -131,6 +131,21 @@ class DkimSigner:
         self.algorithm = "ed25519-sha256" if isinstance(self._key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
         self._signed = tuple(h.lower().encode("ascii") for h in signed_headers)
 
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def dns_record(self) -> str:
+        """The TXT record receivers look up to verify this key's signatures (RFC 6376
+        §3.6.1; RFC 8463 §4.2 for Ed25519: the raw 32-byte public key)."""
+        public = self._key.public_key()
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode("ascii")
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode("ascii")
+
     def sign(self, message: bytes, *, body_hash: bytes | None = None, timestamp: int | None = None) -> bytes:
         """``message`` (CRLF line endings) with a ``DKIM-Signature:`` header prepended.
         ``body_hash``: the SHA-256 of the canonical body, when the caller has it already

@@ -60,6 +60,8 @@ class CampaignStatus(enum.StrEnum):
 NOT_STARTED = (CampaignStatus.draft, CampaignStatus.scheduled)
 # Mailing or has mailed the stored copy of its issue, which then can no longer change.
 STARTED = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.sent)
+# Started and not over yet.
+IN_FLIGHT = (CampaignStatus.sending, CampaignStatus.paused)
 
 
 class BatchStatus(enum.StrEnum):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy import text as _text
 from sqlalchemy.orm import Session
 
@@ -490,6 +490,19 @@ def delivery_counts(session, *, campaign_id: int) -> dict[str, int]:
         {"cid": campaign_id},
     ).all()
     return {DeliveryStatus(status): n for status, n in rows}
+
+
+def list_complaints(session: Session, *, list_id: int, campaigns: int) -> tuple[int, int]:
+    """(complaints, messages delivered) over the list's ``campaigns`` most recently
+    started campaigns: the complaint rate mailbox providers hold the sender to. Reads
+    the campaigns' counter rows and the complaint index (ix_event_campaign_kind); a read
+    only, safe at any time."""
+    recent = (select(Campaign.id, Campaign.sent).where(Campaign.list_id == list_id, Campaign.started_at.is_not(None))
+              .order_by(Campaign.started_at.desc()).limit(campaigns).subquery())
+    delivered = session.scalar(select(func.coalesce(func.sum(recent.c.sent), 0))) or 0
+    complaints = session.scalar(select(func.count()).select_from(Event).where(
+        Event.kind == EventKind.complaint, Event.campaign_id.in_(select(recent.c.id)))) or 0
+    return int(complaints), int(delivered)
 
 
 def sent_since(session: Session, *, campaign_id: int, since: datetime) -> int:

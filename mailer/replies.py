@@ -51,6 +51,14 @@ class Verdict:
     code: int | None
     text: str
 
+    @property
+    def reply_class(self) -> str:
+        """What kind of reply this was, in a word (a metrics label): accepted,
+        bad_address, policy, permanent or transient."""
+        if self.kind == Kind.sent:
+            return "accepted"
+        return "bad_address" if self.suppress else "policy" if self.blame_sender else str(self.kind)
+
 
 def classify(code: int | None, text: str | bytes = "") -> Verdict:
     """Classify one SMTP reply (``code`` None: no reply, e.g. a connection error)."""

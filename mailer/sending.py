@@ -18,7 +18,7 @@ A worker killed between 3 and the next 2 leaves at most one window of deliveries
 
 ``send_batch`` is that loop; each step around it is a small named piece: the lease
 (``_Lease``), the window (``_send_window``), throttling (``_throttle``), assembly
-(``_assemble``), what a reply means (``mailer.outcomes.decide``) and the circuit
+(``assemble``), what a reply means (``mailer.outcomes.decide``) and the circuit
 breaker (``_CircuitBreaker``).
 """
 
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from mailer import queries, tracking
 from mailer.campaigns import pause_campaign
-from mailer.core import signing
+from mailer.core import metrics, signing
 from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
@@ -52,6 +52,7 @@ from subscribers import links
 from subscribers.models import MailingList
 
 D = DeliveryStatus
+RETRY = "retry"  # the metrics' outcome of a message queued again for a later attempt
 
 
 @dataclass(frozen=True)
@@ -119,33 +120,43 @@ def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCa
     key = (campaign_id, str(issue.updated_at), bool(cfg.signers), links, mlist.track_opens)
     prepared = _prepared.get(key)
     if prepared is None:
-        # Tracking off: the stored HTML exactly as it is, no extra marker, so the bytes
-        # are those of the untracked render.
-        html, markers = issue.html, ()
-        if links:
-            html = tracking.rewrite_links(html, issue.links, cfg.base_url)
-            markers = tuple(tracking.click_marker(i) for i in range(links))
-        if mlist.track_opens:
-            html = tracking.add_pixel(html, cfg.base_url)
-            markers += (tracking.OPEN_MARKER,)
-        template = compile_message(
-            subject=issue.subject,
-            from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
-            html=html,
-            text=issue.text,
-            list_id=f"{mlist.name}.{cfg.sending_domain}",
-            list_name=mlist.description or mlist.name,
-            # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
-            feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
-            body_canon=relaxed_piece if cfg.signers else None,
-            html_markers=markers,
-        )
-        prepared = PreparedCampaign(campaign_id, template, links=links, pixel=mlist.track_opens)
+        prepared = compile_campaign(issue, mlist, campaign_id, cfg, links=links)
         # One campaign at a time is the common case; keep memory flat. A send task's
         # threads may compile it at once: each keeps its own result, the cache keeps one.
         _prepared.clear()
         _prepared[key] = prepared
     return prepared
+
+
+def compile_campaign(issue: Issue, mlist: MailingList, campaign_id: int, cfg: EngineConfig, *,
+                     links: int | None = None) -> PreparedCampaign:
+    """The issue as this campaign mails it (also what pre-flight checks before a start):
+    ``links`` content links rewritten for click tracking (the list's setting when not
+    given), the open pixel when the list tracks opens."""
+    if links is None:
+        links = len(issue.links or ()) if mlist.track_clicks else 0
+    # Tracking off: the stored HTML exactly as it is, no extra marker, so the bytes
+    # are those of the untracked render.
+    html, markers = issue.html, ()
+    if links:
+        html = tracking.rewrite_links(html, issue.links, cfg.base_url)
+        markers = tuple(tracking.click_marker(i) for i in range(links))
+    if mlist.track_opens:
+        html = tracking.add_pixel(html, cfg.base_url)
+        markers += (tracking.OPEN_MARKER,)
+    template = compile_message(
+        subject=issue.subject,
+        from_=Address(display_name=cfg.from_name, addr_spec=cfg.from_addr),
+        html=html,
+        text=issue.text,
+        list_id=f"{mlist.name}.{cfg.sending_domain}",
+        list_name=mlist.description or mlist.name,
+        # Gmail's Feedback-ID: campaign:list:kind:SenderId, no personal data.
+        feedback_id=feedback_id(campaign_id, mlist.id, domain=cfg.sending_domain),
+        body_canon=relaxed_piece if cfg.signers else None,
+        html_markers=markers,
+    )
+    return PreparedCampaign(campaign_id, template, links=links, pixel=mlist.track_opens)
 
 
 def recipient_for(r: queries.Recipient, campaign_id: int, cfg: EngineConfig,
@@ -257,11 +268,12 @@ class _CircuitBreaker:
 
 def _throttle(limiter: RateLimiter, backoff: Backoff) -> None:
     """Wait for the shared send-rate budget, then for the backoff after 4xx replies."""
-    limiter.wait()
-    backoff.pause()
+    with metrics.timed("rate_wait"):
+        limiter.wait()
+        backoff.pause()
 
 
-def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
+def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
     """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
     when the address or name cannot go into a message (a non-ASCII address needs
     SMTPUTF8): that recipient fails alone, with the reason recorded."""
@@ -277,7 +289,7 @@ def _assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfi
 
 
 def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes) -> SendResult:
-    with slots.hold(email.rpartition("@")[2]):
+    with slots.hold(email.rpartition("@")[2]), metrics.timed("smtp"):
         return transport.send(envelope_from, email, message)
 
 
@@ -330,10 +342,11 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
     now = clock()
     broken: InvalidInput | None = None
     with transaction(engine) as s:
-        claim = queries.claim_batch(s, campaign_id=campaign_id, worker=cfg.worker, now=now, lease=cfg.lease)
-        if claim is None:
-            return None
-        recipients = queries.batch_recipients(s, campaign_id=campaign_id, seq=claim.seq, now=now)
+        with metrics.timed("batch_claim"):
+            claim = queries.claim_batch(s, campaign_id=campaign_id, worker=cfg.worker, now=now, lease=cfg.lease)
+            if claim is None:
+                return None
+            recipients = queries.batch_recipients(s, campaign_id=campaign_id, seq=claim.seq, now=now)
         try:
             prepared = prepare_campaign(s, campaign_id, cfg)
         except InvalidInput as err:
@@ -401,12 +414,13 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
     done = _Window([], [])
     for i, r in enumerate(window):
         try:
-            envelope_from, message, message_id = _assemble(prepared, r, cfg)
+            envelope_from, message, message_id = assemble(prepared, r, cfg)
             _throttle(limiter, backoff)
             result = _deliver(transport, slots, envelope_from, r.email, message)
         except InvalidInput as err:  # nothing to retry: this one recipient fails
             done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
             out.failed += 1
+            metrics.message(D.failed, "invalid_message")
             continue
         except TransientDeliveryError as err:
             # The relay cannot be reached at all: this delivery goes back to the queue
@@ -418,6 +432,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.relay_error = err.reply
             done.stopped = f"relay unreachable: {err.reply}"
             out.retry_later += 1 + len(done.unsent)
+            metrics.message(RETRY, "unreachable")
             return done
         verdict = classify(result.code, result.reply)
         if verdict.kind == Kind.sent:
@@ -427,6 +442,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
         now = clock()
         decision = decide(verdict, r.attempts + 1, cfg, now)
         out.count(decision.status)
+        metrics.message(RETRY if decision.retry else decision.status, verdict.reply_class)
         done.outcomes.append(Outcome(
             r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
             marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,

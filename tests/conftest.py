@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +27,19 @@ from tests.support.services import (
     redis_available,
 )
 
+# One metrics folder for this pytest process and every process it starts (they inherit
+# the variable), so a scrape here sees what a worker process counted; tests compare
+# counters before and after, never absolute values. Set here, at import: prometheus_client
+# picks its storage when first imported, and test modules import it.
+# Under pytest-xdist each test process gets its own folder (the controller's would be
+# inherited by all of them): another process's campaign must not move this one's counters.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"newsletter-metrics-{os.environ['PYTEST_XDIST_WORKER']}-")
+else:
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsletter-metrics-"))
+
 pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills",
-                  "tests.support.dovecot"]
+                  "tests.support.dovecot", "tests.support.dns"]
 
 
 @pytest.fixture
@@ -139,6 +151,9 @@ def settings(monkeypatch, tmp_path, database_url):
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
     monkeypatch.setenv("NEWSLETTER_FROM", "Weekly China AI <news@example.com>")
     monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.example.com")
+    # Pre-flight's SpamAssassin run takes ~2.5 s a start: on only where a test is about it
+    # (tests/mailer/operations/test_preflight.py, tests/test_pipeline.py).
+    monkeypatch.setenv("NEWSLETTER_SPAMASSASSIN", "off")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -22,7 +22,7 @@ from mailer.migrate import upgrade
 from mailer.models import Campaign
 from tests.support.cli import cli, start_cli
 from tests.support.delivery import assert_counters_match, received
-from tests.support.drills import PostgresCluster, RedisServer, report
+from tests.support.drills import PostgresCluster, report
 from tests.support.example import EXAMPLE
 from tests.support.seed import seed_campaign, seed_issue, seed_list
 
@@ -36,15 +36,6 @@ def cluster():
         yield found
     finally:
         found.drop()
-
-
-@pytest.fixture
-def private_redis():
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Stack:

@@ -12,6 +12,7 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
   inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
   processes.py    newsletter worker|web|dispatch
+  ops.py          newsletter doctor|status
   demo.py         newsletter demo
 """
 
@@ -29,6 +30,7 @@ from mailer.cli import (
     demo,
     inbound,
     issue,
+    ops,
     processes,
     schedule,
     subscribers,
@@ -51,6 +53,8 @@ app.command("dispatch")(processes.dispatch)
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(processes.worker)
 app.command("web")(processes.web)
 app.command("demo")(demo.demo)
+app.command("doctor")(ops.doctor)
+app.command("status")(ops.status)
 
 
 def main() -> None:

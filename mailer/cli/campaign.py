@@ -29,6 +29,7 @@ from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
 from mailer.operations.issues import save_issue
+from mailer.operations.preflight import Gate, Preflight, PreflightFailed
 
 app = typer.Typer(help="Campaigns: progress, who got it and who did not, pause, resume, cancel, retry, reschedule.",
                   no_args_is_help=True)
@@ -41,11 +42,17 @@ def send(
     at: Annotated[Optional[str], typer.Option("--at", help="Send at this time (ISO 8601) instead of now.")] = None,
     tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset, e.g. Asia/Shanghai.")] = None,
     next_slot: Annotated[bool, typer.Option("--next-slot", help="Queue to the list's next free weekly slot.")] = False,
+    override_preflight: Annotated[bool, typer.Option(
+        "--override-preflight", help="Start (or schedule) even though a pre-flight check failed.")] = False,
 ) -> None:
     """Send an issue to a list now, or schedule it (--at, --next-slot); a file is saved
-    as an issue first. Workers do the sending. An issue already sending or sent to the
-    list is refused."""
-    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot)
+    as an issue first. Pre-flight checks the message first (size, links, one-click
+    unsubscribe, DKIM, SpamAssassin, complaint rate): a failed check refuses it, unless
+    --override-preflight. Workers do the sending. An issue already sending or sent to
+    the list is refused."""
+    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot, override_preflight=override_preflight)
+    for line in preflight_lines(done.preflight, only_problems=True):
+        typer.echo(line, err=True)
     if done.status == CampaignStatus.scheduled:
         typer.echo(f"campaign {done.campaign_id} scheduled for {done.scheduled_at.isoformat()}")
     else:
@@ -54,7 +61,7 @@ def send(
 
 
 def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: str | None = None,
-               next_slot: bool = False) -> ops.Scheduled:
+               next_slot: bool = False, override_preflight: bool = False) -> ops.Scheduled:
     """``newsletter send``: a file is saved as an issue (found by its slug when it was
     saved before); the issue is given to the list; send tasks queued after the commit."""
     if at and next_slot:
@@ -67,9 +74,43 @@ def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: st
     with session() as s:
         if source is not None:
             ref = save_issue(s, source=source, settings=conf, filename=Path(ref).name, folder=Path(ref).parent).id
-        done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now)
+        done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now,
+                                  gate=Gate(override_preflight, "start anyway with --override-preflight"))
         commit(s, done, settings=conf)
     return done
+
+
+def preflight_lines(found: Preflight | None, *, only_problems: bool = False) -> list[str]:
+    """One line per check (``only_problems``: the warnings and failures), then the
+    rules or links each lists."""
+    lines = []
+    for c in found.checks if found else ():
+        if only_problems and c.state == "pass":
+            continue
+        lines.append(f"{c.state:4}  {c.name}: {c.detail}")
+        lines += [f"      {more}" for more in c.lines]
+    if found is not None and found.overridden:
+        lines.append("pre-flight failed and was overridden (--override-preflight)")
+    return lines
+
+
+@app.command("preflight")
+def campaign_preflight(
+    ref: Annotated[str, typer.Argument(help="The id or slug of a saved issue.")],
+    list_name: Annotated[str, typer.Option("--list", help="Name of the list it would go to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Run the checks a start runs, changing nothing; exit 2 when one fails."""
+    with session() as s:
+        found = ops.preflight_issue(s, issue_ref=ref, list_name=list_name, settings=settings())
+        s.rollback()
+    if as_json:
+        typer.echo(json.dumps(found.as_dict()))
+    else:
+        for line in preflight_lines(found):
+            typer.echo(line)
+    if not found.passed:
+        raise PreflightFailed(found, "send with --override-preflight to start anyway")
 
 
 @app.command("status")

@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     broker_url: str = ""
     smtp_url: str | None = None
     smtp_timeout: float = 30.0
+    # How long /readyz and `newsletter status` wait for each service (mailer.health).
+    health_timeout: float = Field(2.0, gt=0, le=30, description="seconds a readiness check waits per service")
+    # Metrics (mailer.core.metrics): the folder every process writes its values into
+    # (PROMETHEUS_MULTIPROC_DIR wins when set), and the bearer token /metrics asks for.
+    metrics_dir: Path | None = None
+    # Pre-flight scores the message with SpamAssassin when it is installed (~2.5 s a start).
+    spamassassin: bool = True
+    # The DNS server `newsletter doctor` asks (host or host:port); unset: the system's.
+    dns_resolver: str | None = None
+    metrics_token: str = ""
     base_url: str = "http://localhost:8000"
     secret_key: str = DEFAULT_SECRET
     # Old secrets, comma separated: links signed with them keep working during rotation.
@@ -187,6 +197,10 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return self.var_dir / "broker"
+
+    @property
+    def metrics_folder(self) -> Path:
+        return self.metrics_dir or self.var_dir / "metrics"
 
     @property
     def outbox_dir(self) -> Path:

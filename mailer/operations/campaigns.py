@@ -15,14 +15,14 @@ from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.errors import ConflictError, InvalidInput
 from mailer.models import CampaignStatus
-from mailer.operations import Queue
-from mailer.operations.issues import find_issue, rerender
+from mailer.operations import Queue, preflight
+from mailer.operations.issues import find_issue, render_again, rerender
 from subscribers.models import Event, EventKind
 
 C = CampaignStatus
 # Gmail's and Yahoo's bulk-sender rule: spam complaints under 0.3% of the mail delivered
-# (aim under 0.1%); the dashboard draws the line there.
-COMPLAINT_RATE_LIMIT = 0.003
+# (aim under 0.1%); the dashboard draws the line there, and pre-flight checks it.
+COMPLAINT_RATE_LIMIT = preflight.COMPLAINT_RATE_LIMIT
 When = Literal["now", "next_slot"] | datetime
 
 
@@ -52,18 +52,23 @@ class Scheduled:
     scheduled_at: datetime | None
     started: int  # deliveries frozen now (0 unless sent now)
     queue: tuple[Queue, ...] = ()
+    preflight: preflight.Preflight | None = None
 
 
 def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, when: When,
-                   settings: Settings, now: datetime | None = None) -> Scheduled:
+                   settings: Settings, now: datetime | None = None,
+                   gate: preflight.Gate = preflight.Gate()) -> Scheduled:
     """Give an issue to a list now, at a time, or at the list's next free weekly slot.
     The issue is rendered again first (templates or settings may have changed since it
-    was saved): an issue that does not render is refused and nothing is scheduled. A
-    campaign already started is refused; a scheduled one is moved."""
+    was saved): an issue that does not render is refused and nothing is scheduled. Then
+    pre-flight checks the message as the list would get it: a failed check refuses it
+    (``PreflightFailed``) unless ``gate`` overrides. A campaign already started is
+    refused; a scheduled one is moved."""
     now = now or utcnow()
     issue = find_issue(session, issue_ref)
     mlist = campaigns.find_list(session, (list_name or "").strip())
     rerender(session, issue, settings=settings)
+    checked = preflight.enforce(session, issue=issue, mlist=mlist, settings=settings, gate=gate)
     if when == "now":
         campaign, _ = campaigns.create_campaign(session, issue_id=issue.id, list_id=mlist.id)
         started = campaigns.start_campaign(session, campaign_id=campaign.id, batch_size=settings.batch_size, now=now)
@@ -76,7 +81,16 @@ def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, wh
         started = 0
     session.refresh(campaign)
     queue = (Queue(campaign.id, -(-started // settings.batch_size)),) if started else ()
-    return Scheduled(campaign.id, campaign.status, campaign.scheduled_at, started, queue)
+    return Scheduled(campaign.id, campaign.status, campaign.scheduled_at, started, queue, checked)
+
+
+def preflight_issue(session: Session, *, issue_ref: int | str, list_name: str, settings: Settings) -> preflight.Preflight:
+    """Pre-flight alone, as a start would run it (the issue rendered again as it would
+    be, nothing stored)."""
+    issue = find_issue(session, issue_ref)
+    mlist = campaigns.find_list(session, (list_name or "").strip())
+    return preflight.check(session, issue=render_again(session, issue, settings=settings), mlist=mlist,
+                           settings=settings)
 
 
 @dataclass(frozen=True)

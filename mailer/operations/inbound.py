@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer import bounces, webhooks
-from mailer.core import signing
+from mailer.core import metrics, signing
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.db import engine_for, transaction
@@ -75,9 +75,14 @@ def handle(engine: Engine, report: Report, *, raw: bytes, channel: str, settings
     now = now or utcnow()
     with transaction(engine) as session:
         if report.kind == InboundKind.unsubscribe:
-            return _unsubscribe(session, report, raw=raw, channel=channel, settings=settings, now=now)
-        done = bounces.record(session, report, raw=raw, channel=channel, policy=bounces.policy_from(settings), now=now)
-        return Received(done.kind, done.line, done.stored_id, done.stored_as)
+            received = _unsubscribe(session, report, raw=raw, channel=channel, settings=settings, now=now)
+        else:
+            done = bounces.record(session, report, raw=raw, channel=channel, policy=bounces.policy_from(settings),
+                                  now=now)
+            received = Received(done.kind, done.line, done.stored_id, done.stored_as)
+    # Counted once committed: a message the channel must offer again is not counted twice.
+    metrics.inbound(received.kind, channel, received.stored_as or "recorded")
+    return received
 
 
 def receive(raw: bytes, *, settings: Settings, channel: str = Channel.pipe,

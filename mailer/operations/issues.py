@@ -207,13 +207,22 @@ def save_issue(session: Session, *, source: str, settings: Settings, filename: s
     return _store(session, rendered, source, assets)
 
 
-def rerender(session: Session, issue: Issue, *, settings: Settings) -> Issue:
-    """Render a stored issue again before it is scheduled (templates or settings may
-    have changed since it was saved). An issue that no longer renders is refused."""
+def render_again(session: Session, issue: Issue, *, settings: Settings) -> Issue:
+    """A stored issue rendered again with today's templates and settings, as a copy
+    that is not stored. An issue that no longer renders is refused."""
     try:
         rendered = render_source(issue.source, settings=settings, images=image_refs(session, issue, settings=settings))
     except InvalidInput as err:
         raise InvalidInput(f"issue {issue.slug!r} does not render, so it cannot be scheduled: {err}") from err
+    return Issue(id=issue.id, slug=issue.slug, subject=rendered.subject, preheader=rendered.preheader,
+                 source=issue.source, html=rendered.html, text=rendered.text, issue_date=issue.issue_date)
+
+
+def rerender(session: Session, issue: Issue, *, settings: Settings) -> Issue:
+    """Render a stored issue again before it is scheduled (templates or settings may
+    have changed since it was saved), and store it. An issue that no longer renders is
+    refused."""
+    rendered = render_again(session, issue, settings=settings)
     return campaigns.store_issue(session, slug=issue.slug, subject=rendered.subject, preheader=rendered.preheader,
                                  source=issue.source, html=rendered.html, text_part=rendered.text,
                                  issue_date=issue.issue_date, links=list(rendered.links))

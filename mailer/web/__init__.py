@@ -9,5 +9,6 @@ adapter over ``mailer.operations``.
   public/         what anyone may open: the archive, signup, unsubscribe, preferences
   api/            /api/admin: issues, campaigns, schedules, subscribers (bearer token)
   dashboard/      /admin: the editor's pages (session cookie + CSRF)
+  ops.py          /healthz, /readyz, /metrics: for load balancers, healthchecks and Prometheus
   webhooks.py     /webhooks/{provider}: relay providers' bounce and complaint events (their signatures)
 """

@@ -8,18 +8,20 @@ from __future__ import annotations
 import contextlib
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import InvalidInput, ServiceUnavailable
-from mailer.web import api, dashboard, webhooks
+from mailer.operations.preflight import PreflightFailed
+from mailer.web import api, dashboard, ops, webhooks
 from mailer.web.deps import status_of
 from mailer.web.guard import EdgeGuard
 from mailer.core.db import engine_for
 from mailer.operations.engagement import Tracker
+from mailer.web.ops import RequestMetrics
 from mailer.web.public import archive, preferences, signup, tracking, unsubscribe
 from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
@@ -39,10 +41,18 @@ def create_app() -> FastAPI:
     app.state.tracker = tracker
     app.add_middleware(EdgeGuard, public_limit=settings.max_public_body, editor_limit=settings.max_editor_body,
                        webhook_limit=MAX_WEBHOOK_BODY)
+    app.add_middleware(RequestMetrics)  # outermost: counts the edge guard's refusals too
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput):
         return _error(request, status_of(exc), str(exc))
+
+    @app.exception_handler(PreflightFailed)
+    async def _preflight_failed(request: Request, exc: PreflightFailed):
+        # The checks along with the line, for a script to show what failed.
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc), "preflight": exc.preflight.as_dict()}, status_code=409)
+        return _error(request, 409, str(exc))
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(request: Request, exc: ServiceUnavailable):
@@ -58,11 +68,7 @@ def create_app() -> FastAPI:
         # What the edge guard did not catch and the database cannot store.
         return _error(request, 400, database_error(exc))
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    for module in (archive, signup, unsubscribe, preferences, tracking, api, dashboard, webhooks):
+    for module in (ops, archive, signup, unsubscribe, preferences, tracking, api, dashboard, webhooks):
         app.include_router(module.router)
     return app
 

@@ -72,6 +72,10 @@ class PostgresCluster:
         subprocess.run(["pg_ctlcluster", self.version, self.name, "start"], check=True, capture_output=True,
                        timeout=120)
 
+    def stop(self) -> None:
+        subprocess.run(["pg_ctlcluster", self.version, self.name, "stop", "-m", "fast"], check=True,
+                       capture_output=True, timeout=120)
+
     def restart(self) -> None:
         """``-m fast``: every connection is cut, as in a failover or a crash restart."""
         subprocess.run(["pg_ctlcluster", self.version, self.name, "restart", "-m", "fast"], check=True,
@@ -120,3 +124,13 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@pytest.fixture
+def private_redis():
+    """A started private Redis server, stopped after the test."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

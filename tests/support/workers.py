@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parent.parent.parent
 class WorkerProcess:
     """One ``celery -A worker worker`` process with the given environment."""
 
-    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *, beat: bool = False):
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *, beat: bool = False, forks: int = 0):
         self.env = env
+        self.forks = forks  # 0: the solo pool (one process); N: N forked children, as in production
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.beat = beat
@@ -27,7 +28,8 @@ class WorkerProcess:
     def start(self, timeout: float = 60) -> "WorkerProcess":
         cmd = [
             sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"{self.name}@%h",
-            "--pool=solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            *(("--pool=prefork", f"--concurrency={self.forks}") if self.forks else ("--pool=solo",)),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel=INFO",
         ]
         if self.beat:
@@ -78,8 +80,9 @@ def start_worker(tmp_path):
     the current ``NEWSLETTER_*`` environment plus overrides; all are stopped after."""
     started: list[WorkerProcess] = []
 
-    def _start(extra: dict[str, str] | None = None, *, name: str | None = None, beat: bool = False) -> WorkerProcess:
-        w = WorkerProcess(worker_env(extra), name or f"w{len(started) + 1}", tmp_path, beat=beat)
+    def _start(extra: dict[str, str] | None = None, *, name: str | None = None, beat: bool = False,
+               forks: int = 0) -> WorkerProcess:
+        w = WorkerProcess(worker_env(extra), name or f"w{len(started) + 1}", tmp_path, beat=beat, forks=forks)
         started.append(w)
         return w.start()
 

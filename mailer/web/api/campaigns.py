@@ -13,6 +13,7 @@ from mailer.core.db import MAX_ID
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations.preflight import Gate
 from mailer.web.auth import ApiRoute
 from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response
 
@@ -26,6 +27,12 @@ class ScheduleIn(BaseModel):
     tz: str | None = Field(None, description="IANA time zone for 'at', e.g. Asia/Shanghai.")
     next_slot: bool = Field(False, description="Queue to the list's next free weekly slot.")
     now: bool = Field(False, description="Start sending now.")
+    override_preflight: bool = Field(False, description="Start (or schedule) even though a pre-flight check failed.")
+
+
+class PreflightIn(BaseModel):
+    issue: int | str = Field(description="Issue id or slug.")
+    list: str = Field(description="Name of the list.")
 
 
 class RescheduleIn(BaseModel):
@@ -44,9 +51,19 @@ def schedule_campaign(body: ScheduleIn, session: SessionDep, settings: SettingsD
     now = utcnow()
     when = ops.parse_when(at=body.at, tz=body.tz, next_slot=body.next_slot, now_flag=body.now, now=now)
     done = ops.schedule_issue(session, issue_ref=body.issue, list_name=body.list, when=when, settings=settings,
-                              now=now)
+                              now=now, gate=Gate(body.override_preflight, 'send "override_preflight": true to start '
+                                                                          'anyway'))
     commit(session, done, settings=settings)
-    return ops.stats(session, done.campaign_id)
+    return {**ops.stats(session, done.campaign_id), "preflight": done.preflight.as_dict()}
+
+
+@router.post("/campaigns/preflight")
+def preflight(body: PreflightIn, session: SessionDep, settings: SettingsDep) -> dict:
+    """The checks a start runs (size, links, one-click unsubscribe, DKIM, SpamAssassin,
+    complaint rate), changing nothing."""
+    found = ops.preflight_issue(session, issue_ref=body.issue, list_name=body.list, settings=settings)
+    session.rollback()
+    return found.as_dict()
 
 
 @router.get("/campaigns/{campaign_id}")

@@ -18,6 +18,7 @@ from mailer.models import Issue
 from mailer.operations import campaigns as campaign_ops
 from mailer.operations import commit
 from mailer.operations import issues as ops
+from mailer.operations.preflight import Gate
 from mailer.operations.schedules import all_lists
 from mailer.render import RenderedIssue, preview_html
 from mailer.web.auth import (
@@ -162,15 +163,28 @@ def schedule_issue(issue_id: Id, request: Request, who: SignedInDep, form: Check
                                        next_slot=fields["when"] == "next_slot", now_flag=fields["when"] == "now",
                                        now=now)
         done = campaign_ops.schedule_issue(session, issue_ref=issue_id, list_name=fields["list"], when=when,
-                                           settings=settings, now=now)
+                                           settings=settings, now=now,
+                                           gate=Gate(bool(form.get("override_preflight")),
+                                                     "tick \"Start anyway\" below the checks to start it"))
         commit(session, done, settings=settings)
     except InvalidInput as err:
         session.rollback()
         return editor(request, settings, session, who, issue=ops.get_issue(session, issue_id), status=status_of(err),
-                      error=str(err), form=fields)
+                      error=str(err), form=fields, preflight=getattr(err, "preflight", None))
     if done.started:
         return see_other(f"/admin/campaigns/{done.campaign_id}?done={done.status}")
     return see_other(f"/admin/schedules?done={done.status}#list-{quote(fields['list'])}")
+
+
+@router.post("/issues/{issue_id}/preflight", response_class=HTMLResponse)
+def run_preflight(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+                  settings: SettingsDep) -> HTMLResponse:
+    """The checks a start runs, shown under the schedule form; nothing changes."""
+    fields = {k: str(form.get(k) or "") for k in ("list", "when", "at", "tz")}
+    found = campaign_ops.preflight_issue(session, issue_ref=issue_id, list_name=fields["list"], settings=settings)
+    session.rollback()
+    return editor(request, settings, session, who, issue=ops.get_issue(session, issue_id), form=fields,
+                  preflight=found)
 
 
 @router.post("/preview")

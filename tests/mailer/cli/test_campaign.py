@@ -141,3 +141,37 @@ def test_issue_row_is_unchanged_by_a_refused_send(engine):
     cli("send", str(EXAMPLE), "--list", "empty")
     with transaction(engine) as s:
         assert s.query(Issue).count() == 0
+
+
+LONG_ISSUE = "---\nsubject: Too long\n---\n\n" + "\n\n".join(["A long paragraph about models and chips. " * 40] * 70)
+
+
+def test_send_is_refused_by_preflight_in_one_line_and_override_starts_it(engine, tmp_path):
+    seed_list(engine, 2)
+    path = tmp_path / "too-long.md"
+    path.write_text(LONG_ISSUE, encoding="utf-8")
+    refused = cli("send", path, "--list", "weekly")
+    assert_one_line_error(refused, "pre-flight failed: size: the HTML is ", "--override-preflight")
+    assert count_rows(engine, "delivery") == 0
+    assert count_rows(engine, "issue") == 0  # the refused send saved nothing either
+
+    assert cli("issue", "create", path).returncode == 0
+    checked = cli("campaign", "preflight", "too-long", "--list", "weekly", "--json")
+    assert checked.returncode == 2 and json.loads(checked.stdout)["passed"] is False
+    assert "pre-flight failed: size" in checked.stderr
+
+    started = cli("send", path, "--list", "weekly", "--override-preflight")
+    assert started.returncode == 0, started.stderr
+    assert "is sending (2 deliveries queued)" in started.stdout
+    assert "fail  size: the HTML is" in started.stderr
+    assert "pre-flight failed and was overridden" in started.stderr
+    assert count_rows(engine, "delivery") == 2
+
+
+def test_preflight_command_prints_every_check(engine):
+    seed_list(engine, 1)
+    assert cli("issue", "create", EXAMPLE).returncode == 0
+    result = cli("campaign", "preflight", "china-ai-weekly-2022-06-14", "--list", "weekly")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[1].rstrip(":") for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert names == ["size", "links", "one-click", "dkim", "spamassassin", "complaints"]

@@ -278,3 +278,42 @@ def test_events_of_other_kinds_do_not_count(api, engine):
         s.add(Event(kind="open", origin="pixel", campaign_id=cid))
     stats = api.get(f"/api/admin/campaigns/{cid}").json()
     assert (stats["status"], stats["unsubscribed"], stats["complaints"], stats["total"]) == ("draft", 0, 0, 0)
+
+
+LONG = "\n\n".join(["A long paragraph about models and chips and rules. " * 40] * 60)
+
+
+def test_preflight_refuses_a_start_over_gmails_clip_with_the_checks_and_the_override_starts_it(api, engine, weekly):
+    issue = api.post("/api/admin/issues", json={"source": issue_source(subject="Too long", body=LONG)}).json()
+    checked = api.post("/api/admin/campaigns/preflight", json={"issue": issue["slug"], "list": "weekly"})
+    assert checked.status_code == 200
+    assert checked.json()["passed"] is False
+    assert {c["name"]: c["state"] for c in checked.json()["checks"]}["size"] == "fail"
+
+    before = snapshot(engine)
+    refused = api.post("/api/admin/campaigns", json={"issue": issue["slug"], "list": "weekly", "now": True})
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith("pre-flight failed: size: ")
+    assert refused.json()["detail"].endswith('(send "override_preflight": true to start anyway)')
+    assert refused.json()["preflight"]["passed"] is False
+    assert snapshot(engine) == before
+
+    started = api.post("/api/admin/campaigns", json={"issue": issue["slug"], "list": "weekly", "now": True,
+                                                     "override_preflight": True})
+    assert started.status_code == 201, started.text
+    assert started.json()["status"] == "sending" and started.json()["preflight"]["overridden"] is True
+
+
+def test_a_clean_issue_starts_with_its_passed_checks(api, weekly):
+    issue = api.post("/api/admin/issues", json={"source": issue_source()}).json()
+    started = api.post("/api/admin/campaigns", json={"issue": issue["slug"], "list": "weekly", "now": True})
+    assert started.status_code == 201, started.text
+    assert started.json()["preflight"]["passed"] is True
+    assert {c["state"] for c in started.json()["preflight"]["checks"]} <= {"pass", "warn"}
+
+
+def test_preflight_of_an_unknown_issue_or_list_is_404(api, weekly):
+    assert api.post("/api/admin/campaigns/preflight", json={"issue": "nope", "list": "weekly"}).status_code == 404
+    issue = api.post("/api/admin/issues", json={"source": issue_source()}).json()
+    r = api.post("/api/admin/campaigns/preflight", json={"issue": issue["slug"], "list": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]

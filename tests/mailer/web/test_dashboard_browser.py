@@ -153,3 +153,50 @@ def test_who_got_it_and_who_did_not_in_a_browser(admin_server, browser, engine, 
     page.wait_for_url("**status=queued**")
     assert set(shown()) == {e for e, v in FORCED.items() if v[0] == "failed"}
     assert page.locator("#retry-failed").count() == 0
+
+
+def test_preflight_checks_show_under_the_schedule_form_and_block_until_overridden(admin_server, browser, engine,
+                                                                                 settings):
+    from mailer.operations import issues as issue_ops
+
+    seed_list(engine, 2)
+    long = "\n\n".join(["A long paragraph about models and chips and rules. " * 40] * 60)
+    with transaction(engine) as s:
+        issue_id = issue_ops.create_issue(s, source=issue_source(subject="Too long", body=long),
+                                          settings=settings).id
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{admin_server}/admin/login")
+    page.fill("#email", EDITOR_EMAIL)
+    page.fill("#password", EDITOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:text('Overview')")
+
+    # The checks on their own: a table under the schedule form, nothing started.
+    page.goto(f"{admin_server}/admin/issues/{issue_id}")
+    page.click("#run-preflight")
+    table = page.locator("#preflight")
+    table.wait_for()
+    assert page.locator("#preflight-title").inner_text() == "Pre-flight: failed"
+    rows = {r.locator("th").inner_text(): r.locator("td").first.inner_text()
+            for r in table.locator("tbody tr").all()}
+    # The server runs on http://127.0.0.1 in development: its own links and one-click URL are warnings.
+    assert rows == {"size": "fail", "links": "warn", "one-click": "warn", "dkim": "warn", "spamassassin": "pass",
+                    "complaints": "pass"}
+    assert "Gmail clips it at 102 KB" in table.locator("tr.check-fail").inner_text()
+    with transaction(engine) as s:
+        assert campaigns.list_campaigns(s) == []
+
+    # Starting now is refused with the checks shown, until "Start anyway" is ticked.
+    page.select_option("#when", "now")
+    page.click("#schedule")
+    page.locator("#preflight").wait_for()
+    assert "pre-flight failed: size" in page.content()
+    with transaction(engine) as s:
+        assert campaigns.list_campaigns(s) == []
+    page.select_option("#when", "now")
+    page.check("#override-preflight")
+    page.click("#schedule")
+    page.wait_for_url("**/admin/campaigns/*")
+    with transaction(engine) as s:
+        assert [c.status for c in campaigns.list_campaigns(s)] == ["sending"]
+    page.screenshot(path=str(ARTIFACTS / "dashboard-preflight.png"), full_page=True)
