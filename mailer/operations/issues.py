@@ -215,7 +215,8 @@ def render_again(session: Session, issue: Issue, *, settings: Settings) -> Issue
     except InvalidInput as err:
         raise InvalidInput(f"issue {issue.slug!r} does not render, so it cannot be scheduled: {err}") from err
     return Issue(id=issue.id, slug=issue.slug, subject=rendered.subject, preheader=rendered.preheader,
-                 source=issue.source, html=rendered.html, text=rendered.text, issue_date=issue.issue_date)
+                 source=issue.source, html=rendered.html, text=rendered.text, issue_date=issue.issue_date,
+                 links=list(rendered.links))
 
 
 def rerender(session: Session, issue: Issue, *, settings: Settings) -> Issue:
