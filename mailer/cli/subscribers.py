@@ -51,21 +51,28 @@ def import_(
     list_name: Annotated[str, typer.Option("--list", help="The list to import into (created if needed).")],
     confirmed: Annotated[bool, typer.Option(
         "--confirmed", help="The people in the file confirmed their subscription: import them as active.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report what the import would change, and change nothing.")] = False,
 ) -> None:
-    """Import subscribers from CSV. Bad rows are listed by line number; the rest import."""
+    """Import subscribers from CSV. Bad rows are listed by line number; the rest import.
+    The import is recorded once (file, time, counts) as the consent evidence."""
     if str(csv_file) == "-":
-        report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed)
+        report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed,
+                                origin="cli", file_name="-", dry_run=dry_run)
     else:
         try:
             stream = open(csv_file, "rb")
         except OSError as err:
             raise InvalidInput(f"cannot read {csv_file}: {err.strerror}") from err
         with stream:
-            report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed)
+            report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed, origin="cli",
+                                    file_name=csv_file.name, dry_run=dry_run)
     typer.echo(
-        f"imported {report.imported}, updated {report.updated}, "
+        ("dry run, nothing changed: would have " if dry_run else "")
+        + f"imported {report.imported}, updated {report.updated}, "
         f"skipped {report.skipped_suppressed} suppressed and {report.skipped_existing_status} "
-        f"unsubscribed/bounced/complained, {report.error_count} bad rows"
+        f"unsubscribed/bounced/complained, suppressed {report.suppressions} marked as gone, "
+        f"{report.error_count} bad rows" + (f" (import {report.batch_id})" if report.batch_id else "")
     )
     for line_no, reason in report.errors:
         typer.echo(f"line {line_no}: {reason}")

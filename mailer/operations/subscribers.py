@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from mailer import queries
 from mailer.core import signing
 from mailer.core.config import Settings
 from mailer.core.db import transaction
@@ -119,12 +120,15 @@ def erase(session: Session, *, subscriber_id: int) -> None:
     service.erase(session, subscriber_id=subscriber_id)
 
 
-def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import"
-               ) -> csvio.ImportReport:
+def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import",
+               file_name: str = "", dry_run: bool = False) -> csvio.ImportReport:
     """Streamed in chunks of rows, each chunk its own transaction (so a re-run is
-    harmless); bad rows are reported by line and the rest import. A file without a usable
-    header is refused before anything is written."""
-    return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin)
+    harmless), on PostgreSQL through COPY and one merge statement per chunk; bad rows are
+    reported by line and the rest import. A file without a usable header is refused
+    before anything is written. Recorded as one ``import_batch`` (the consent evidence);
+    ``dry_run`` reports what would change and changes nothing."""
+    return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin,
+                            file_name=file_name, dry_run=dry_run, merge=queries.merge_import_chunk)
 
 
 def export_csv(session: Session, stream: IO[str], *, list_name: str | None = None) -> int:

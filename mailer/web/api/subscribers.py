@@ -68,11 +68,14 @@ def import_subscribers(
     file: Annotated[UploadFile, File(description="CSV with an 'email' column; 'name' and others are optional.")],
     list: Annotated[str, Form(description="List to add everyone to (created if needed).")],
     confirmed: Annotated[bool, Form(description="Import as active: you hold their consent.")] = False,
+    dry_run: Annotated[bool, Form(description="Report what would change, and change nothing.")] = False,
 ) -> dict:
     """Streams the file in chunks of rows (each chunk its own transaction, so a re-run
     is harmless); bad rows are reported by line and the rest import. A file without a
-    usable header is refused before anything is written."""
-    return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import").as_dict()
+    usable header is refused before anything is written. ``batch_id`` is the import's
+    record (file, time, counts)."""
+    return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import",
+                          file_name=file.filename or "", dry_run=dry_run).as_dict()
 
 
 @router.patch("/subscribers/{subscriber_id}")

@@ -19,6 +19,18 @@ def test_import_prints_counts_and_bad_rows_then_list_shows_them(settings, engine
     assert [(r["email"], r["name"], r["status"]) for r in rows] == [("ann@example.com", "Ann", "active")]
 
 
+def test_import_dry_run_changes_nothing_and_says_so(settings, engine, tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("email,name\nann@example.com,Ann\nbob@example.com,Bob\n", encoding="utf-8")
+    dry = cli("subscribers", "import", path, "--list", "weekly", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("dry run, nothing changed: would have imported 2, updated 0")
+    assert cli("subscribers", "list").stdout == ""
+    real = cli("subscribers", "import", path, "--list", "weekly")
+    assert real.stdout.startswith("imported 2, updated 0") and "(import 1)" in real.stdout
+    assert len(cli("subscribers", "list").stdout.splitlines()) == 2
+
+
 def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert cli("subscribers", "add", "bob@example.com", "--list", "weekly").returncode == 0
     renamed = cli("subscribers", "edit", "bob@example.com", "--name", "Bob B", "--status", "active")
