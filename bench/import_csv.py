@@ -70,7 +70,8 @@ def run_one(rows: int, database_url: str | None, trace: bool) -> dict:
 
     from mailer.core.db import make_engine, transaction
     from mailer.migrate import upgrade
-    from subscribers import csvio, service
+    from mailer.operations.subscribers import import_csv
+    from subscribers import service
     from subscribers.models import Suppression
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +89,7 @@ def run_one(rows: int, database_url: str | None, trace: bool) -> dict:
         cpu = time.process_time()
         start = time.perf_counter()
         with open(path, "rb") as fh:
-            report = csvio.import_csv(engine, fh, list_name="bench", confirmed=True, file_name=path.name)
+            report = import_csv(engine, fh, list_name="bench", confirmed=True, file_name=path.name)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
         traced_peak = tracemalloc.get_traced_memory()[1] if trace else 0

@@ -646,8 +646,9 @@ _ROW_STATUS = "coalesce(i.status, :status)"
 # other imports: the INSERT's ON CONFLICT DO NOTHING drops an address someone added a
 # moment ago (not counted as new), the promotion is guarded on 'pending' in its WHERE,
 # which PostgreSQL re-checks on a row changed concurrently, and a subscriber who left
-# meanwhile is neither changed nor brought back. Nothing here comes from the file but the
-# staged values; the enum values spelled into the SQL are ours.
+# meanwhile is neither changed nor brought back. PostgreSQL runs every data-modifying
+# CTE to completion whether or not the final SELECT reads it. Nothing here comes from the
+# file but the staged values; the enum values spelled into the SQL are ours.
 _MERGE_IMPORT = text(f"""
 WITH staged AS (
     SELECT s.*, encode(sha256(convert_to(s.email_key, 'UTF8')), 'hex') AS email_hash FROM import_staging s
@@ -655,14 +656,12 @@ WITH staged AS (
     INSERT INTO suppression (email_hash, reason, created_at)
     SELECT email_hash, suppress, :now FROM staged WHERE suppress IS NOT NULL
     ON CONFLICT (email_hash) DO NOTHING
-    RETURNING 1
 ), stopped AS (
     UPDATE subscriber sub SET status = {_STOPPED},
         unsubscribed_at = CASE WHEN {_STOPPED} = '{S.unsubscribed}' THEN :now ELSE sub.unsubscribed_at END,
         updated_at = :now
     FROM staged st
     WHERE st.suppress IS NOT NULL AND sub.email_key = st.email_key AND sub.status IN {_in(MAILABLE)}
-    RETURNING 1
 ), matched AS (
     -- Each staged address once, with the subscriber it already is (id NULL: new).
     SELECT st.*, sub.id, sub.status AS current FROM staged st
@@ -692,22 +691,20 @@ WITH staged AS (
     WHERE sub.id = i.id AND i.current IN {_in(MAILABLE)} AND sub.status IN {_in(MAILABLE)}
       AND ((i.name <> '' AND i.name <> sub.name) OR sub.attributes || i.attributes <> sub.attributes
            OR NOT sub.tags @> i.tags OR ({_ROW_STATUS} = '{S.active}' AND sub.status = '{S.pending}'))
-    RETURNING 1
-), joined AS (
+), joined_new AS (
+    -- New subscribers cannot be members yet: no ON CONFLICT (it costs per row).
     INSERT INTO membership (list_id, subscriber_id, created_at)
     SELECT :list_id, id, :now FROM inserted
-    UNION ALL
+), joined AS (
+    INSERT INTO membership (list_id, subscriber_id, created_at)
     SELECT :list_id, m.id, :now FROM matched m WHERE m.current IN {_in(MAILABLE)}
     ON CONFLICT DO NOTHING
-    RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted),
        (SELECT count(*) FROM matched WHERE current IN {_in(MAILABLE)}),
        (SELECT count(*) FROM staged WHERE suppress IS NULL) - (SELECT count(*) FROM matched),
        (SELECT count(*) FROM matched WHERE current NOT IN {_in(MAILABLE)}),
-       (SELECT count(*) FROM staged WHERE suppress IS NOT NULL),
-       (SELECT count(*) FROM new_suppressions) + (SELECT count(*) FROM stopped)
-           + (SELECT count(*) FROM changed) + (SELECT count(*) FROM joined)
+       (SELECT count(*) FROM staged WHERE suppress IS NOT NULL)
 """)
 
 
@@ -715,7 +712,7 @@ def merge_import_chunk(conn: Connection, target: Target) -> Counts:
     """Merge the chunk staged in ``import_staging`` (``subscribers.bulk.PostgresWriter``)
     into subscribers, memberships and suppressions in one statement (see ``_MERGE_IMPORT``
     for why it is safe beside signups and other imports); returns what it did."""
-    imported, updated, suppressed, gone, suppressions, _ = conn.execute(
+    imported, updated, suppressed, gone, suppressions = conn.execute(
         _MERGE_IMPORT, {"now": target.now, "status": target.status, "batch": target.batch_id, "list_id": target.list_id},
     ).one()
     return Counts(imported=imported, updated=updated, skipped_suppressed=suppressed,

@@ -244,3 +244,25 @@ def test_a_nul_character_in_a_column_is_a_row_error(engine):
     assert [line for line, _ in report.errors] == [2, 3]
     assert "NUL" in report.errors[0][1] and "NUL" in report.errors[1][1]
     assert set(_subscribers(engine)) == {"carl@example.com"}
+
+
+def test_a_file_that_fails_part_way_stops_the_import_and_keeps_what_was_committed(engine, monkeypatch):
+    """The file is read on a thread ahead of the writes: its failure reaches the caller,
+    the chunks before it stay, and the batch is left unfinished with their counts."""
+    monkeypatch.setattr(csvio, "CHUNK", 2)
+    monkeypatch.setattr(csvio, "COPY_CHUNK", 2)
+    good = "email\n" + "".join(f"u{i}@example.com\n" for i in range(4))
+
+    class Failing(io.StringIO):
+        def __next__(self):  # csv.reader's way in: the end of the file is a failure
+            line = self.readline()
+            if not line:
+                raise OSError("the disk went away")
+            return line
+
+    with pytest.raises(OSError, match="the disk went away"):
+        csvio.import_csv(engine, Failing(good), list_name="weekly", merge=queries.merge_import_chunk)
+    with transaction(engine) as s:
+        batch = s.scalars(select(ImportBatch)).one()
+    assert batch.finished_at is None
+    assert batch.imported == len(_subscribers(engine)) == 4
