@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mailer.core.clock import utcnow
 from mailer.core.errors import InvalidInput
-from subscribers import bulk, service
+from subscribers import bulk, presets, service
 from subscribers.bulk import Row
 from subscribers.models import (
     ImportBatch,
@@ -124,19 +124,34 @@ def _unescape(value: str) -> str:
 
 
 class _Header:
-    def __init__(self, header: list[str]):
+    """Which column is what: our own CSV's conventions, or a platform's (``preset``)."""
+
+    def __init__(self, header: list[str], preset: presets.Preset | None = None):
         names = [h.strip().lstrip("\ufeff").strip() for h in header]
         lowered = [n.lower() for n in names]
-        self.email = next((lowered.index(h) for h in EMAIL_HEADERS if h in lowered), None)
+        self.preset = preset
+        self.columns = {n: i for i, n in reversed(list(enumerate(lowered)))}
+        wanted = preset.email if preset else EMAIL_HEADERS
+        self.email = next((lowered.index(h) for h in wanted if h in lowered), None)
         if self.email is None:
             shown = ", ".join(repr(n) for n in names[:10]) or "nothing"
+            if preset:
+                raise InvalidInput(f"not {preset.title}: the header has no {wanted[0]!r} column (found {shown})")
             raise InvalidInput(f"the CSV header has no email column (found {shown}); name one column 'email'")
-        self.name = next((lowered.index(h) for h in NAME_HEADERS if h in lowered), None)
+        if preset and preset.marks and not set(preset.marks) & set(lowered):
+            raise InvalidInput(f"not {preset.title}: the header has none of its columns "
+                               f"{', '.join(c.upper() for c in preset.marks)}")
+        if preset:
+            self.names = [self.columns[c] for c in preset.name_columns if c in self.columns]
+        else:
+            self.names = [i for i in [next((lowered.index(h) for h in NAME_HEADERS if h in lowered), None)]
+                          if i is not None]
         self.json_attributes = lowered.index("attributes") if "attributes" in lowered else None
-        skip = {self.email, self.name, self.json_attributes}
+        skip = {self.email, self.json_attributes, *self.names}
+        not_attributes = preset.consumed if preset else EXPORT_ONLY
         self.attributes = [
             (i, n) for i, n in enumerate(names)
-            if i not in skip and n and lowered[i] not in EXPORT_ONLY
+            if i not in skip and n and lowered[i] not in not_attributes
         ]
         self.width = len(names)
 
@@ -145,7 +160,7 @@ class _Header:
             raise InvalidInput(f"{len(row)} fields, the header has {self.width}")
         cell = lambda i: _unescape(row[i].strip()) if i is not None and i < len(row) else ""  # noqa: E731
         email = service.normalise_email(cell(self.email))
-        name = service.clean_name(cell(self.name))
+        name = service.clean_name(" ".join(filter(None, (cell(i) for i in self.names))))
         attributes: dict[str, Any] = {}
         if self.json_attributes is not None and cell(self.json_attributes):
             try:
@@ -167,7 +182,10 @@ class _Header:
                 attributes[column] = value
         if len(attributes) > MAX_ATTRIBUTES:
             raise InvalidInput(f"more than {MAX_ATTRIBUTES} attributes")
-        return Row(line_no, email, service.email_key(email), name, attributes)
+        parsed = Row(line_no, email, service.email_key(email), name, attributes)
+        if self.preset and self.preset.finish:
+            self.preset.finish(parsed, lambda column: cell(self.columns.get(column)))
+        return parsed
 
 
 def _rows(reader, header: _Header, report: ImportReport) -> Iterator[Row]:
@@ -206,6 +224,11 @@ def _chunks(rows: Iterator[Row], size: int) -> Iterator[dict[str, Row]]:
         else:
             seen.name = row.name or seen.name
             seen.attributes.update(row.attributes)
+            seen.tags = sorted({*seen.tags, *row.tags})
+            # Gone anywhere in the file is gone: a suppression is never undone by a later row.
+            seen.suppress = seen.suppress or row.suppress
+            seen.status = row.status or seen.status
+            seen.confirmed_at = row.confirmed_at or seen.confirmed_at
         if len(chunk) >= size:
             yield chunk
             chunk = {}
@@ -223,6 +246,7 @@ def import_csv(
     file_name: str = "",
     dry_run: bool = False,
     merge: bulk.Merge | None = None,
+    format: str = "csv",  # noqa: A002 - the CLI's --format
 ) -> ImportReport:
     """Import subscribers from CSV into ``list_name`` (created if needed).
 
@@ -233,21 +257,23 @@ def import_csv(
     skipped and left untouched; existing subscribers keep everything the file does not
     give again. Bad rows are reported by line number and the rest import. The import is
     recorded as one ``import_batch`` naming ``file_name``; ``dry_run`` reports the same
-    counts and changes nothing. ``merge`` (``mailer.queries.merge_import_chunk``) makes
+    counts and changes nothing. ``format`` reads a platform's export as it comes
+    (``subscribers.presets``: mailchimp, substack, listmonk). ``merge`` (``mailer.queries.merge_import_chunk``) makes
     PostgreSQL take each chunk through COPY and that one statement.
     A missing or unusable header raises ``InvalidInput`` before anything is written.
     """
+    chosen = presets.preset(format)
     text = _text_stream(stream)
     try:
         return _import(engine, text, list_name=list_name, confirmed=confirmed, origin=origin,
-                       file_name=file_name, dry_run=dry_run, merge=merge)
+                       file_name=file_name, dry_run=dry_run, merge=merge, preset=chosen)
     finally:
         if text is not stream:
             text.detach()  # leave the caller's binary stream open, as it was given
 
 
 def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, origin: str, file_name: str,
-            dry_run: bool, merge: bulk.Merge | None) -> ImportReport:
+            dry_run: bool, merge: bulk.Merge | None, preset: presets.Preset | None) -> ImportReport:
     report = ImportReport(dry_run=dry_run)
     reader = csv.reader(text)
     try:
@@ -260,8 +286,9 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
         raise InvalidInput(f"the CSV header cannot be read: {err}") from err
     if _not_utf8(first):
         raise InvalidInput("the file is not UTF-8; save it as UTF-8 CSV and import again")
-    header = _Header(first)
+    header = _Header(first, preset)
     status = S.active if confirmed else S.pending
+    plain = preset is None
     rows = _counted(_rows(reader, header, report), report)
 
     with engine.connect() as conn:
@@ -270,15 +297,15 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
             # duplicates across chunks included, and nothing stays.
             with conn.begin() as whole:
                 target = _start(conn, list_name=list_name, status=status, batch=None)
-                _write(conn, bulk.writer_for(conn, target, plain=True, merge=merge), rows, report)
+                _write(conn, bulk.writer_for(conn, target, plain=plain, merge=merge), rows, report)
                 whole.rollback()
             return report
         with conn.begin():
-            batch_id = _record_batch(conn, list_name=list_name, file_name=file_name, source="csv", origin=origin,
-                                     status=status)
+            batch_id = _record_batch(conn, list_name=list_name, file_name=file_name,
+                                     source=preset.name if preset else "csv", origin=origin, status=status)
             target = _start(conn, list_name=list_name, status=status, batch=batch_id)
         report.batch_id = batch_id
-        _write(conn, bulk.writer_for(conn, target, plain=True, merge=merge), rows, report, commit_each=True)
+        _write(conn, bulk.writer_for(conn, target, plain=plain, merge=merge), rows, report, commit_each=True)
         with conn.begin():
             _update_batch(conn, report, finished=True)
     return report

@@ -40,6 +40,8 @@ class SuppressionReason(enum.StrEnum):
     complaint = "complaint"
     erased = "erased"
     manual = "manual"
+    # Unsubscribed on the platform an imported list came from (subscribers.presets).
+    unsubscribed = "unsubscribed"
 
 
 class EventKind(enum.StrEnum):

@@ -49,16 +49,20 @@ def edit(
 def import_(
     csv_file: Annotated[Path, typer.Argument(help="A UTF-8 CSV file with an 'email' column ('-' for stdin).")],
     list_name: Annotated[str, typer.Option("--list", help="The list to import into (created if needed).")],
+    file_format: Annotated[str, typer.Option(
+        "--format", help="csv (ours), or a platform's export as it comes: mailchimp, substack, listmonk "
+                         "(their statuses, tags and opt-in times; who left there is suppressed here).")] = "csv",
     confirmed: Annotated[bool, typer.Option(
         "--confirmed", help="The people in the file confirmed their subscription: import them as active.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what the import would change, and change nothing.")] = False,
 ) -> None:
-    """Import subscribers from CSV. Bad rows are listed by line number; the rest import.
-    The import is recorded once (file, time, counts) as the consent evidence."""
+    """Import subscribers from CSV, or from a Mailchimp, Substack or listmonk export.
+    Bad rows are listed by line number; the rest import. The import is recorded once
+    (file, time, source, counts) as the consent evidence."""
     if str(csv_file) == "-":
         report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed,
-                                origin="cli", file_name="-", dry_run=dry_run)
+                                origin="cli", file_name="-", dry_run=dry_run, format=file_format)
     else:
         try:
             stream = open(csv_file, "rb")
@@ -66,7 +70,7 @@ def import_(
             raise InvalidInput(f"cannot read {csv_file}: {err.strerror}") from err
         with stream:
             report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed, origin="cli",
-                                    file_name=csv_file.name, dry_run=dry_run)
+                                    file_name=csv_file.name, dry_run=dry_run, format=file_format)
     typer.echo(
         ("dry run, nothing changed: would have " if dry_run else "")
         + f"imported {report.imported}, updated {report.updated}, "

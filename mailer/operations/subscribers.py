@@ -44,6 +44,7 @@ MAX_PAGE = 200
 def describe(s: Subscriber) -> dict:
     iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return {"id": s.id, "email": s.email, "name": s.name, "status": s.status, "attributes": dict(s.attributes or {}),
+            "tags": list(s.tags or []),
             "created_at": iso(s.created_at), "confirmed_at": iso(s.confirmed_at),
             "unsubscribed_at": iso(s.unsubscribed_at)}
 
@@ -121,14 +122,16 @@ def erase(session: Session, *, subscriber_id: int) -> None:
 
 
 def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import",
-               file_name: str = "", dry_run: bool = False) -> csvio.ImportReport:
+               file_name: str = "", dry_run: bool = False, format: str = "csv",  # noqa: A002
+               ) -> csvio.ImportReport:
     """Streamed in chunks of rows, each chunk its own transaction (so a re-run is
     harmless), on PostgreSQL through COPY and one merge statement per chunk; bad rows are
     reported by line and the rest import. A file without a usable header is refused
     before anything is written. Recorded as one ``import_batch`` (the consent evidence);
-    ``dry_run`` reports what would change and changes nothing."""
+    ``dry_run`` reports what would change and changes nothing. ``format``: ours (csv),
+    or a platform's export as it comes (``subscribers.presets``)."""
     return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin,
-                            file_name=file_name, dry_run=dry_run, merge=queries.merge_import_chunk)
+                            file_name=file_name, dry_run=dry_run, merge=queries.merge_import_chunk, format=format)
 
 
 def export_csv(session: Session, stream: IO[str], *, list_name: str | None = None) -> int:

@@ -69,13 +69,15 @@ def import_subscribers(
     list: Annotated[str, Form(description="List to add everyone to (created if needed).")],
     confirmed: Annotated[bool, Form(description="Import as active: you hold their consent.")] = False,
     dry_run: Annotated[bool, Form(description="Report what would change, and change nothing.")] = False,
+    format: Annotated[str, Form(description="csv (ours), or a platform's export as it comes: "  # noqa: A002
+                                            "mailchimp, substack, listmonk.")] = "csv",
 ) -> dict:
     """Streams the file in chunks of rows (each chunk its own transaction, so a re-run
     is harmless); bad rows are reported by line and the rest import. A file without a
     usable header is refused before anything is written. ``batch_id`` is the import's
     record (file, time, counts)."""
     return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import",
-                          file_name=file.filename or "", dry_run=dry_run).as_dict()
+                          file_name=file.filename or "", dry_run=dry_run, format=format).as_dict()
 
 
 @router.patch("/subscribers/{subscriber_id}")

@@ -31,6 +31,22 @@ def test_import_dry_run_changes_nothing_and_says_so(settings, engine, tmp_path):
     assert len(cli("subscribers", "list").stdout.splitlines()) == 2
 
 
+def test_import_a_platform_export(settings, engine, tmp_path):
+    path = tmp_path / "substack.csv"
+    path.write_text("email,active_subscription,expiry,plan,email_disabled,created_at,first_payment_at\n"
+                    "sam@example.com,true,,founding,false,2021-08-27T15:06:27.713Z,\n"
+                    "quiet@example.com,false,,free,true,2020-01-01T00:00:00.000Z,\n", encoding="utf-8")
+    result = cli("subscribers", "import", path, "--list", "weekly", "--format", "substack")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("imported 1, updated 0") and "suppressed 1 marked as gone" in result.stdout
+    listed = [json.loads(line) for line in cli("subscribers", "list", "--json").stdout.splitlines()]
+    assert [(r["email"], r["status"], r["tags"]) for r in listed] == [("sam@example.com", "active", ["founding"])]
+    assert listed[0]["attributes"] == {"active_subscription": "true"}
+    assert_one_line_error(cli("subscribers", "import", path, "--list", "weekly", "--format", "mailchimp"),
+                          "not a Mailchimp audience export")
+    assert_one_line_error(cli("subscribers", "import", path, "--list", "weekly", "--format", "xls"), "unknown format")
+
+
 def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert cli("subscribers", "add", "bob@example.com", "--list", "weekly").returncode == 0
     renamed = cli("subscribers", "edit", "bob@example.com", "--name", "Bob B", "--status", "active")

@@ -257,6 +257,17 @@ def test_subscribers_search_add_edit_import_export(api, engine):
                       files={"file": ("people.csv", data.encode(), "text/csv")}).json()
     assert (report["imported"], report["error_count"], report["errors"][0]["line"]) == (2, 1, 3)
 
+    listmonk = "uuid,email,name,attributes,status,created_at,updated_at\nu1,lm@example.com,Lm,{},enabled,2023-01-02,\n"
+    dry = api.post("/api/admin/subscribers/import", data={"list": "lm", "format": "listmonk", "dry_run": "true"},
+                   files={"file": ("subscribers.csv", listmonk.encode(), "text/csv")}).json()
+    assert (dry["imported"], dry["dry_run"], dry["batch_id"]) == (1, True, None)
+    done = api.post("/api/admin/subscribers/import", data={"list": "lm", "format": "listmonk"},
+                    files={"file": ("subscribers.csv", listmonk.encode(), "text/csv")}).json()
+    assert done["imported"] == 1 and done["batch_id"]
+    unknown = api.post("/api/admin/subscribers/import", data={"list": "weekly", "format": "ghost"},
+                       files={"file": ("x.csv", b"email\na@example.com\n", "text/csv")})
+    assert unknown.status_code == 400 and "unknown format 'ghost'" in unknown.json()["detail"]
+
     with transaction(engine) as s:
         before = s.scalar(select(func.count()).select_from(Subscriber))
     refused = api.post("/api/admin/subscribers/import", data={"list": "other"},
