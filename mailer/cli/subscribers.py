@@ -1,4 +1,4 @@
-"""``newsletter subscribers``: add, edit, import, export, list, unsubscribe, erase."""
+"""``newsletter subscribers``: add, edit, import, export, list, count, unsubscribe, erase."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mailer.core.errors import InvalidInput
 from mailer.operations import subscribers as ops
 from subscribers.models import SubscriberStatus
 
-app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, unsubscribe, erase.",
+app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, count, unsubscribe, erase.",
                   no_args_is_help=True)
 
 
@@ -107,15 +107,30 @@ def export(
 def list_(
     list_name: Annotated[Optional[str], typer.Option("--list", help="Only this list.")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Only this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (tags and attributes too).")
+                       ] = False,
+    segment: Annotated[str, typer.Option(
+        "--segment", help='Only those the expression holds, e.g. \'tag:founding AND country = "CN"\'.')] = "",
 ) -> None:
     """List subscribers."""
     with session() as s:
-        for sub in ops.every(s, status=status, list_name=list_name):
+        for sub in ops.every(s, status=status, list_name=list_name, segment=segment):
             if as_json:
                 typer.echo(json.dumps(sub, ensure_ascii=False))
             else:
                 typer.echo(f"{sub['email']}\t{sub['status']}\t{sub['name']}")
+
+
+@app.command("count")
+def count(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    segment: Annotated[str, typer.Option(
+        "--segment", help='A segment expression, e.g. \'tag:founding AND country = "CN"\' (none: the whole list).')
+    ] = "",
+) -> None:
+    """How many active subscribers of a list a segment holds: a campaign's audience."""
+    with session() as s:
+        typer.echo(ops.segment_size(s, list_name=list_name, segment=segment))
 
 
 @app.command("unsubscribe")

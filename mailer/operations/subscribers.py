@@ -25,7 +25,7 @@ from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import Campaign, Delivery
 from mailer.transports import transport_from_settings
-from subscribers import csvio, service, signup
+from subscribers import csvio, segments, service, signup
 from subscribers.models import (
     Event,
     MailingList,
@@ -57,7 +57,7 @@ def add(session: Session, *, email: str, name: str = "", list_name: str | None =
 
 
 def search(session: Session, *, q: str = "", status: str | None = None, list_name: str | None = None,
-           after: int = 0, limit: int = 50) -> dict:
+           after: int = 0, limit: int = 50, segment: str = "") -> dict:
     """One page of subscribers, oldest first: ``items`` and ``next_after`` (the id to
     pass as ``after`` for the next page, None at the end). Keyset pagination by id: the
     millionth row costs what the first does."""
@@ -74,19 +74,33 @@ def search(session: Session, *, q: str = "", status: str | None = None, list_nam
     if list_name:
         mlist = service.find_list(session, list_name)
         query = query.join(Membership, (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == mlist.id))
+    if segment.strip():
+        query = query.where(segments.segment_filter(session, segment))
     rows = list(session.scalars(query.order_by(Subscriber.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [describe(s) for s in rows], "next_after": rows[-1].id if more else None}
 
 
-def every(session: Session, *, status: str | None = None, list_name: str | None = None) -> Iterator[dict]:
+def every(session: Session, *, status: str | None = None, list_name: str | None = None, segment: str = ""
+          ) -> Iterator[dict]:
     """Every matching subscriber, page after page of ``search``."""
     after: int | None = 0
     while after is not None:
-        page = search(session, status=status, list_name=list_name, after=after, limit=MAX_PAGE)
+        page = search(session, status=status, list_name=list_name, after=after, limit=MAX_PAGE, segment=segment)
         yield from page["items"]
         after = page["next_after"]
+
+
+def segment_size(session: Session, *, list_name: str, segment: str) -> int:
+    """How many active members of the list the segment holds (``subscribers.segments``):
+    the audience a campaign to it would have, shown before anything is sent."""
+    mlist = service.find_list(session, list_name)
+    return session.scalar(
+        select(func.count()).select_from(Membership).join(Subscriber, Subscriber.id == Membership.subscriber_id)
+        .where(Membership.list_id == mlist.id, Subscriber.status == S.active,
+               segments.segment_filter(session, segment))
+    )
 
 
 def find(session: Session, *, email: str) -> Subscriber:

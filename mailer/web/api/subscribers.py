@@ -38,8 +38,20 @@ def search_subscribers(
     list: Annotated[str | None, Query(description="Only members of this list.")] = None,
     after: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the last subscriber of the previous page.")] = 0,
     limit: Annotated[int, Query(ge=1, le=ops.MAX_PAGE)] = 50,
+    segment: Annotated[str, Query(description='A segment expression: tag:founding AND country = "CN".')] = "",
 ) -> dict:
-    return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit)
+    return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit, segment=segment)
+
+
+@router.get("/segments/size")
+def segment_size(
+    session: SessionDep,
+    list: Annotated[str, Query(description="The list.")],
+    segment: Annotated[str, Query(description='A segment expression: tag:founding AND country = "CN".')] = "",
+) -> dict:
+    """How many active members of the list the segment holds (a campaign's audience).
+    A syntax error or an unknown attribute is a 400 naming the position."""
+    return {"list": list, "segment": segment, "size": ops.segment_size(session, list_name=list, segment=segment)}
 
 
 @router.post("/subscribers", status_code=201)

@@ -47,6 +47,24 @@ def test_import_a_platform_export(settings, engine, tmp_path):
     assert_one_line_error(cli("subscribers", "import", path, "--list", "weekly", "--format", "xls"), "unknown format")
 
 
+def test_count_and_list_a_segment(settings, engine, tmp_path):
+    path = tmp_path / "mailchimp.csv"
+    path.write_text('"Email Address",OPTIN_TIME,CC,TAGS\n'
+                    'ann@example.com,"2021-01-01 00:00:00",CN,"""founding"""\n'
+                    'bob@example.com,"2021-01-01 00:00:00",FR,"""founding"""\n'
+                    'cy@example.com,"2021-01-01 00:00:00",CN,\n', encoding="utf-8")
+    assert cli("subscribers", "import", path, "--list", "weekly", "--format", "mailchimp").returncode == 0
+    segment = 'tag:founding AND CC = "CN"'
+    counted = cli("subscribers", "count", "--list", "weekly", "--segment", segment)
+    assert (counted.returncode, counted.stdout.strip()) == (0, "1")
+    listed = cli("subscribers", "list", "--segment", segment, "--json")
+    assert [json.loads(line)["email"] for line in listed.stdout.splitlines()] == ["ann@example.com"]
+    assert_one_line_error(cli("subscribers", "count", "--list", "weekly", "--segment", 'tag:founding AND city = "X"'),
+                          "unknown attribute 'city' at position 18")
+    assert_one_line_error(cli("subscribers", "count", "--list", "weekly", "--segment", "tag:founding AND"),
+                          "it ends too soon")
+
+
 def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert cli("subscribers", "add", "bob@example.com", "--list", "weekly").returncode == 0
     renamed = cli("subscribers", "edit", "bob@example.com", "--name", "Bob B", "--status", "active")

@@ -264,6 +264,12 @@ def test_subscribers_search_add_edit_import_export(api, engine):
     done = api.post("/api/admin/subscribers/import", data={"list": "lm", "format": "listmonk"},
                     files={"file": ("subscribers.csv", listmonk.encode(), "text/csv")}).json()
     assert done["imported"] == 1 and done["batch_id"]
+    size = api.get("/api/admin/segments/size", params={"list": "lm", "segment": 'name = "Lm"'})
+    assert size.status_code == 200 and size.json()["size"] == 1
+    assert api.get("/api/admin/subscribers", params={"segment": 'name = "Lm"'}).json()["items"][0]["email"] == (
+        "lm@example.com")
+    bad = api.get("/api/admin/segments/size", params={"list": "lm", "segment": 'shoe = "x"'})
+    assert bad.status_code == 400 and "unknown attribute 'shoe' at position 1" in bad.json()["detail"]
     unknown = api.post("/api/admin/subscribers/import", data={"list": "weekly", "format": "ghost"},
                        files={"file": ("x.csv", b"email\na@example.com\n", "text/csv")})
     assert unknown.status_code == 400 and "unknown format 'ghost'" in unknown.json()["detail"]
