@@ -39,11 +39,14 @@ def send(
     at: Annotated[Optional[str], typer.Option("--at", help="Send at this time (ISO 8601) instead of now.")] = None,
     tz: Annotated[Optional[str], typer.Option("--tz", help="Time zone for --at without an offset, e.g. Asia/Shanghai.")] = None,
     next_slot: Annotated[bool, typer.Option("--next-slot", help="Queue to the list's next free weekly slot.")] = False,
+    segment: Annotated[Optional[str], typer.Option(
+        "--segment", help='Only the part of the list this segment holds, e.g. \'tag:founding AND country = "CN"\' '
+                          "(see `newsletter subscribers count`).")] = None,
 ) -> None:
-    """Send an issue to a list now, or schedule it (--at, --next-slot); a file is saved
-    as an issue first. Workers do the sending. An issue already sending or sent to the
-    list is refused."""
-    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot)
+    """Send an issue to a list (or a segment of it) now, or schedule it (--at,
+    --next-slot); a file is saved as an issue first. Workers do the sending. An issue
+    already sending or sent to the list is refused."""
+    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot, segment=segment)
     if done.status == CampaignStatus.scheduled:
         typer.echo(f"campaign {done.campaign_id} scheduled for {done.scheduled_at.isoformat()}")
     else:
@@ -52,7 +55,7 @@ def send(
 
 
 def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: str | None = None,
-               next_slot: bool = False) -> ops.Scheduled:
+               next_slot: bool = False, segment: str | None = None) -> ops.Scheduled:
     """``newsletter send``: a file is saved as an issue (found by its slug when it was
     saved before); the issue is given to the list; send tasks queued after the commit."""
     if at and next_slot:
@@ -65,7 +68,8 @@ def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: st
     with session() as s:
         if source is not None:
             ref = save_issue(s, source=source, settings=conf, filename=Path(ref).name, folder=Path(ref).parent).id
-        done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now)
+        done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now,
+                                  segment=segment)
         commit(s, done, settings=conf)
     return done
 

@@ -7,7 +7,8 @@ Hand-written for SQLite and PostgreSQL alike. ``import_batch`` is one row per im
 file (name, time, source, counts): the consent evidence of everyone it brought in, in
 place of one ``event`` row per imported subscriber. ``subscriber.import_batch_id`` points
 at it (no foreign key: it would be checked per inserted row of a million-row import);
-``subscriber.tags`` holds the tags a platform export (or an editor) gives.
+``subscriber.tags`` holds the tags a platform export (or an editor) gives;
+``campaign.segment`` the segment expression a campaign goes to (empty: the whole list).
 ``membership`` loses its foreign keys: PostgreSQL checked both per inserted row, ~45% of
 merging an imported chunk; lists and subscribers are never deleted by the product.
 """
@@ -46,12 +47,16 @@ def upgrade() -> None:
     with op.batch_alter_table('subscriber', schema=None) as batch_op:
         batch_op.add_column(sa.Column('tags', Json, server_default=sa.text("'[]'"), nullable=False))
         batch_op.add_column(sa.Column('import_batch_id', sa.BigInteger(), nullable=True))
+    with op.batch_alter_table('campaign', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('segment', sa.Text(), server_default='', nullable=False))
     with op.batch_alter_table('membership', schema=None) as batch_op:
         batch_op.drop_constraint('fk_membership_list_id_mailing_list', type_='foreignkey')
         batch_op.drop_constraint('fk_membership_subscriber_id_subscriber', type_='foreignkey')
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('campaign', schema=None) as batch_op:
+        batch_op.drop_column('segment')
     with op.batch_alter_table('membership', schema=None) as batch_op:
         batch_op.create_foreign_key('fk_membership_subscriber_id_subscriber', 'subscriber', ['subscriber_id'], ['id'],
                                     ondelete='CASCADE')
