@@ -124,6 +124,13 @@ def test_unknown_issue_or_list_is_404_and_changes_nothing(api, engine, weekly):
     r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "nope", "next_slot": True})
     assert r.status_code == 404 and r.json()["detail"] == "no list named 'nope'"
     assert snapshot(engine) == before
+    r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "weekly", "now": True,
+                                               "segment": "tag:vip AND"})
+    assert r.status_code == 400 and "segment: it ends too soon" in r.json()["detail"]
+    assert snapshot(engine) == before
+    r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "weekly", "now": True,
+                                               "segment": 'email = "nobody@example.com"'})
+    assert r.status_code == 400 and "no active subscribers in segment" in r.json()["detail"]
 
 
 def test_next_slot_schedule_view_reschedule_and_cancel(api, engine, weekly):
