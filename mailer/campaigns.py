@@ -30,6 +30,7 @@ from mailer.models import (
     Issue,
     IssueStatus,
 )
+from subscribers import segments
 from subscribers.models import MailingList
 
 C = CampaignStatus
@@ -99,12 +100,17 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign:
 
 
 def create_campaign(session: Session, *, issue_id: int, list_id: int,
-                    scheduled_at: datetime | None = None) -> tuple[Campaign, bool]:
+                    scheduled_at: datetime | None = None, segment: str | None = None) -> tuple[Campaign, bool]:
     """The campaign of this issue for this list, created if there is none yet.
-    Returns (campaign, created); two concurrent calls agree on one campaign."""
+    Returns (campaign, created); two concurrent calls agree on one campaign. A
+    ``segment`` given for one not started yet becomes its segment."""
+    if segment:
+        segments.segment_filter(session, segment)  # refused now, not when it starts
     campaign_id, created = queries.insert_campaign(session, issue_id=issue_id, list_id=list_id,
-                                                   scheduled_at=scheduled_at, now=utcnow())
+                                                   scheduled_at=scheduled_at, now=utcnow(), segment=segment or "")
     campaign = session.get(Campaign, campaign_id, populate_existing=True)
+    if not created and segment is not None and campaign.status in NOT_STARTED:
+        campaign.segment = segment
     return campaign, created
 
 
@@ -116,14 +122,16 @@ def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: 
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in NOT_STARTED:
         return 0
-    if not queries.has_audience(session, list_id=campaign.list_id):
-        raise InvalidInput(f"list {campaign_list_name(session, campaign)!r} has no active subscribers; nothing to send")
+    segment = segments.segment_filter(session, campaign.segment) if campaign.segment else None
+    if not queries.has_audience(session, list_id=campaign.list_id, segment=segment):
+        raise InvalidInput(f"list {campaign_list_name(session, campaign)!r} has no active subscribers"
+                           + (f" in segment {campaign.segment!r}" if campaign.segment else "") + "; nothing to send")
     if not queries.transition_campaign(session, campaign_id=campaign_id, from_=NOT_STARTED, to=C.sending,
                                        started_at=now):
         return 0
     queries.publish_issue(session, issue_id=campaign.issue_id)
     return queries.freeze_audience(session, campaign_id=campaign_id, list_id=campaign.list_id,
-                                   batch_size=batch_size, now=now)
+                                   batch_size=batch_size, now=now, segment=segment)
 
 
 def campaign_list_name(session: Session, campaign: Campaign) -> str:

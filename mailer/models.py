@@ -162,6 +162,9 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # The segment of the list it goes to (``subscribers.segments``), empty for the whole
+    # list; read when the audience is frozen.
+    segment: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The relay does not answer since (and why): set when a batch stops for it, cleared
     # by the next accepted message.
     relay_down_since: Mapped[datetime | None] = mapped_column(UtcDateTime)

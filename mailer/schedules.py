@@ -168,13 +168,15 @@ def next_free_slot(session: Session, *, list_id: int, now: datetime) -> datetime
     raise InvalidInput("no free slot in the next ten years")  # pragma: no cover
 
 
-def schedule_campaign(session: Session, *, issue_id: int, list_id: int, at: datetime | None, now: datetime) -> Campaign:
+def schedule_campaign(session: Session, *, issue_id: int, list_id: int, at: datetime | None, now: datetime,
+                      segment: str | None = None) -> Campaign:
     """Give an issue to a list at ``at``, or at the list's next free slot when ``at`` is
     None. A time in the past is refused; an already scheduled campaign is moved."""
     when = at or next_free_slot(session, list_id=list_id, now=now)
     if when <= now:
         raise InvalidInput(f"{when.isoformat()} is in the past")
-    campaign, created = campaigns.create_campaign(session, issue_id=issue_id, list_id=list_id, scheduled_at=when)
+    campaign, created = campaigns.create_campaign(session, issue_id=issue_id, list_id=list_id, scheduled_at=when,
+                                                  segment=segment)
     if not created:
         reschedule(session, campaign_id=campaign.id, at=when, now=now)
     return campaign

@@ -44,13 +44,17 @@ def send(
     next_slot: Annotated[bool, typer.Option("--next-slot", help="Queue to the list's next free weekly slot.")] = False,
     override_preflight: Annotated[bool, typer.Option(
         "--override-preflight", help="Start (or schedule) even though a pre-flight check failed.")] = False,
+    segment: Annotated[Optional[str], typer.Option(
+        "--segment", help='Only the part of the list this segment holds, e.g. \'tag:founding AND country = "CN"\' '
+                          "(see `newsletter subscribers count`).")] = None,
 ) -> None:
-    """Send an issue to a list now, or schedule it (--at, --next-slot); a file is saved
-    as an issue first. Pre-flight checks the message first (size, links, one-click
-    unsubscribe, DKIM, SpamAssassin, complaint rate): a failed check refuses it, unless
-    --override-preflight. Workers do the sending. An issue already sending or sent to
-    the list is refused."""
-    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot, override_preflight=override_preflight)
+    """Send an issue to a list (or a segment of it) now, or schedule it (--at,
+    --next-slot); a file is saved as an issue first. Pre-flight checks the message first
+    (size, links, one-click unsubscribe, DKIM, SpamAssassin, complaint rate): a failed
+    check refuses it, unless --override-preflight. Workers do the sending. An issue
+    already sending or sent to the list is refused."""
+    done = send_issue(ref, list_name, at=at, tz=tz, next_slot=next_slot, override_preflight=override_preflight,
+                      segment=segment)
     for line in preflight_lines(done.preflight, only_problems=True):
         typer.echo(line, err=True)
     if done.status == CampaignStatus.scheduled:
@@ -61,7 +65,8 @@ def send(
 
 
 def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: str | None = None,
-               next_slot: bool = False, override_preflight: bool = False) -> ops.Scheduled:
+               next_slot: bool = False, override_preflight: bool = False,
+               segment: str | None = None) -> ops.Scheduled:
     """``newsletter send``: a file is saved as an issue (found by its slug when it was
     saved before); the issue is given to the list; send tasks queued after the commit."""
     if at and next_slot:
@@ -75,7 +80,8 @@ def send_issue(ref: str | Path, list_name: str, *, at: str | None = None, tz: st
         if source is not None:
             ref = save_issue(s, source=source, settings=conf, filename=Path(ref).name, folder=Path(ref).parent).id
         done = ops.schedule_issue(s, issue_ref=ref, list_name=list_name, when=when, settings=conf, now=now,
-                                  gate=Gate(override_preflight, "start anyway with --override-preflight"))
+                                  gate=Gate(override_preflight, "start anyway with --override-preflight"),
+                                  segment=segment)
         commit(s, done, settings=conf)
     return done
 

@@ -1,4 +1,4 @@
-"""``newsletter subscribers``: add, edit, import, export, list, unsubscribe, erase."""
+"""``newsletter subscribers``: add, edit, import, export, list, count, unsubscribe, erase."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mailer.core.errors import InvalidInput
 from mailer.operations import subscribers as ops
 from subscribers.models import SubscriberStatus
 
-app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, unsubscribe, erase.",
+app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, count, unsubscribe, erase.",
                   no_args_is_help=True)
 
 
@@ -49,23 +49,34 @@ def edit(
 def import_(
     csv_file: Annotated[Path, typer.Argument(help="A UTF-8 CSV file with an 'email' column ('-' for stdin).")],
     list_name: Annotated[str, typer.Option("--list", help="The list to import into (created if needed).")],
+    file_format: Annotated[str, typer.Option(
+        "--format", help="csv (ours), or a platform's export as it comes: mailchimp, substack, listmonk "
+                         "(their statuses, tags and opt-in times; who left there is suppressed here).")] = "csv",
     confirmed: Annotated[bool, typer.Option(
         "--confirmed", help="The people in the file confirmed their subscription: import them as active.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report what the import would change, and change nothing.")] = False,
 ) -> None:
-    """Import subscribers from CSV. Bad rows are listed by line number; the rest import."""
+    """Import subscribers from CSV, or from a Mailchimp, Substack or listmonk export.
+    Bad rows are listed by line number; the rest import. The import is recorded once
+    (file, time, source, counts) as the consent evidence."""
     if str(csv_file) == "-":
-        report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed)
+        report = ops.import_csv(engine(), sys.stdin.buffer, list_name=list_name, confirmed=confirmed,
+                                origin="cli", file_name="-", dry_run=dry_run, format=file_format)
     else:
         try:
             stream = open(csv_file, "rb")
         except OSError as err:
             raise InvalidInput(f"cannot read {csv_file}: {err.strerror}") from err
         with stream:
-            report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed)
+            report = ops.import_csv(engine(), stream, list_name=list_name, confirmed=confirmed, origin="cli",
+                                    file_name=csv_file.name, dry_run=dry_run, format=file_format)
     typer.echo(
-        f"imported {report.imported}, updated {report.updated}, "
+        ("dry run, nothing changed: would have " if dry_run else "")
+        + f"imported {report.imported}, updated {report.updated}, "
         f"skipped {report.skipped_suppressed} suppressed and {report.skipped_existing_status} "
-        f"unsubscribed/bounced/complained, {report.error_count} bad rows"
+        f"unsubscribed/bounced/complained, suppressed {report.suppressions} marked as gone, "
+        f"{report.error_count} bad rows" + (f" (import {report.batch_id})" if report.batch_id else "")
     )
     for line_no, reason in report.errors:
         typer.echo(f"line {line_no}: {reason}")
@@ -96,11 +107,14 @@ def export(
 def list_(
     list_name: Annotated[Optional[str], typer.Option("--list", help="Only this list.")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Only this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (tags and attributes too).")
+                       ] = False,
+    segment: Annotated[str, typer.Option(
+        "--segment", help='Only those the expression holds, e.g. \'tag:founding AND country = "CN"\'.')] = "",
 ) -> None:
     """List subscribers."""
     with session() as s:
-        for sub in ops.every(s, status=status, list_name=list_name):
+        for sub in ops.every(s, status=status, list_name=list_name, segment=segment):
             if as_json:
                 typer.echo(json.dumps(sub, ensure_ascii=False))
             else:
@@ -120,6 +134,18 @@ def tracking(
         state = ops.set_tracking(s, list_name=list_name, clicks=clicks, opens=opens)
     on_off = lambda v: "on" if v else "off"  # noqa: E731
     typer.echo(f"list {state['list']}: click tracking {on_off(state['clicks'])}, open tracking {on_off(state['opens'])}")
+
+
+@app.command("count")
+def count(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    segment: Annotated[str, typer.Option(
+        "--segment", help='A segment expression, e.g. \'tag:founding AND country = "CN"\' (none: the whole list).')
+    ] = "",
+) -> None:
+    """How many active subscribers of a list a segment holds: a campaign's audience."""
+    with session() as s:
+        typer.echo(ops.segment_size(s, list_name=list_name, segment=segment))
 
 
 @app.command("unsubscribe")

@@ -56,9 +56,10 @@ class Scheduled:
 
 
 def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, when: When,
-                   settings: Settings, now: datetime | None = None,
+                   settings: Settings, now: datetime | None = None, segment: str | None = None,
                    gate: preflight.Gate = preflight.Gate()) -> Scheduled:
-    """Give an issue to a list now, at a time, or at the list's next free weekly slot.
+    """Give an issue to a list (to its ``segment`` only, if given: ``subscribers.segments``)
+    now, at a time, or at the list's next free weekly slot.
     The issue is rendered again first (templates or settings may have changed since it
     was saved): an issue that does not render is refused and nothing is scheduled. Then
     pre-flight checks the message as the list would get it: a failed check refuses it
@@ -70,14 +71,15 @@ def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, wh
     rerender(session, issue, settings=settings)
     checked = preflight.enforce(session, issue=issue, mlist=mlist, settings=settings, gate=gate)
     if when == "now":
-        campaign, _ = campaigns.create_campaign(session, issue_id=issue.id, list_id=mlist.id)
+        campaign, _ = campaigns.create_campaign(session, issue_id=issue.id, list_id=mlist.id, segment=segment)
         started = campaigns.start_campaign(session, campaign_id=campaign.id, batch_size=settings.batch_size, now=now)
         if not started:
             raise ConflictError(f"campaign {campaign.id} of {issue.slug!r} to {mlist.name!r} is already "
                                 f"{campaign.status}; nothing new was started")
     else:
         at = None if when == "next_slot" else when
-        campaign = schedules.schedule_campaign(session, issue_id=issue.id, list_id=mlist.id, at=at, now=now)
+        campaign = schedules.schedule_campaign(session, issue_id=issue.id, list_id=mlist.id, at=at, now=now,
+                                               segment=segment)
         started = 0
     session.refresh(campaign)
     queue = (Queue(campaign.id, -(-started // settings.batch_size)),) if started else ()

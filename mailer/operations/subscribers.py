@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from mailer import queries
 from mailer.core import signing
 from mailer.core.config import Settings
 from mailer.core.db import transaction
@@ -22,7 +23,7 @@ from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import Campaign, Delivery, EngagementEvent
 from mailer.operations import streams
 from mailer.transports import transport_from_settings
-from subscribers import csvio, service, signup
+from subscribers import csvio, segments, service, signup
 from subscribers.models import (
     Event,
     MailingList,
@@ -41,6 +42,7 @@ MAX_PAGE = 200
 def describe(s: Subscriber) -> dict:
     iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return {"id": s.id, "email": s.email, "name": s.name, "status": s.status, "attributes": dict(s.attributes or {}),
+            "tags": list(s.tags or []),
             "created_at": iso(s.created_at), "confirmed_at": iso(s.confirmed_at),
             "unsubscribed_at": iso(s.unsubscribed_at)}
 
@@ -53,7 +55,7 @@ def add(session: Session, *, email: str, name: str = "", list_name: str | None =
 
 
 def search(session: Session, *, q: str = "", status: str | None = None, list_name: str | None = None,
-           after: int = 0, limit: int = 50) -> dict:
+           after: int = 0, limit: int = 50, segment: str = "") -> dict:
     """One page of subscribers, oldest first: ``items`` and ``next_after`` (the id to
     pass as ``after`` for the next page, None at the end). Keyset pagination by id: the
     millionth row costs what the first does."""
@@ -70,19 +72,33 @@ def search(session: Session, *, q: str = "", status: str | None = None, list_nam
     if list_name:
         mlist = service.find_list(session, list_name)
         query = query.join(Membership, (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == mlist.id))
+    if segment.strip():
+        query = query.where(segments.segment_filter(session, segment))
     rows = list(session.scalars(query.order_by(Subscriber.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [describe(s) for s in rows], "next_after": rows[-1].id if more else None}
 
 
-def every(session: Session, *, status: str | None = None, list_name: str | None = None) -> Iterator[dict]:
+def every(session: Session, *, status: str | None = None, list_name: str | None = None, segment: str = ""
+          ) -> Iterator[dict]:
     """Every matching subscriber, page after page of ``search``."""
     after: int | None = 0
     while after is not None:
-        page = search(session, status=status, list_name=list_name, after=after, limit=MAX_PAGE)
+        page = search(session, status=status, list_name=list_name, after=after, limit=MAX_PAGE, segment=segment)
         yield from page["items"]
         after = page["next_after"]
+
+
+def segment_size(session: Session, *, list_name: str, segment: str) -> int:
+    """How many active members of the list the segment holds (``subscribers.segments``):
+    the audience a campaign to it would have, shown before anything is sent."""
+    mlist = service.find_list(session, list_name)
+    return session.scalar(
+        select(func.count()).select_from(Membership).join(Subscriber, Subscriber.id == Membership.subscriber_id)
+        .where(Membership.list_id == mlist.id, Subscriber.status == S.active,
+               segments.segment_filter(session, segment))
+    )
 
 
 def find(session: Session, *, email: str) -> Subscriber:
@@ -136,12 +152,17 @@ def erase(session: Session, *, subscriber_id: int) -> None:
     session.execute(delete(EngagementEvent).where(EngagementEvent.subscriber_id == subscriber_id))
 
 
-def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import"
+def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import",
+               file_name: str = "", dry_run: bool = False, format: str = "csv",  # noqa: A002
                ) -> csvio.ImportReport:
     """Streamed in chunks of rows, each chunk its own transaction (so a re-run is
-    harmless); bad rows are reported by line and the rest import. A file without a usable
-    header is refused before anything is written."""
-    return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin)
+    harmless), on PostgreSQL through COPY and one merge statement per chunk; bad rows are
+    reported by line and the rest import. A file without a usable header is refused
+    before anything is written. Recorded as one ``import_batch`` (the consent evidence);
+    ``dry_run`` reports what would change and changes nothing. ``format``: ours (csv),
+    or a platform's export as it comes (``subscribers.presets``)."""
+    return csvio.import_csv(engine, stream, list_name=list_name, confirmed=confirmed, origin=origin,
+                            file_name=file_name, dry_run=dry_run, merge=queries.merge_import_chunk, format=format)
 
 
 def export_csv(session: Session, stream: IO[str], *, list_name: str | None = None) -> int:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from mailer.core.db import transaction
@@ -10,6 +14,44 @@ from mailer.core.errors import ConflictError, InvalidInput
 from mailer.operations.subscribers import my_data
 from subscribers import service
 from subscribers.models import Event, Membership, Subscriber, Suppression
+
+
+def _full(raw: str) -> str | None:
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return f"{result.local_part}@{result.ascii_domain}"
+
+
+_LABEL = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,8}[A-Za-z0-9]?", fullmatch=True) | st.sampled_from(
+    ["xn--bcher-kva", "xn--zz", "-x", "x-", "123", "ab--cd", "localhost", "test", "invalid", "a" * 64, "a" * 63, ""])
+_LOCAL = st.from_regex(r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~.-]{0,70}", fullmatch=True) | st.sampled_from(
+    ["a" * 64, "a" * 65, ".a", "a.", "a..b", "ü", "\"x y\""])
+
+
+@examples(max_examples=2000, deadline=None)
+@given(local=_LOCAL, labels=st.lists(_LABEL, min_size=1, max_size=6), pad=st.sampled_from(["", " ", "\t"]))
+def test_the_fast_path_agrees_with_the_full_validator(local, labels, pad):
+    """The fast path only ever returns what email-validator returns for the same address
+    (and when it declines, ``normalise_email`` asks email-validator itself)."""
+    raw = f"{pad}{local}@{'.'.join(labels)}{pad}"
+    fast = service._fast_normalise(raw.strip())
+    full = _full(raw)
+    if fast is not None:
+        assert fast == full
+    try:
+        assert service.normalise_email(raw) == full
+    except InvalidInput:
+        assert full is None
+
+
+def test_the_fast_path_takes_the_common_addresses():
+    assert service._fast_normalise("Reader.One+news@Mail.Example.COM") == "Reader.One+news@mail.example.com"
+    assert service._fast_normalise("a" * 64 + "@example.com") is not None
+    # Long domains near the limit, and anything unusual, go to the full validator.
+    assert service._fast_normalise("a" * 65 + "@example.com") is None
+    assert service._fast_normalise("a@" + ".".join(["b" * 63] * 4)) is None
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ class ScheduleIn(BaseModel):
     tz: str | None = Field(None, description="IANA time zone for 'at', e.g. Asia/Shanghai.")
     next_slot: bool = Field(False, description="Queue to the list's next free weekly slot.")
     now: bool = Field(False, description="Start sending now.")
+    segment: str | None = Field(None, description='Only this segment of the list: tag:founding AND country = "CN".')
     override_preflight: bool = Field(False, description="Start (or schedule) even though a pre-flight check failed.")
 
 
@@ -51,8 +52,8 @@ def schedule_campaign(body: ScheduleIn, session: SessionDep, settings: SettingsD
     now = utcnow()
     when = ops.parse_when(at=body.at, tz=body.tz, next_slot=body.next_slot, now_flag=body.now, now=now)
     done = ops.schedule_issue(session, issue_ref=body.issue, list_name=body.list, when=when, settings=settings,
-                              now=now, gate=Gate(body.override_preflight, 'send "override_preflight": true to start '
-                                                                          'anyway'))
+                              now=now, segment=body.segment,
+                              gate=Gate(body.override_preflight, 'send "override_preflight": true to start anyway'))
     commit(session, done, settings=settings)
     return {**ops.stats(session, done.campaign_id), "preflight": done.preflight.as_dict()}
 

@@ -39,8 +39,20 @@ def search_subscribers(
     list: Annotated[str | None, Query(description="Only members of this list.")] = None,
     after: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the last subscriber of the previous page.")] = 0,
     limit: Annotated[int, Query(ge=1, le=ops.MAX_PAGE)] = 50,
+    segment: Annotated[str, Query(description='A segment expression: tag:founding AND country = "CN".')] = "",
 ) -> dict:
-    return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit)
+    return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit, segment=segment)
+
+
+@router.get("/segments/size")
+def segment_size(
+    session: SessionDep,
+    list: Annotated[str, Query(description="The list.")],
+    segment: Annotated[str, Query(description='A segment expression: tag:founding AND country = "CN".')] = "",
+) -> dict:
+    """How many active members of the list the segment holds (a campaign's audience).
+    A syntax error or an unknown attribute is a 400 naming the position."""
+    return {"list": list, "segment": segment, "size": ops.segment_size(session, list_name=list, segment=segment)}
 
 
 @router.post("/subscribers", status_code=201)
@@ -86,11 +98,16 @@ def import_subscribers(
     file: Annotated[UploadFile, File(description="CSV with an 'email' column; 'name' and others are optional.")],
     list: Annotated[str, Form(description="List to add everyone to (created if needed).")],
     confirmed: Annotated[bool, Form(description="Import as active: you hold their consent.")] = False,
+    dry_run: Annotated[bool, Form(description="Report what would change, and change nothing.")] = False,
+    format: Annotated[str, Form(description="csv (ours), or a platform's export as it comes: "  # noqa: A002
+                                            "mailchimp, substack, listmonk.")] = "csv",
 ) -> dict:
     """Streams the file in chunks of rows (each chunk its own transaction, so a re-run
     is harmless); bad rows are reported by line and the rest import. A file without a
-    usable header is refused before anything is written."""
-    return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import").as_dict()
+    usable header is refused before anything is written. ``batch_id`` is the import's
+    record (file, time, counts)."""
+    return ops.import_csv(engine, file.file, list_name=list, confirmed=confirmed, origin="admin-import",
+                          file_name=file.filename or "", dry_run=dry_run, format=format).as_dict()
 
 
 @router.patch("/subscribers/{subscriber_id}")

@@ -19,6 +19,7 @@ from mailer.operations import campaigns as campaign_ops
 from mailer.operations import commit
 from mailer.operations import issues as ops
 from mailer.operations.preflight import Gate
+from mailer.operations import subscribers as subscriber_ops
 from mailer.operations.schedules import all_lists
 from mailer.render import RenderedIssue, preview_html
 from mailer.web.auth import (
@@ -72,7 +73,7 @@ def editor(request: Request, settings: Settings, session: Session, who: SignedIn
     if lists:
         sch = schedules.schedule_for(session, lists[0].id)
         default_tz = sch.timezone if sch else "UTC"
-    form = {"list": lists[0].name if lists else "", "when": "next_slot", "at": "", "tz": default_tz,
+    form = {"list": lists[0].name if lists else "", "when": "next_slot", "at": "", "tz": default_tz, "segment": "",
             **extra.pop("form", {})}
     return render(request, settings, "editor.html", who=who, section="issues", status=status, error=error,
                   title=issue.slug if issue else "New issue", issue=detail, source=shown, locked=locked,
@@ -156,14 +157,25 @@ def send_test(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFor
 @router.post("/issues/{issue_id}/schedule", response_class=HTMLResponse)
 def schedule_issue(issue_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
                    settings: SettingsDep):
-    fields = {k: str(form.get(k) or "") for k in ("list", "when", "at", "tz")}
+    fields = {k: str(form.get(k) or "") for k in ("list", "when", "at", "tz", "segment")}
     now = utcnow()
+    if form.get("check") == "size":
+        # The segment's size before anything is sent: the audience a start now would freeze.
+        try:
+            size = subscriber_ops.segment_size(session, list_name=fields["list"], segment=fields["segment"])
+        except InvalidInput as err:
+            return editor(request, settings, session, who, issue=ops.get_issue(session, issue_id),
+                          status=status_of(err), error=str(err), form=fields)
+        what = f"segment {fields['segment']!r} of {fields['list']!r}" if fields["segment"].strip() else (
+            f"list {fields['list']!r}")
+        return editor(request, settings, session, who, issue=ops.get_issue(session, issue_id), form=fields,
+                      notice=f"The {what} has {size} active subscribers: a campaign now would go to them.")
     try:
         when = campaign_ops.parse_when(at=fields["at"] if fields["when"] == "at" else None, tz=fields["tz"] or None,
                                        next_slot=fields["when"] == "next_slot", now_flag=fields["when"] == "now",
                                        now=now)
         done = campaign_ops.schedule_issue(session, issue_ref=issue_id, list_name=fields["list"], when=when,
-                                           settings=settings, now=now,
+                                           settings=settings, now=now, segment=fields["segment"],
                                            gate=Gate(bool(form.get("override_preflight")),
                                                      "tick \"Start anyway\" below the checks to start it"))
         commit(session, done, settings=settings)

@@ -67,7 +67,9 @@ def import_subscribers(request: Request, who: SignedInDep, form: CheckedFormDep,
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise InvalidInput("choose a CSV file to import")
         report = ops.import_csv(engine, upload.file, list_name=str(form.get("list") or ""),
-                                confirmed=form.get("confirmed") == "yes", origin="admin-import")
+                                confirmed=form.get("confirmed") == "yes", origin="admin-import",
+                                file_name=upload.filename or "", dry_run=form.get("dry_run") == "yes",
+                                format=str(form.get("format") or "csv"))
     except InvalidInput as err:
         return list_page(request, settings, session, who, status=status_of(err), error=str(err))
     return list_page(request, settings, session, who, report=report.as_dict(errors=50))

@@ -175,3 +175,27 @@ def test_preflight_command_prints_every_check(engine):
     assert result.returncode == 0, result.stderr
     names = [line.split()[1].rstrip(":") for line in result.stdout.splitlines() if not line.startswith(" ")]
     assert names == ["size", "links", "one-click", "dkim", "spamassassin", "complaints"]
+
+
+def test_send_to_a_segment_queues_exactly_its_members(engine):
+    from sqlalchemy import update
+
+    from subscribers.models import Subscriber
+
+    seed_list(engine, 6, list_name="weekly")
+    with transaction(engine) as s:
+        s.execute(update(Subscriber).where(Subscriber.id <= 2).values(tags=["founding"]))
+    counted = cli("subscribers", "count", "--list", "weekly", "--segment", "tag:founding")
+    assert counted.stdout.strip() == "2", counted.stderr
+    sent = cli("send", str(EXAMPLE), "--list", "weekly", "--segment", "tag:founding")
+    assert sent.returncode == 0, sent.stderr
+    assert "(2 deliveries queued)" in sent.stdout and count_rows(engine, "delivery") == 2
+    with transaction(engine) as s:
+        assert s.query(Campaign).one().segment == "tag:founding"
+
+
+def test_send_to_a_bad_segment_is_refused_in_one_line(engine):
+    seed_list(engine, 3, list_name="weekly")
+    assert_one_line_error(cli("send", str(EXAMPLE), "--list", "weekly", "--segment", 'plan = "x"'),
+                          "unknown attribute 'plan' at position 1")
+    assert count_rows(engine, "campaign") == 0 and count_rows(engine, "delivery") == 0

@@ -19,6 +19,52 @@ def test_import_prints_counts_and_bad_rows_then_list_shows_them(settings, engine
     assert [(r["email"], r["name"], r["status"]) for r in rows] == [("ann@example.com", "Ann", "active")]
 
 
+def test_import_dry_run_changes_nothing_and_says_so(settings, engine, tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("email,name\nann@example.com,Ann\nbob@example.com,Bob\n", encoding="utf-8")
+    dry = cli("subscribers", "import", path, "--list", "weekly", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("dry run, nothing changed: would have imported 2, updated 0")
+    assert cli("subscribers", "list").stdout == ""
+    real = cli("subscribers", "import", path, "--list", "weekly")
+    assert real.stdout.startswith("imported 2, updated 0") and "(import 1)" in real.stdout
+    assert len(cli("subscribers", "list").stdout.splitlines()) == 2
+
+
+def test_import_a_platform_export(settings, engine, tmp_path):
+    path = tmp_path / "substack.csv"
+    path.write_text("email,active_subscription,expiry,plan,email_disabled,created_at,first_payment_at\n"
+                    "sam@example.com,true,,founding,false,2021-08-27T15:06:27.713Z,\n"
+                    "quiet@example.com,false,,free,true,2020-01-01T00:00:00.000Z,\n", encoding="utf-8")
+    result = cli("subscribers", "import", path, "--list", "weekly", "--format", "substack")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("imported 1, updated 0") and "suppressed 1 marked as gone" in result.stdout
+    listed = [json.loads(line) for line in cli("subscribers", "list", "--json").stdout.splitlines()]
+    assert [(r["email"], r["status"], r["tags"]) for r in listed] == [("sam@example.com", "active", ["founding"])]
+    assert listed[0]["attributes"] == {"active_subscription": "true"}
+    assert_one_line_error(cli("subscribers", "import", path, "--list", "weekly", "--format", "mailchimp"),
+                          "not a Mailchimp audience export")
+    assert_one_line_error(cli("subscribers", "import", path, "--list", "weekly", "--format", "xls"), "unknown format")
+
+
+def test_count_and_list_a_segment(settings, engine, tmp_path):
+    path = tmp_path / "mailchimp.csv"
+    path.write_text('"Email Address",OPTIN_TIME,CC,TAGS\n'
+                    'ann@example.com,"2021-01-01 00:00:00",CN,"""founding"""\n'
+                    'bob@example.com,"2021-01-01 00:00:00",FR,"""founding"""\n'
+                    'cy@example.com,"2021-01-01 00:00:00",CN,\n', encoding="utf-8")
+    assert cli("subscribers", "import", path, "--list", "weekly", "--format", "mailchimp").returncode == 0
+    segment = 'tag:founding AND CC = "CN"'
+    counted = cli("subscribers", "count", "--list", "weekly", "--segment", segment)
+    assert (counted.returncode, counted.stdout.strip()) == (0, "1")
+    listed = cli("subscribers", "list", "--segment", segment, "--json")
+    assert [json.loads(line)["email"] for line in listed.stdout.splitlines()] == ["ann@example.com"]
+    assert_one_line_error(cli("subscribers", "count", "--list", "weekly", "--segment", 'tag:founding AND city = "X"'),
+                          "unknown attribute 'city' at position 18")
+    assert_one_line_error(cli("subscribers", "count", "--list", "weekly", "--segment", "tag:founding AND"),
+                          "it ends too soon")
+
+
 def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert cli("subscribers", "add", "bob@example.com", "--list", "weekly").returncode == 0
     renamed = cli("subscribers", "edit", "bob@example.com", "--name", "Bob B", "--status", "active")

@@ -405,3 +405,30 @@ def test_import_subscribers(three, engine, settings):
     assert found == {("1", "Ann", SubscriberStatus.active, "Paris"), ("2", "Bob", SubscriberStatus.active, "Rome")}
     assert sorted(lists) == ["api-list", "cli-list", "dashboard-list"]
     assert "the CSV header has no email column" in same_refusal(run("name,city\nAnn,Paris\n"))
+
+
+def test_import_a_platform_export_and_a_dry_run(three, engine, settings):
+    rows = ('"Email Address","First Name",OPTIN_TIME,TAGS\n'
+            '{a}@example.com,Ann,"2021-03-01 10:00:00","""founding"""\n')
+
+    def run(content: str, **extra):
+        return three.each({
+            "cli": lambda: from_cli("subscribers", "import", three.file("cli.csv", content.format(a="cli")),
+                                    "--list", "weekly", "--format", "mailchimp",
+                                    *(["--dry-run"] if extra else [])),
+            "api": lambda: from_api(three.api.post("/api/admin/subscribers/import", data={
+                "list": "weekly", "format": "mailchimp", **extra},
+                files={"file": ("a.csv", content.format(a="api"))})),
+            "dashboard": lambda: three.upload_page("/admin/subscribers/import", {
+                "file": ("d.csv", content.format(a="dashboard"))}, list="weekly", format="mailchimp",
+                **({"dry_run": "yes"} if extra else {})),
+        })
+
+    all_ok(run(rows, dry_run="true"))
+    with transaction(engine) as s:
+        assert s.scalars(select(Subscriber)).all() == []
+    all_ok(run(rows))
+    with transaction(engine) as s:
+        found = {(sub.name, sub.status, tuple(sub.tags)) for sub in s.scalars(select(Subscriber))}
+    assert found == {("Ann", SubscriberStatus.active, ("founding",))}
+    assert "not a Mailchimp audience export" in same_refusal(run("email,name\n{a}@example.com,Ann\n"))

@@ -96,3 +96,91 @@ def test_stats_count_the_records_and_offer_only_the_allowed_actions(engine, sett
         stats = ops.stats(s, cid)
     assert (stats["total"], stats["queued"], stats["sent"], stats["progress"]) == (4, 4, 0, 0.0)
     assert stats["actions"] == ["pause", "cancel"]
+
+
+def _tagged_list(engine) -> None:
+    """Seven active members of 'weekly' and one pending: founding/CN in several mixes."""
+    from sqlalchemy import update
+
+    from subscribers import service
+    from subscribers.models import Subscriber
+
+    people = [("a", ["founding"], "CN"), ("b", ["founding"], "CN"), ("c", ["founding"], "FR"), ("d", [], "CN"),
+              ("e", ["founding", "vip"], "CN"), ("f", ["vip"], "FR"), ("g", [], "FR")]
+    with transaction(engine) as s:
+        for name, tags, country in people:
+            sub = service.add_subscriber(s, email=f"{name}@example.com", status="active", list_name="weekly",
+                                         attributes={"country": country})
+            s.execute(update(Subscriber).where(Subscriber.id == sub.id).values(tags=tags))
+        service.add_subscriber(s, email="pending@example.com", status="pending", list_name="weekly",
+                               attributes={"country": "CN"})
+
+
+def _deliveries(engine, campaign_id: int) -> set[str]:
+    from sqlalchemy import select
+
+    from mailer.models import Delivery
+    from subscribers.models import Subscriber
+
+    with transaction(engine) as s:
+        return set(s.scalars(select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                             .where(Delivery.campaign_id == campaign_id)))
+
+
+def test_a_campaign_to_a_segment_freezes_exactly_the_segment(engine, settings):
+    from mailer.operations import subscribers as subscriber_ops
+
+    issue_id = _issue(engine, settings)
+    _tagged_list(engine)
+    segment = 'tag:founding AND country = "CN"'
+    with transaction(engine) as s:
+        size = subscriber_ops.segment_size(s, list_name="weekly", segment=segment)
+        done = ops.schedule_issue(s, issue_ref=issue_id, list_name="weekly", when="now", settings=settings,
+                                  segment=segment)
+    assert size == done.started == 3
+    assert _deliveries(engine, done.campaign_id) == {"a@example.com", "b@example.com", "e@example.com"}
+
+
+def test_a_scheduled_campaign_keeps_its_segment_until_it_starts(engine, settings):
+    from mailer import campaigns
+    from mailer.operations import subscribers as subscriber_ops
+
+    issue_id = _issue(engine, settings)
+    _tagged_list(engine)
+    with transaction(engine) as s:
+        done = ops.schedule_issue(s, issue_ref=issue_id, list_name="weekly", when=NOW + timedelta(days=1),
+                                  settings=settings, segment="tag:vip OR NOT tag:founding")
+    with transaction(engine) as s:
+        size = subscriber_ops.segment_size(s, list_name="weekly", segment="tag:vip OR NOT tag:founding")
+        started = campaigns.start_campaign(s, campaign_id=done.campaign_id, batch_size=2)
+    assert started == size == 4
+    assert _deliveries(engine, done.campaign_id) == {"d@example.com", "e@example.com", "f@example.com",
+                                                      "g@example.com"}
+
+
+@pytest.mark.parametrize(("segment", "message"), [
+    ('tag:founding AND shoe = "42"', "unknown attribute 'shoe' at position 18"),
+    ("tag:founding AND", "it ends too soon"),
+])
+def test_a_bad_segment_is_refused_before_anything_is_scheduled(engine, settings, segment, message):
+    from sqlalchemy import func, select
+
+    from mailer.models import Campaign
+
+    issue_id = _issue(engine, settings)
+    _tagged_list(engine)
+    with pytest.raises(InvalidInput, match=message):
+        with transaction(engine) as s:
+            ops.schedule_issue(s, issue_ref=issue_id, list_name="weekly", when="now", settings=settings,
+                               segment=segment)
+    with transaction(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_a_segment_nobody_is_in_sends_nothing(engine, settings):
+    issue_id = _issue(engine, settings)
+    _tagged_list(engine)
+    with pytest.raises(InvalidInput, match="no active subscribers in segment 'tag:nobody'"):
+        with transaction(engine) as s:
+            ops.schedule_issue(s, issue_ref=issue_id, list_name="weekly", when="now", settings=settings,
+                               segment="tag:nobody")

@@ -124,6 +124,13 @@ def test_unknown_issue_or_list_is_404_and_changes_nothing(api, engine, weekly):
     r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "nope", "next_slot": True})
     assert r.status_code == 404 and r.json()["detail"] == "no list named 'nope'"
     assert snapshot(engine) == before
+    r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "weekly", "now": True,
+                                               "segment": "tag:vip AND"})
+    assert r.status_code == 400 and "segment: it ends too soon" in r.json()["detail"]
+    assert snapshot(engine) == before
+    r = api.post("/api/admin/campaigns", json={"issue": "ai-this-week", "list": "weekly", "now": True,
+                                               "segment": 'email = "nobody@example.com"'})
+    assert r.status_code == 400 and "no active subscribers in segment" in r.json()["detail"]
 
 
 def test_next_slot_schedule_view_reschedule_and_cancel(api, engine, weekly):
@@ -256,6 +263,23 @@ def test_subscribers_search_add_edit_import_export(api, engine):
     report = api.post("/api/admin/subscribers/import", data={"list": "weekly", "confirmed": "true"},
                       files={"file": ("people.csv", data.encode(), "text/csv")}).json()
     assert (report["imported"], report["error_count"], report["errors"][0]["line"]) == (2, 1, 3)
+
+    listmonk = "uuid,email,name,attributes,status,created_at,updated_at\nu1,lm@example.com,Lm,{},enabled,2023-01-02,\n"
+    dry = api.post("/api/admin/subscribers/import", data={"list": "lm", "format": "listmonk", "dry_run": "true"},
+                   files={"file": ("subscribers.csv", listmonk.encode(), "text/csv")}).json()
+    assert (dry["imported"], dry["dry_run"], dry["batch_id"]) == (1, True, None)
+    done = api.post("/api/admin/subscribers/import", data={"list": "lm", "format": "listmonk"},
+                    files={"file": ("subscribers.csv", listmonk.encode(), "text/csv")}).json()
+    assert done["imported"] == 1 and done["batch_id"]
+    size = api.get("/api/admin/segments/size", params={"list": "lm", "segment": 'name = "Lm"'})
+    assert size.status_code == 200 and size.json()["size"] == 1
+    assert api.get("/api/admin/subscribers", params={"segment": 'name = "Lm"'}).json()["items"][0]["email"] == (
+        "lm@example.com")
+    bad = api.get("/api/admin/segments/size", params={"list": "lm", "segment": 'shoe = "x"'})
+    assert bad.status_code == 400 and "unknown attribute 'shoe' at position 1" in bad.json()["detail"]
+    unknown = api.post("/api/admin/subscribers/import", data={"list": "weekly", "format": "ghost"},
+                       files={"file": ("x.csv", b"email\na@example.com\n", "text/csv")})
+    assert unknown.status_code == 400 and "unknown format 'ghost'" in unknown.json()["detail"]
 
     with transaction(engine) as s:
         before = s.scalar(select(func.count()).select_from(Subscriber))

@@ -13,7 +13,7 @@ from mailer.core.db import transaction
 from mailer.models import Campaign, Issue
 from subscribers import service
 from subscribers.models import Subscriber
-from tests.support.seed import seed_campaign, seed_list
+from tests.support.seed import count_rows, seed_campaign, seed_list
 from tests.support.web import (
     EDITOR_EMAIL,
     EDITOR_PASSWORD,
@@ -166,6 +166,28 @@ def test_bad_schedule_input_shows_the_reason_and_changes_nothing(dashboard, engi
                        data={"csrf_token": token, "list": "weekly", "when": "at", "at": future, "tz": "UTC"})
     assert r.status_code == 400 and "does not render, so it cannot be scheduled" in r.text
     assert snapshot(engine) == before
+
+
+def test_the_editor_shows_a_segments_size_then_sends_to_exactly_it(dashboard, engine):
+    from sqlalchemy import update
+
+    seed_list(engine, 5)
+    with transaction(engine) as s:
+        s.execute(update(Subscriber).where(Subscriber.id <= 3).values(tags=["founding"]))
+    token = csrf_of(dashboard.get("/admin").text)
+    saved = dashboard.post("/admin/issues/new", data={"csrf_token": token, "source": issue_source()},
+                           follow_redirects=False)
+    issue_id = int(saved.headers["location"].split("/")[-1].split("?")[0])
+    form = {"csrf_token": token, "list": "weekly", "when": "now", "segment": "tag:founding"}
+    before = snapshot(engine)
+    counted = dashboard.post(f"/admin/issues/{issue_id}/schedule", data={**form, "check": "size"})
+    assert counted.status_code == 200 and "has 3 active subscribers" in counted.text
+    assert snapshot(engine) == before  # counting sends nothing
+    bad = dashboard.post(f"/admin/issues/{issue_id}/schedule", data={**form, "segment": "tag:founding AND"})
+    assert bad.status_code == 400 and "it ends too soon" in bad.text
+    started = dashboard.post(f"/admin/issues/{issue_id}/schedule", data=form, follow_redirects=False)
+    assert started.status_code == 303
+    assert count_rows(engine, "delivery") == 3
 
 
 def test_schedule_page_sets_a_slot_and_shows_the_coming_weeks(dashboard, engine):
