@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.example import EXAMPLE, ROOT
+from tests.support.dns import rsa_pem
 from tests.support.services import free_port
 
 # One xdist process runs the whole module, so the clean venv is built once.
@@ -64,7 +65,9 @@ def stop(proc: subprocess.Popen) -> None:
 def test_the_production_path_from_a_clean_install(clean_venv, tmp_path, postgres_url, redis_url, smtp_sink):
     env = clean_env(clean_venv, database_url=postgres_url, broker_url=redis_url, var_dir=str(tmp_path / "var"),
                     smtp_url=f"smtp://127.0.0.1:{smtp_sink.port}", secret_key="a production secret",
-                    env="production", base_url="https://news.example.com")
+                    env="production", base_url="https://news.example.com",
+                    # Pre-flight refuses a production start without DKIM (Gmail and Yahoo require it).
+                    dkim_selector="s2026", dkim_domain="example.com", dkim_private_key=rsa_pem(tmp_path / "dkim.pem"))
     run(clean_venv, "db", "upgrade", env=env, cwd=tmp_path)
     for who in ("ann", "bob", "cy"):
         run(clean_venv, "subscribers", "add", f"{who}@example.com", "--list", "weekly", "--confirmed", env=env,
@@ -85,6 +88,7 @@ def test_the_production_path_from_a_clean_install(clean_venv, tmp_path, postgres
             time.sleep(0.2)
         assert sorted(r for m in smtp_sink.messages for r in m.rcpt_tos) == [
             "ann@example.com", "bob@example.com", "cy@example.com"]
+        assert all(b"DKIM-Signature:" in m.content.split(b"\r\n\r\n", 1)[0] for m in smtp_sink.messages)
         archive = ""
         while "Megvii" not in archive:
             assert web.poll() is None and time.monotonic() < deadline, "the web app did not answer"
