@@ -108,17 +108,20 @@ def emit_event(bind: Session | Connection, *, kind: str, subscriber_id: int | No
     return emit(bind, event_type, data, now=now)
 
 
+# The campaign's counters (columns), as the dashboard shows them.
+_COUNTERS = (Campaign.total, Campaign.sent, Campaign.failed, Campaign.bounced, Campaign.skipped)
+
+
 def campaign_data(bind: Session | Connection, *, campaign_id: int) -> dict:
     row = bind.execute(
         select(Campaign.id, Campaign.status, Campaign.segment, Campaign.started_at, Campaign.finished_at,
-               Campaign.total, Campaign.sent, Campaign.failed, Campaign.bounced, Campaign.skipped,
-               Issue.slug, Issue.subject, MailingList.name.label("list"))
+               *_COUNTERS, Issue.slug, Issue.subject, MailingList.name.label("list"))
         .join(Issue, Issue.id == Campaign.issue_id).join(MailingList, MailingList.id == Campaign.list_id)
         .where(Campaign.id == campaign_id)).one()
     m = row._mapping
     return {"campaign": {"id": m["id"], "status": m["status"], "list": m["list"], "segment": m["segment"] or None,
                          "started_at": m["started_at"], "finished_at": m["finished_at"],
-                         "counts": {k: m[k] for k in ("total", "sent", "failed", "bounced", "skipped")}},
+                         "counts": {c.key: m[c.key] for c in _COUNTERS}},
             "issue": {"slug": m["slug"], "subject": m["subject"]}}
 
 

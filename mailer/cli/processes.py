@@ -9,17 +9,28 @@ from typing import Annotated
 
 import typer
 
+from mailer.celeryapp import QUEUES
 from mailer.cli.common import engine
+from mailer.core.errors import InvalidInput
 
 
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Worker processes.")] = 2,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the periodic sweep here (one per deployment).")] = False,
+    queues: Annotated[str, typer.Option(
+        "--queues", help="What this worker does, comma separated: 'send' (campaigns, the sweep, the dispatcher), "
+                         "'webhooks' (outbound webhooks), or both. A worker of its own for webhooks keeps a slow "
+                         "endpoint from ever holding a send slot.")] = "send,webhooks",
 ) -> None:
     """Run a Celery worker (extra arguments go to 'celery worker')."""
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if unknown or not names:
+        raise InvalidInput(f"--queues takes {', '.join(QUEUES)} (comma separated), not {queues!r}")
     engine()
-    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
+    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", f"--concurrency={concurrency}", "--loglevel=INFO",
+           "--queues=" + ",".join(QUEUES[q] for q in names)]
     if beat:
         cmd.append("--beat")
     os.execv(sys.executable, cmd + list(ctx.args))
