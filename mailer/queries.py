@@ -1169,12 +1169,13 @@ def claim_webhook(session: Session, *, delivery_id: int, now: datetime, lease_un
     not due yet, or held by another worker). Safe when two tasks for the same row run at
     once (the after-commit task and the sweep's, or a retry): the guarded UPDATE lets
     one of them through, and the lease makes a worker that died mid-POST give the row
-    back. A small slack on ``next_attempt_at`` lets a retry task that comes a moment
-    early (another machine's clock) take it."""
+    back. A task that comes before ``next_attempt_at`` (a duplicate, or a retry run
+    early by another machine's clock) does nothing: the sweep hands the row out when
+    it is due, so the backoff holds however many tasks there are."""
     n = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == WebhookStatus.pending,
-               WebhookDelivery.next_attempt_at <= now + timedelta(seconds=2),
+               WebhookDelivery.next_attempt_at <= now,
                (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now))
         .values(attempts=WebhookDelivery.attempts + 1, lease_until=lease_until, updated_at=now)
         .execution_options(synchronize_session=False)
