@@ -1,0 +1,125 @@
+"""A campaign's send rate with a hanging webhook endpoint registered, next to the same
+campaign without one, in the same run (``bench/send.py``'s setup: real Celery workers
+into Postfix's ``smtp-sink``). Prints a table; asserts nothing.
+
+    .venv/bin/python bench/webhooks.py                      # 10,000 subscribers, 2 workers, embedded
+    .venv/bin/python bench/webhooks.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench \\
+                                       --broker-url redis://127.0.0.1:6379/5
+
+Three campaigns of the same issue to lists of the same size, one after the other:
+
+1. no webhook endpoint;
+2. an endpoint for every event that accepts the connection and never answers, with the
+   send workers on the send queue only (``newsletter worker --queues send``) and one
+   worker of its own on the webhooks queue (``--queues webhooks``): the layout for a
+   deployment whose endpoints may be slow;
+3. the same endpoint, with the send workers consuming both queues (``newsletter
+   worker``'s default): each attempt at the hanging endpoint holds one of them for
+   ``NEWSLETTER_WEBHOOK_TIMEOUT`` (5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import send  # noqa: E402 - bench/send.py, next to this file
+
+
+class Hanging(BaseHTTPRequestHandler):
+    """Reads the request, then never answers (until the bench ends)."""
+
+    stop = threading.Event()
+    requests = 0
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        type(self).requests += 1
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.stop.wait(300)
+
+    def log_message(self, *args):
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--broker-url", default="")
+    args = parser.parse_args()
+    from mailer.core.config import Settings
+
+    defaults = Settings.model_fields
+    args.connections, args.window = defaults["smtp_connections"].default, defaults["send_window"].default
+    args.batch_size, args.dkim = 200, "none"
+
+    folder = Path(tempfile.mkdtemp(prefix="nl-bench-hooks-"))
+    port = send.free_port()
+    sink = send.start_sink(port)
+    hang = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    hang.daemon_threads = True
+    threading.Thread(target=hang.serve_forever, daemon=True).start()
+    hook_worker = None
+    try:
+        env = send.configure(args, folder, port, {})
+        from mailer.celeryapp import HOOKS_QUEUE, QUEUE
+        from mailer.core.config import get_settings
+        from mailer.core.db import make_engine, transaction
+        from mailer.migrate import upgrade
+        from mailer.operations import webhooks as ops
+
+        settings = get_settings()
+        upgrade(settings.database)
+        engine = make_engine(settings.database)
+        setup = (f"{'PostgreSQL' if engine.url.get_backend_name() == 'postgresql' else 'SQLite'} + "
+                 f"{settings.broker.split(':')[0]}")
+        rows = []
+
+        def campaign(label: str, extra: tuple[str, ...] = ()) -> None:
+            cid, batches, size, _ = send.prepare(engine, settings, args.subscribers, uuid.uuid4().hex[:8])
+            elapsed, _, counts, cpu = send.run_workers(args, env, folder, engine, settings, cid, batches, extra=extra)
+            rows.append((label, counts.get("sent", 0), elapsed, counts.get("sent", 0) / elapsed))
+            print(f"{label}: {counts.get('sent', 0)} sent in {elapsed:.1f} s", flush=True)
+
+        campaign("no webhook endpoint")
+        with transaction(engine) as s:
+            ops.add(s, url=f"http://127.0.0.1:{hang.server_address[1]}/hook", events=["all"])
+        hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}",), name="hooks")[0]
+        campaign("hanging endpoint; send workers on the send queue, a webhook worker of its own",
+                 extra=(f"--queues={QUEUE}",))
+        hook_worker.send_signal(signal.SIGTERM)
+        hook_worker.wait(30)
+        hook_worker = None
+        campaign("hanging endpoint; the send workers also take the webhooks queue (the default)")
+        print()
+        print(f"{setup}; {args.subscribers:,} subscribers; {args.workers} send workers x {args.connections} connections; "
+              f"webhook timeout {settings.webhook_timeout:g} s; the hanging endpoint got {Hanging.requests} requests")
+        print()
+        print("| campaign | sent | seconds | msg/s | vs. no endpoint |")
+        print("|---|---:|---:|---:|---:|")
+        for label, sent, elapsed, rate in rows:
+            print(f"| {label} | {sent:,} | {elapsed:.1f} | {rate:.0f} | {rate / rows[0][3]:.0%} |")
+        engine.dispose()
+    finally:
+        Hanging.stop.set()
+        hang.shutdown()
+        if hook_worker is not None:
+            hook_worker.kill()
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
