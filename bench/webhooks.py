@@ -6,9 +6,11 @@ into Postfix's ``smtp-sink``). Prints a table; asserts nothing.
     .venv/bin/python bench/webhooks.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench \\
                                        --broker-url redis://127.0.0.1:6379/5
 
-Three campaigns of the same issue to lists of the same size, one after the other:
+Three campaigns of the same issue to lists of the same size, one after the other
+(``--rounds`` times over, each round compared with its own first campaign):
 
-1. no webhook endpoint;
+1. no webhook endpoint (the send workers on the send queue only, so that no retry left
+   from an earlier campaign runs there);
 2. an endpoint for every event that accepts the connection and never answers, with the
    send workers on the send queue only (``newsletter worker --queues send``) and one
    worker of its own on the webhooks queue (``--queues webhooks``): the layout for a
@@ -36,6 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import send  # noqa: E402 - bench/send.py, next to this file
 
 
+NONE = "no webhook endpoint"
+DEDICATED = "hanging endpoint; send workers on the send queue, a webhook worker of its own"
+SHARED = "hanging endpoint; the send workers also take the webhooks queue (the default)"
+
+
 class Hanging(BaseHTTPRequestHandler):
     """Reads the request, then never answers (until the bench ends)."""
 
@@ -57,6 +64,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--broker-url", default="")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="the three campaigns this many times over (the machine's noise, next to the effect)")
     args = parser.parse_args()
     from mailer.core.config import Settings
 
@@ -92,24 +101,47 @@ def main() -> None:
             rows.append((label, counts.get("sent", 0), elapsed, counts.get("sent", 0) / elapsed))
             print(f"{label}: {counts.get('sent', 0)} sent in {elapsed:.1f} s", flush=True)
 
-        campaign("no webhook endpoint")
-        with transaction(engine) as s:
-            ops.add(s, url=f"http://127.0.0.1:{hang.server_address[1]}/hook", events=["all"])
-        hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}",), name="hooks")[0]
-        campaign("hanging endpoint; send workers on the send queue, a webhook worker of its own",
-                 extra=(f"--queues={QUEUE}",))
-        hook_worker.send_signal(signal.SIGTERM)
-        hook_worker.wait(30)
-        hook_worker = None
-        campaign("hanging endpoint; the send workers also take the webhooks queue (the default)")
+        url = f"http://127.0.0.1:{hang.server_address[1]}/hook"
+
+        def endpoint(enabled: bool) -> None:
+            with transaction(engine) as s:
+                found = ops.endpoints(s)
+                if not found and enabled:
+                    ops.add(s, url=url, events=["all"])
+                for e in found:
+                    ops.set_enabled(s, endpoint_id=e.id, enabled=enabled)
+
+        def without() -> None:
+            endpoint(False)
+            campaign(NONE, extra=(f"--queues={QUEUE}",))
+
+        def dedicated() -> None:
+            nonlocal hook_worker
+            endpoint(True)
+            hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}",), name="hooks")[0]
+            campaign(DEDICATED, extra=(f"--queues={QUEUE}",))
+            hook_worker.send_signal(signal.SIGTERM)
+            hook_worker.wait(30)
+            hook_worker = None
+
+        def shared() -> None:
+            endpoint(True)
+            campaign(SHARED)
+
+        # Every campaign adds its own list to the same tables: the order turns round each
+        # round, so a later campaign's larger tables do not always count against the same one.
+        for n in range(args.rounds):
+            for step in ((without, dedicated, shared) if n % 2 == 0 else (shared, dedicated, without)):
+                step()
         print()
         print(f"{setup}; {args.subscribers:,} subscribers; {args.workers} send workers x {args.connections} connections; "
               f"webhook timeout {settings.webhook_timeout:g} s; the hanging endpoint got {Hanging.requests} requests")
         print()
-        print("| campaign | sent | seconds | msg/s | vs. no endpoint |")
-        print("|---|---:|---:|---:|---:|")
-        for label, sent, elapsed, rate in rows:
-            print(f"| {label} | {sent:,} | {elapsed:.1f} | {rate:.0f} | {rate / rows[0][3]:.0%} |")
+        print("| round | campaign | sent | seconds | msg/s | vs. no endpoint (same round) |")
+        print("|---:|---|---|---:|---:|---:|")
+        for i, (label, sent, elapsed, rate) in enumerate(rows):
+            baseline = next(r[3] for r in rows[i - i % 3:i - i % 3 + 3] if r[0] == NONE)  # this round's
+            print(f"| {i // 3 + 1} | {label} | {sent:,} | {elapsed:.1f} | {rate:.0f} | {rate / baseline:.0%} |")
         engine.dispose()
     finally:
         Hanging.stop.set()

@@ -168,3 +168,17 @@ def test_after_commit_the_rows_are_queued(engine, monkeypatch):
         subs.add(s, email="ivy@example.com", list_name="weekly")
         assert queued == []  # not before the commit: a worker would not see the row
     assert queued == [r.id for r in rows(engine)]
+
+
+def test_a_bounce_at_smtp_time_on_the_send_path_is_an_event_too(engine, smtp_sink):
+    from mailer.sending import drain
+    from tests.support.delivery import config, transport_for
+
+    endpoint(engine, events=["bounced"])
+    smtp_sink.reject["reader000001@example.com"] = (550, "5.1.1 No such user")
+    cid = seed_campaign(engine, 3)
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config())
+    (row,) = rows(engine)
+    data = json.loads(row.body)["data"]
+    assert row.event_type == "subscriber.bounced" and data["subscriber"]["email"] == "reader000001@example.com"
+    assert data["origin"] == "smtp" and data["campaign_id"] == cid and data["detail"]["permanent"] is True
