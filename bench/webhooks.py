@@ -12,12 +12,12 @@ Three campaigns of the same issue to lists of the same size, one after the other
 1. no webhook endpoint (the send workers on the send queue only, so that no retry left
    from an earlier campaign runs there);
 2. an endpoint for every event that accepts the connection and never answers, with the
-   send workers on the send queue only (``newsletter worker --queues send``) and one
-   worker of its own on the webhooks queue (``--queues webhooks``): the layout for a
-   deployment whose endpoints may be slow;
-3. the same endpoint, with the send workers consuming both queues (``newsletter
-   worker``'s default): each attempt at the hanging endpoint holds one of them for
-   ``NEWSLETTER_WEBHOOK_TIMEOUT`` (5 s).
+   send workers on the send queue only and one worker of its own on the webhooks queue:
+   ``newsletter worker``'s layout;
+3. the same endpoint, with the send workers consuming both queues (a bare ``celery
+   worker`` without ``-Q``): each attempt at the hanging endpoint holds one of them for
+   ``NEWSLETTER_WEBHOOK_TIMEOUT`` (5 s), and the retries of earlier campaigns' events
+   come on top.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import send  # noqa: E402 - bench/send.py, next to this file
 
 
 NONE = "no webhook endpoint"
-DEDICATED = "hanging endpoint; send workers on the send queue, a webhook worker of its own"
-SHARED = "hanging endpoint; the send workers also take the webhooks queue (the default)"
+DEDICATED = "hanging endpoint; send workers on the send queue, webhooks on a worker of their own (newsletter worker)"
+SHARED = "hanging endpoint; the send workers take both queues (celery worker without -Q)"
 
 
 class Hanging(BaseHTTPRequestHandler):
@@ -50,7 +50,7 @@ class Hanging(BaseHTTPRequestHandler):
     requests = 0
 
     def do_POST(self):  # noqa: N802 - http.server's name
-        type(self).requests += 1
+        Hanging.requests += 1
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.stop.wait(300)
 
@@ -103,6 +103,10 @@ def main() -> None:
 
         url = f"http://127.0.0.1:{hang.server_address[1]}/hook"
 
+        with transaction(engine) as s:  # a reused database: an earlier run's endpoints are gone with their port
+            for e in ops.endpoints(s):
+                ops.remove(s, endpoint_id=e.id)
+
         def endpoint(enabled: bool) -> None:
             with transaction(engine) as s:
                 found = ops.endpoints(s)
@@ -118,7 +122,8 @@ def main() -> None:
         def dedicated() -> None:
             nonlocal hook_worker
             endpoint(True)
-            hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}",), name="hooks")[0]
+            hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}", "--pool=threads", "--concurrency=4"),
+                                               name="hooks")[0]
             campaign(DEDICATED, extra=(f"--queues={QUEUE}",))
             hook_worker.send_signal(signal.SIGTERM)
             hook_worker.wait(30)

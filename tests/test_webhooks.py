@@ -145,3 +145,59 @@ def _sent_rows(engine, cid):
         return s.execute(select(Delivery.id, Subscriber.email, Delivery.message_id, Delivery.subscriber_id)
                          .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                          .where(Delivery.campaign_id == cid).order_by(Delivery.id)).all()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("stack", [("sqlite", "filesystem")], indirect=True, ids=["embedded"])
+def test_newsletter_worker_sends_while_an_endpoint_hangs_and_stops_both_its_workers(
+        stack, receiver, smtp_sink, monkeypatch):
+    """``newsletter worker`` runs a send worker and a webhooks worker side by side: an
+    endpoint that holds its request for 30 s does not hold up a campaign (one send
+    process only: sharing it would wait the 30 s), and SIGTERM stops both."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.workers import REPO, worker_env
+
+    engine = stack
+    monkeypatch.setenv("NEWSLETTER_WEBHOOK_TIMEOUT", "30")
+    add_endpoint(engine, receiver.url("/hang"), ["campaign.started"])
+    add_endpoint(engine, receiver.url("/ok"), ["campaign.finished"])
+    receiver.script("/hang", ["hang"])
+    seed_list(engine, 3)
+    issue_id = seed_issue(engine)
+    with transaction(engine) as s:
+        mlist = campaigns.find_list(s, "weekly")
+        campaign, _ = campaigns.create_campaign(s, issue_id=issue_id, list_id=mlist.id)
+        campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=50)
+        cid = campaign.id
+    enqueue_campaign(cid, 1)
+    proc = subprocess.Popen([sys.executable, "-m", "mailer.cli", "worker", "--concurrency", "1", "--without-gossip",
+                             "--without-mingle", "--without-heartbeat"], cwd=REPO, env=worker_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: receiver.got("/hang"), timeout=60, what="the hanging endpoint to be called")
+        hung_at = time.monotonic()
+        wait_for(lambda: _status(engine, cid) == "sent", timeout=60, what="the campaign")
+        assert time.monotonic() - hung_at < 20  # not behind the 30 s the endpoint holds a worker
+        wait_for(lambda: receiver.got("/ok"), timeout=30, what="campaign.finished, past the hanging one")
+        children = _children(proc.pid)
+        assert len(children) == 2, children
+        receiver._stop.set()  # the hanging request ends (no answer), so the webhooks worker's task does
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143 or proc.returncode == 0
+        assert not [c for c in children if os.path.exists(f"/proc/{c}") and
+                    open(f"/proc/{c}/stat").read().split()[2] != "Z"]
+    finally:
+        if proc.poll() is None:
+            for c in _children(proc.pid):
+                os.kill(c, signal.SIGKILL)
+            proc.kill()
+            proc.wait(10)
