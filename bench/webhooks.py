@@ -28,15 +28,13 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import send  # noqa: E402 - bench/send.py, next to this file
-
+import send
 
 NONE = "no webhook endpoint"
 DEDICATED = "hanging endpoint; send workers on the send queue, webhooks on a worker of their own (newsletter worker)"
@@ -49,7 +47,7 @@ class Hanging(BaseHTTPRequestHandler):
     stop = threading.Event()
     requests = 0
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         Hanging.requests += 1
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.stop.wait(300)
@@ -96,8 +94,8 @@ def main() -> None:
         rows = []
 
         def campaign(label: str, extra: tuple[str, ...] = ()) -> None:
-            cid, batches, size, _ = send.prepare(engine, settings, args.subscribers, uuid.uuid4().hex[:8])
-            elapsed, _, counts, cpu = send.run_workers(args, env, folder, engine, settings, cid, batches, extra=extra)
+            cid, batches, _, _ = send.prepare(engine, settings, args.subscribers, uuid.uuid4().hex[:8])
+            elapsed, _, counts, _ = send.run_workers(args, env, folder, engine, settings, cid, batches, extra=extra)
             rows.append((label, counts.get("sent", 0), elapsed, counts.get("sent", 0) / elapsed))
             print(f"{label}: {counts.get('sent', 0)} sent in {elapsed:.1f} s", flush=True)
 
@@ -122,8 +120,8 @@ def main() -> None:
         def dedicated() -> None:
             nonlocal hook_worker
             endpoint(True)
-            hook_worker = send.start_workers(env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}", "--pool=threads", "--concurrency=4"),
-                                               name="hooks")[0]
+            hook_worker = send.start_workers(
+                env, 1, folder, extra=(f"--queues={HOOKS_QUEUE}", "--pool=threads", "--concurrency=4"), name="hooks")[0]
             campaign(DEDICATED, extra=(f"--queues={QUEUE}",))
             hook_worker.send_signal(signal.SIGTERM)
             hook_worker.wait(30)
@@ -139,7 +137,8 @@ def main() -> None:
             for step in ((without, dedicated, shared) if n % 2 == 0 else (shared, dedicated, without)):
                 step()
         print()
-        print(f"{setup}; {args.subscribers:,} subscribers; {args.workers} send workers x {args.connections} connections; "
+        print(f"{setup}; {args.subscribers:,} subscribers; "
+              f"{args.workers} send workers x {args.connections} connections; "
               f"webhook timeout {settings.webhook_timeout:g} s; the hanging endpoint got {Hanging.requests} requests")
         print()
         print("| round | campaign | sent | seconds | msg/s | vs. no endpoint (same round) |")

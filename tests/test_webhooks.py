@@ -147,9 +147,18 @@ def _sent_rows(engine, cid):
                          .where(Delivery.campaign_id == cid).order_by(Delivery.id)).all()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
 def _children(pid: int) -> list[int]:
     try:
-        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
     except OSError:
         return []
 
@@ -193,8 +202,7 @@ def test_newsletter_worker_sends_while_an_endpoint_hangs_and_stops_both_its_work
         receiver._stop.set()  # the hanging request ends (no answer), so the webhooks worker's task does
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 143 or proc.returncode == 0
-        assert not [c for c in children if os.path.exists(f"/proc/{c}") and
-                    open(f"/proc/{c}/stat").read().split()[2] != "Z"]
+        assert not [c for c in children if _alive(c)]
     finally:
         if proc.poll() is None:
             for c in _children(proc.pid):

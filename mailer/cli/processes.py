@@ -56,7 +56,9 @@ def _side_by_side(commands: list[list[str]]) -> int:
     children have sessions of their own, so a terminal's Ctrl-C reaches them once,
     through here, not twice (a second SIGINT is Celery's cold shutdown); each is told to
     stop if this process dies (Linux's parent-death signal)."""
-    procs = [subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent) for cmd in commands]
+    # preexec_fn is safe here: this process runs no other thread.
+    procs = [subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+             for cmd in commands]
 
     def forward(signum, _frame):
         for p in procs:

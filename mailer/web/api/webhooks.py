@@ -63,7 +63,8 @@ def deliveries(
     endpoint: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this endpoint's.")] = None,
     status: Annotated[str | None, Query(description="pending, delivered, failed or skipped.")] = None,
     event: Annotated[str | None, Query(description="Only this event type.")] = None,
-    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Id of the last one of the previous page.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Id of the last one of the previous page.")
+                      ] = None,
     limit: Annotated[int, Query(ge=1, le=ops.MAX_PAGE)] = 50,
     payload: Annotated[bool, Query(description="Include each payload as sent.")] = False,
 ) -> dict:

@@ -54,8 +54,9 @@ def test_the_dashboard_shows_endpoints_and_the_log_and_adds_one(dashboard, engin
     bad = dashboard.post("/admin/webhooks", data={"csrf_token": csrf_of(page.text), "url": "ftp://x/y",
                                                   "events": ["subscriber.subscribed"]})
     assert bad.status_code == 400 and "http:// or https://" in bad.text
-    added = dashboard.post("/admin/webhooks", data={"csrf_token": csrf_of(page.text), "url": "https://crm.example.com/in",
-                                                    "events": ["subscriber.subscribed", "campaign.started"]})
+    added = dashboard.post("/admin/webhooks", data={
+        "csrf_token": csrf_of(page.text), "url": "https://crm.example.com/in",
+        "events": ["subscriber.subscribed", "campaign.started"]})
     assert added.status_code == 201 and 'id="new-secret"' in added.text and "whsec_" in added.text
     with transaction(engine) as s:
         subs.add(s, email="bo@example.com", list_name="weekly")
