@@ -23,6 +23,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -461,6 +462,7 @@ class WebhookDelivery(Base):
         # The sweep's question: which pending ones are due (mailer.queries.due_webhooks).
         Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
         Index("ix_webhook_delivery_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_delivery_subscriber", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -468,6 +470,9 @@ class WebhookDelivery(Base):
     event_id: Mapped[str] = mapped_column(String(40))
     message_id: Mapped[str] = mapped_column(String(40), unique=True)
     event_type: Mapped[str] = mapped_column(String(40))
+    # Whom a subscriber event is about: an erasure deletes their deliveries, whose bodies
+    # name them (no foreign key: subscribers are anonymised, never deleted).
+    subscriber_id: Mapped[int | None] = mapped_column(BigInteger)
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.pending)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

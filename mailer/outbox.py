@@ -55,7 +55,8 @@ def _endpoints_for(bind: Session | Connection, event_type: EventType) -> list[in
     return [row.id for row in rows if str(event_type) in (row.event_types or [])]
 
 
-def emit(bind: Session | Connection, event_type: EventType, data: dict, *, now: datetime | None = None) -> list[int]:
+def emit(bind: Session | Connection, event_type: EventType, data: dict, *, now: datetime | None = None,
+         subscriber_id: int | None = None) -> list[int]:
     """Write the deliveries of one event in ``bind``'s transaction; their ids. With a
     ``Session`` they are queued once it commits; on a bare connection the sweep does it."""
     endpoints = _endpoints_for(bind, event_type)
@@ -66,7 +67,7 @@ def emit(bind: Session | Connection, event_type: EventType, data: dict, *, now: 
     body = hooks.payload(event_type, {"event_id": event_id, **data}, at=now).decode()
     ids = [bind.execute(insert(WebhookDelivery).values(
         endpoint_id=endpoint_id, event_id=event_id, message_id=hooks.new_message_id(), event_type=str(event_type),
-        body=body, status=WebhookStatus.pending, attempts=0, next_attempt_at=now, last_error="",
+        subscriber_id=subscriber_id, body=body, status=WebhookStatus.pending, attempts=0, next_attempt_at=now, last_error="",
         created_at=now, updated_at=now,
     ).returning(WebhookDelivery.id)).scalar_one() for endpoint_id in endpoints]
     if isinstance(bind, Session):
@@ -105,7 +106,7 @@ def emit_event(bind: Session | Connection, *, kind: str, subscriber_id: int | No
         return []
     data = subscriber_data(bind, kind=kind, subscriber_id=subscriber_id, origin=origin, campaign_id=campaign_id,
                            delivery_id=delivery_id, detail=detail)
-    return emit(bind, event_type, data, now=now)
+    return emit(bind, event_type, data, now=now, subscriber_id=subscriber_id)
 
 
 # The campaign's counters (columns), as the dashboard shows them.

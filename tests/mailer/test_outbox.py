@@ -182,3 +182,13 @@ def test_a_bounce_at_smtp_time_on_the_send_path_is_an_event_too(engine, smtp_sin
     data = json.loads(row.body)["data"]
     assert row.event_type == "subscriber.bounced" and data["subscriber"]["email"] == "reader000001@example.com"
     assert data["origin"] == "smtp" and data["campaign_id"] == cid and data["detail"]["permanent"] is True
+
+
+def test_erasing_a_subscriber_erases_the_webhooks_that_name_them(engine):
+    endpoint(engine)
+    with transaction(engine) as s:
+        kept = subs.add(s, email="kim@example.com", list_name="weekly").id
+        gone = subs.add(s, email="lou@example.com", list_name="weekly").id
+    with transaction(engine) as s:
+        subs.erase(s, subscriber_id=gone)
+    assert [(r.subscriber_id, "lou@" in r.body) for r in rows(engine)] == [(kept, False)]

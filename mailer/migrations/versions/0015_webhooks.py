@@ -7,7 +7,7 @@ Hand-written for SQLite and PostgreSQL alike. ``webhook_endpoint`` is one receiv
 URL, the event types it gets, its signing secret and the previous one during a
 rotation's grace period. ``webhook_delivery`` is one event for one endpoint, written in
 the transaction of the change (the outbox), then the log of its attempts; its rows go
-with their endpoint.
+with their endpoint, and with the subscriber they name when that subscriber is erased.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column('event_id', sa.String(length=40), nullable=False),
         sa.Column('message_id', sa.String(length=40), nullable=False),
         sa.Column('event_type', sa.String(length=40), nullable=False),
+        sa.Column('subscriber_id', sa.BigInteger(), nullable=True),
         sa.Column('body', sa.Text(), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('attempts', sa.Integer(), nullable=False),
@@ -62,9 +63,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_webhook_delivery_status_next', 'webhook_delivery', ['status', 'next_attempt_at'])
     op.create_index('ix_webhook_delivery_endpoint', 'webhook_delivery', ['endpoint_id', 'id'])
+    op.create_index('ix_webhook_delivery_subscriber', 'webhook_delivery', ['subscriber_id'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_webhook_delivery_subscriber', table_name='webhook_delivery')
     op.drop_index('ix_webhook_delivery_endpoint', table_name='webhook_delivery')
     op.drop_index('ix_webhook_delivery_status_next', table_name='webhook_delivery')
     op.drop_table('webhook_delivery')
