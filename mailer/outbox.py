@@ -79,6 +79,11 @@ def _remember(session: Session, ids: Iterable[int]) -> None:
     session.info.setdefault(_PENDING, []).extend(ids)
 
 
+def queue_after_commit(session: Session, ids: Iterable[int]) -> None:
+    """Queue these deliveries' tasks once the session commits (a delivery sent again)."""
+    _remember(session, ids)
+
+
 def subscriber_data(bind: Session | Connection, *, kind: str, subscriber_id: int | None, origin: str,
                     campaign_id: int | None, delivery_id: int | None, detail: dict | None) -> dict:
     """The ``data`` of a subscriber event: who, where from, and the event's details

@@ -11,7 +11,7 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   subscribers.py  newsletter subscribers add|edit|import|export|list|unsubscribe|erase
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
   inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
-  webhooks.py     newsletter webhooks add|list|enable|disable|rotate-secret|remove|deliveries
+  webhooks.py     newsletter webhooks add|list|enable|disable|rotate-secret|remove|deliveries|redeliver
   processes.py    newsletter worker|web|dispatch
   ops.py          newsletter doctor|status
   demo.py         newsletter demo

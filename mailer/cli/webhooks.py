@@ -113,3 +113,13 @@ def deliveries(
                    + (f"  last {d['last_code']}" if d["last_code"] is not None else "")
                    + (f"  {d['last_error']}" if d["last_error"] and d["status"] != "delivered" else "")
                    + (f"  next {d['next_attempt_at'][:19]}" if d["next_attempt_at"] else ""))
+
+
+@app.command("redeliver")
+def redeliver(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The delivery's id (see 'deliveries').")]
+              ) -> None:
+    """Send a failed or skipped delivery again (the same webhook-id, fresh attempts)."""
+    with session() as s:
+        d = ops.redeliver(s, delivery_id=delivery_id)
+        event, endpoint = d.event_type, d.endpoint_id
+    typer.echo(f"delivery {delivery_id} ({event} → endpoint {endpoint}) queued again")

@@ -1,5 +1,6 @@
 """Outbound webhook endpoints: register one for some event types, list them, turn one
-off or on, rotate its secret, remove it; and the log of what was sent to them. The
+off or on, rotate its secret, remove it; the log of what was sent to them, and sending
+a failed one again. The
 pure part (event types, signatures) is ``mailer.hooks``; the outbox that writes the
 deliveries is ``mailer.outbox``; posting them is ``mailer.hookdelivery``."""
 
@@ -11,9 +12,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from mailer import hooks
+from mailer import hooks, outbox
 from mailer.core.clock import utcnow
-from mailer.core.errors import InvalidInput, NotFound
+from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import WebhookDelivery, WebhookEndpoint, WebhookStatus
 
 MAX_PAGE = 200
@@ -97,6 +98,26 @@ def rotate_secret(session: Session, *, endpoint_id: int, grace_hours: float = DE
     endpoint.updated_at = now
     session.flush()
     return endpoint
+
+
+def redeliver(session: Session, *, delivery_id: int, now: datetime | None = None) -> WebhookDelivery:
+    """Send a failed or skipped delivery again, as it was (the same ``webhook-id`` and
+    body, so a receiver that did get it can tell), with a fresh set of attempts; queued
+    after the commit. Its endpoint must be enabled."""
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is None:
+        raise NotFound(f"no webhook delivery {delivery_id}")
+    if delivery.status not in (WebhookStatus.failed, WebhookStatus.skipped):
+        raise ConflictError(f"webhook delivery {delivery_id} is {delivery.status}; only a failed or skipped one "
+                            "is sent again")
+    if not get(session, delivery.endpoint_id).enabled:
+        raise ConflictError(f"endpoint {delivery.endpoint_id} is disabled; enable it first")
+    now = now or utcnow()
+    delivery.status, delivery.attempts, delivery.next_attempt_at = WebhookStatus.pending, 0, now
+    delivery.lease_until, delivery.updated_at = None, now
+    session.flush()
+    outbox.queue_after_commit(session, [delivery.id])
+    return delivery
 
 
 def describe_delivery(d: WebhookDelivery, url: str) -> dict:

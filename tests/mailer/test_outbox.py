@@ -192,3 +192,26 @@ def test_erasing_a_subscriber_erases_the_webhooks_that_name_them(engine):
     with transaction(engine) as s:
         subs.erase(s, subscriber_id=gone)
     assert [(r.subscriber_id, "lou@" in r.body) for r in rows(engine)] == [(kept, False)]
+
+
+def test_a_failed_delivery_is_sent_again_with_the_same_webhook_id(engine, receiver, monkeypatch):
+    from mailer.core.errors import ConflictError
+
+    queued: list[int] = []
+    monkeypatch.setattr(outbox, "enqueue", lambda ids: queued.extend(ids))
+    endpoint(engine, url=receiver.url("/down"))
+    receiver.script("/down", [500, 200])
+    with transaction(engine) as s:
+        subs.add(s, email="max@example.com", list_name="weekly")
+    (row,) = rows(engine)
+    cfg = hookdelivery.HookConfig(timeout=2, retry_base=0, max_attempts=1)
+    assert hookdelivery.deliver(engine, row.id, cfg=cfg).status == WebhookStatus.failed
+    queued.clear()
+    with transaction(engine) as s:
+        ops.redeliver(s, delivery_id=row.id)
+        with pytest.raises(ConflictError, match="is pending"):
+            ops.redeliver(s, delivery_id=row.id)
+    assert queued == [row.id]
+    assert hookdelivery.deliver(engine, row.id, cfg=cfg).status == WebhookStatus.delivered
+    a, b = receiver.got("/down")
+    assert a.headers["webhook-id"] == b.headers["webhook-id"] and a.body == b.body

@@ -73,6 +73,16 @@ def deliveries(
                           with_payload=payload)
 
 
+@router.post("/webhooks/deliveries/{delivery_id}/redeliver")
+def redeliver(delivery_id: Id, session: SessionDep) -> dict:
+    """Send a failed or skipped delivery again (the same ``webhook-id``, fresh attempts);
+    409 for one that is pending or delivered, or whose endpoint is disabled."""
+    delivery = ops.redeliver(session, delivery_id=delivery_id)
+    url = ops.get(session, delivery.endpoint_id).url
+    session.commit()
+    return ops.describe_delivery(delivery, url)
+
+
 @router.get("/webhooks/{endpoint_id}")
 def get_endpoint(endpoint_id: Id, session: SessionDep) -> dict:
     return ops.describe(ops.get(session, endpoint_id))

@@ -1,5 +1,6 @@
-"""``/admin/webhooks``: the outbound webhook endpoints, their delivery log, and adding,
-turning off or on an endpoint."""
+"""``/admin/webhooks``: the outbound webhook endpoints and their delivery log; adding,
+turning off or on, rotating the secret of and removing an endpoint; sending a failed
+delivery again."""
 
 from __future__ import annotations
 
@@ -56,3 +57,39 @@ def toggle_endpoint(endpoint_id: Id, request: Request, who: SignedInDep, form: C
         session.rollback()
         return webhooks_page(request, settings, session, who, status=status_of(err), error=str(err))
     return see_other("/admin/webhooks?done=endpoint")
+
+
+@router.post("/webhooks/{endpoint_id}/rotate-secret", response_class=HTMLResponse)
+def rotate_secret(endpoint_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+                  settings: SettingsDep) -> HTMLResponse:
+    try:
+        shown = ops.describe(ops.rotate_secret(session, endpoint_id=endpoint_id), with_secret=True)
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return webhooks_page(request, settings, session, who, status=status_of(err), error=str(err))
+    return webhooks_page(request, settings, session, who, created=shown)  # the new secret, once
+
+
+@router.post("/webhooks/{endpoint_id}/remove", response_class=HTMLResponse)
+def remove_endpoint(endpoint_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+                    settings: SettingsDep):
+    try:
+        ops.remove(session, endpoint_id=endpoint_id)
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return webhooks_page(request, settings, session, who, status=status_of(err), error=str(err))
+    return see_other("/admin/webhooks?done=removed")
+
+
+@router.post("/webhooks/deliveries/{delivery_id}/redeliver", response_class=HTMLResponse)
+def redeliver(delivery_id: Id, request: Request, who: SignedInDep, form: CheckedFormDep, session: SessionDep,
+              settings: SettingsDep):
+    try:
+        ops.redeliver(session, delivery_id=delivery_id)
+        session.commit()
+    except InvalidInput as err:
+        session.rollback()
+        return webhooks_page(request, settings, session, who, status=status_of(err), error=str(err))
+    return see_other("/admin/webhooks?done=redelivered")

@@ -30,6 +30,9 @@ def test_endpoints_through_the_api(api, engine):
     assert api.patch(f"/api/admin/webhooks/{eid}", json={"enabled": False}).json()["enabled"] is False
     rotated = api.post(f"/api/admin/webhooks/{eid}/rotate-secret", json={"grace_hours": 1}).json()
     assert rotated["secret"] != created["secret"] and rotated["previous_secret_valid_until"]
+    (pending,) = log["items"]
+    r = api.post(f"/api/admin/webhooks/deliveries/{pending['id']}/redeliver")
+    assert r.status_code == 409 and "only a failed or skipped one" in r.json()["detail"]
     assert api.delete(f"/api/admin/webhooks/{eid}").status_code == 204
     assert api.get("/api/admin/webhooks").json() == []
     assert api.get(f"/api/admin/webhooks/{eid}").status_code == 404
@@ -63,7 +66,12 @@ def test_the_dashboard_shows_endpoints_and_the_log_and_adds_one(dashboard, engin
     shown = dashboard.get("/admin/webhooks").text
     assert "https://crm.example.com/in" in shown and "subscriber.subscribed, campaign.started" in shown
     assert 'class="delivery" data-status="pending"' in shown and "whsec_" not in shown
+    rotated = dashboard.post("/admin/webhooks/1/rotate-secret", data={"csrf_token": csrf_of(shown)})
+    assert rotated.status_code == 200 and "new signing secret" in rotated.text and "signs too until" in rotated.text
     off = dashboard.post("/admin/webhooks/1/enabled", data={"csrf_token": csrf_of(shown), "enabled": "false"},
                          follow_redirects=False)
     assert off.status_code == 303
     assert "disabled" in dashboard.get("/admin/webhooks").text
+    gone = dashboard.post("/admin/webhooks/1/remove", data={"csrf_token": csrf_of(shown)}, follow_redirects=False)
+    assert gone.status_code == 303 and "No endpoints yet" in dashboard.get("/admin/webhooks").text
+    assert count_rows(engine, "webhook_delivery") == 0
