@@ -21,6 +21,7 @@ from mailer import campaigns, dispatch
 from mailer.core.clock import as_utc, utcnow
 from mailer.core.config import get_settings
 from mailer.core.db import UtcDateTime, transaction
+from mailer.core.errors import InvalidInput
 from mailer.dispatch import enqueue_campaign
 from mailer.operations import inbound
 from mailer.operations import report as ops
@@ -277,3 +278,20 @@ def test_an_unknown_or_malformed_campaign_is_refused_in_one_line(engine, api, da
     assert api.get("/api/admin/campaigns/1/report", params={"compare": "-1"}).status_code == 422
     page = dashboard.get("/admin/campaigns/424242/report")
     assert page.status_code == 404 and "no campaign 424242" in page.text
+
+
+def test_a_campaign_not_started_has_a_report_of_zeros(engine, api, dashboard):
+    from tests.support.seed import seed_campaign
+
+    cid = seed_campaign(engine, 3, start=False)
+    with transaction(engine) as s:
+        r = ops.report(s, campaign_id=cid)
+        with pytest.raises(InvalidInput, match="compare with 0 to 50 campaigns, not 51"):
+            ops.report(s, campaign_id=cid, compare=51)
+    assert (r["status"], r["total"], r["delivered"], r["started_at"], r["compared"]) == ("draft", 0, 0, None, [])
+    assert r["opens"] == {"people": 0, "total": 0, "rate": 0.0} and r["rates"]["bounce_rate"] == 0.0
+    assert len(r["hours"]) == 72 and not any(h["opens"] or h["clicks"] for h in r["hours"])
+    assert api.get(f"/api/admin/campaigns/{cid}/report").json() == r
+    page = dashboard.get(f"/admin/campaigns/{cid}/report")
+    assert page.status_code == 200 and "Not started yet: nothing to compare." in page.text
+    assert 'id="hours-chart"' in page.text and "This issue has no links to count." in page.text

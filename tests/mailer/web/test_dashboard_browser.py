@@ -211,8 +211,8 @@ def test_tracking_switches_on_the_dashboard_carry_and_drop_tracked_links(admin_s
     from mailer.operations.issues import save_issue
     from mailer.sending import drain
     from tests.mailer.web.public.test_tracking import html_of, issue_with_links
-    from tests.support.delivery import config, transport_for
     from tests.support.cli import cli
+    from tests.support.delivery import config, transport_for
 
     list_id = seed_list(engine, 1)
     settings = get_settings()
@@ -236,7 +236,7 @@ def test_tracking_switches_on_the_dashboard_carry_and_drop_tracked_links(admin_s
     assert not page.is_checked(f"#clicks-{list_id}") and not page.is_checked(f"#opens-{list_id}")
     page.check(f"#clicks-{list_id}")
     page.check(f"#opens-{list_id}")
-    page.click(f"#tracking-weekly button[type=submit]")
+    page.click("#tracking-weekly button[type=submit]")
     page.wait_for_selector("text=Tracking saved")
     assert page.is_checked(f"#clicks-{list_id}") and page.is_checked(f"#opens-{list_id}")
     with transaction(engine) as s:
@@ -248,13 +248,13 @@ def test_tracking_switches_on_the_dashboard_carry_and_drop_tracked_links(admin_s
     assert "https://example.com/one" not in tracked
 
     page.uncheck(f"#clicks-{list_id}")
-    page.click(f"#tracking-weekly button[type=submit]")
+    page.click("#tracking-weekly button[type=submit]")
     page.wait_for_selector("text=Tracking saved")
     assert not page.is_checked(f"#clicks-{list_id}") and page.is_checked(f"#opens-{list_id}")
     opens_only = send("tracked-2")
     assert "/r/" not in opens_only and "https://example.com/one?a=1&amp;b=2" in opens_only and "/o/" in opens_only
     page.uncheck(f"#opens-{list_id}")
-    page.click(f"#tracking-weekly button[type=submit]")
+    page.click("#tracking-weekly button[type=submit]")
     page.wait_for_selector("text=Tracking saved")
     untracked = send("tracked-3")
     assert "/r/" not in untracked and "/o/" not in untracked
