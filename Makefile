@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/freeze.py
+	$(BIN)/python bench/redirect.py
 
 clean:
 	rm -rf var test-artifacts
