@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/freeze.py
+	$(BIN)/python bench/redirect.py
 
 clean:
 	rm -rf var test-artifacts

@@ -9,7 +9,8 @@ redirects do not notice; events wait, up to ``limit`` of them, and the oldest ar
 
 Privacy: an event names its delivery (and so its subscriber) for
 ``NEWSLETTER_TRACKING_DAYS`` at most; beat's hourly roll-up then turns it into counts per
-campaign, link and verdict (``engagement_count``) and deletes it. In strict mode
+campaign, link and verdict, and per hour of the campaign's first 72 (``engagement_count``),
+and deletes it. In strict mode
 (``NEWSLETTER_TRACKING_STRICT``) that happens as it is written: only counts are kept.
 """
 

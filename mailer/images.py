@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from mailer.core.errors import InvalidInput
 from mailer.issues import ImageRef, IssueSource, is_local
 
@@ -110,6 +108,9 @@ def read_image(folder: Path, name: str) -> LocalImage:
 
 def prepare_image(data: bytes, *, name: str) -> LocalImage:
     """Check, scale down and (when needed) convert one image's bytes."""
+    # Pillow is imported by the publishing that needs it, not by every command (~50 ms).
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -293,9 +293,11 @@ class EngagementEvent(Base):
 
 class EngagementCount(Base):
     """Clicks and opens past the retention window, or all of them in strict mode
-    (``mailer.engagement``): counts per campaign, kind, link (-1: an open) and verdict,
-    with no delivery or subscriber. ``readers``: the deliveries that made them, counted
-    when rolled up. Migration 0012."""
+    (``mailer.engagement``): counts per campaign, kind, link and verdict, with no
+    delivery or subscriber. ``link_index``: the link (>= 0), -1 an open, -2 a click on
+    any link, -100 - h the hour h (0-71) after the campaign started, for the report's
+    72-hour chart (``queries.HOUR_ROWS``; reason "" there). ``readers``: the deliveries
+    that made them, counted when rolled up. Migration 0012."""
 
     __tablename__ = "engagement_count"
     __table_args__ = (

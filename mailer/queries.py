@@ -800,8 +800,20 @@ def judge_engagement(conn, verdicts: Sequence[dict]) -> None:
 
 
 # Rolled-up counts: per link (index >= 0), an open (-1), and a campaign's clicks over all
-# its links (-2), so that readers are counted once per campaign as well as per link.
+# its links (-2), so that readers are counted once per campaign as well as per link; and
+# per hour of the first REPORT_HOURS after the campaign started (HOUR_ROWS - hour, reason
+# ""), so the report's 72-hour chart survives the roll-up. Readers of the other rows never
+# see the hourly ones (they ask for -1, -2 or >= 0).
 OPEN_ROW, ALL_LINKS_ROW = -1, -2
+HOUR_ROWS, REPORT_HOURS = -100, 72
+
+
+def _hours_since(session, column: str, start: str) -> str:
+    """Whole hours from ``start`` to ``column`` (both SQL expressions), in the database."""
+    if dialect_name(session) == "postgresql":
+        return f"FLOOR(EXTRACT(EPOCH FROM ({column} - {start})) / 3600)"
+    # SQLite stores ISO text; julianday() reads it (as in ``_weekly``).
+    return f"CAST((julianday({column}) - julianday({start})) * 24 AS INTEGER)"
 _ENGAGEMENT_TOTALS = """
     SELECT {key}, SUM(events), SUM(readers) FROM (
         SELECT {key}, COUNT(*) AS events, COUNT(DISTINCT delivery_id) AS readers FROM engagement_event
@@ -827,11 +839,40 @@ def link_clicks(session, *, campaign_id: int) -> list[tuple]:
     return session.execute(text(sql), {"cid": campaign_id}).all()
 
 
+def engagement_hours(session, *, campaign_id: int, start: datetime) -> list[tuple]:
+    """(kind, machine, hour, events) of a campaign's judged clicks and opens in each of
+    the first ``REPORT_HOURS`` whole hours from ``start`` (its start): the events still
+    kept plus the hourly rows the roll-up left. A read only, by the campaign's
+    (campaign, kind, time) index."""
+    hour = _hours_since(session, "created_at", ":start")
+    rows = session.execute(text(
+        f"""
+        SELECT kind, machine, hour, SUM(events) FROM (
+            SELECT kind, machine, {hour} AS hour, COUNT(*) AS events FROM engagement_event
+            WHERE campaign_id = :cid AND machine IS NOT NULL AND created_at >= :start AND created_at < :end
+            GROUP BY kind, machine, {hour}
+            UNION ALL
+            SELECT kind, machine, {HOUR_ROWS} - link_index, events FROM engagement_count
+            WHERE campaign_id = :cid AND link_index <= {HOUR_ROWS} AND link_index > {HOUR_ROWS - REPORT_HOURS}
+        ) t GROUP BY kind, machine, hour
+        """
+    ), {"cid": campaign_id, "start": start, "end": start + timedelta(hours=REPORT_HOURS)}).all()
+    return [(kind, machine, int(h), int(n)) for kind, machine, h, n in rows if h is not None]
+
+
+def soft_bounces(session, *, campaign_id: int) -> int:
+    """Deliveries of a campaign the relay accepted that later came back with a failure
+    that may pass (a full mailbox, 4.x.x): one ``soft_bounce`` row each. A read only."""
+    return int(session.execute(
+        text("SELECT COUNT(*) FROM soft_bounce sb JOIN delivery d ON d.id = sb.delivery_id "
+             "WHERE d.campaign_id = :cid"), {"cid": campaign_id}).scalar_one())
+
+
 def roll_up_engagement(session, *, before: datetime | None = None, delivery_ids: Sequence[int] = ()) -> int:
     """Turn judged events (older than ``before``, or of these deliveries: strict mode)
-    into counts,
-    and delete them: no row is left that names a delivery or a subscriber, and every
-    count of the campaign, per link too, stays what it was. Returns how many events.
+    into counts, and delete them: no row is left that names a delivery or a subscriber,
+    and every count of the campaign, per link and per hour of its first
+    ``REPORT_HOURS`` too, stays what it was. Returns how many events.
 
     Two roll-ups at once must not count a row twice: on PostgreSQL the first takes a
     transaction-level advisory lock and the second waits for it, then finds the rows
@@ -859,6 +900,19 @@ def roll_up_engagement(session, *, before: datetime | None = None, delivery_ids:
             SET events = engagement_count.events + excluded.events, readers = engagement_count.readers + excluded.readers
             """
         ).bindparams(*expanding), params)
+    # The first REPORT_HOURS after the campaign started, per hour and verdict (no reason).
+    hour = _hours_since(session, "e.created_at", "c.started_at")
+    session.execute(text(
+        f"""
+        INSERT INTO engagement_count (campaign_id, kind, link_index, machine, reason, events, readers)
+        SELECT e.campaign_id, e.kind, {HOUR_ROWS} - {hour}, e.machine, '', COUNT(*), COUNT(DISTINCT e.delivery_id)
+        FROM engagement_event e JOIN campaign c ON c.id = e.campaign_id
+        WHERE e.machine IS NOT NULL AND e.{which} AND e.created_at >= c.started_at AND {hour} < {REPORT_HOURS}
+        GROUP BY e.campaign_id, e.kind, {hour}, e.machine
+        ON CONFLICT (campaign_id, kind, link_index, machine, reason) DO UPDATE
+        SET events = engagement_count.events + excluded.events, readers = engagement_count.readers + excluded.readers
+        """
+    ).bindparams(*expanding), params)
     return session.execute(text(f"DELETE FROM engagement_event WHERE {where}").bindparams(*expanding), params).rowcount
 
 

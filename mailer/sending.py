@@ -284,13 +284,20 @@ def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig
             message = signer.sign(message, body_hash=body_hash)
     else:
         message = prepared.template.assemble(recipient)
-    envelope_from = verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
-    return envelope_from, message, recipient.message_id
+    return envelope_sender(r, cfg), message, recipient.message_id
 
 
-def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes) -> SendResult:
+def envelope_sender(r: queries.Recipient, cfg: EngineConfig) -> str:
+    """The delivery's own VERP return path: bounces name the delivery they are about."""
+    return verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
+
+
+def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes,
+             then: tuple[str, str] | None) -> SendResult:
     with slots.hold(email.rpartition("@")[2]), metrics.timed("smtp"):
-        return transport.send(envelope_from, email, message)
+        if then is None:
+            return transport.send(envelope_from, email, message)
+        return transport.send(envelope_from, email, message, then=then)
 
 
 def _mark(conn, fast, pending: list[Outcome], window: list[int], *, campaign_id: int,
@@ -412,11 +419,17 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
     means. Stops early when the relay cannot be reached or the circuit breaker trips;
     the rest of the window's marks are then given back."""
     done = _Window([], [])
+    # Within a window every message is marked already, so the next one's envelope may go
+    # to the relay behind this one's content (one round trip a message, not two); the
+    # window's last one waits for the next window's marks.
+    ahead = getattr(transport, "pipelines_ahead", False)
     for i, r in enumerate(window):
         try:
             envelope_from, message, message_id = assemble(prepared, r, cfg)
             _throttle(limiter, backoff)
-            result = _deliver(transport, slots, envelope_from, r.email, message)
+            then = ((envelope_sender(window[i + 1], cfg), window[i + 1].email)
+                    if ahead and i + 1 < len(window) else None)
+            result = _deliver(transport, slots, envelope_from, r.email, message, then)
         except InvalidInput as err:  # nothing to retry: this one recipient fails
             done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
             out.failed += 1

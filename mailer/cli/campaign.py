@@ -24,14 +24,15 @@ from mailer.core.clock import utcnow
 from mailer.core.db import MAX_ID
 from mailer.core.errors import InvalidInput
 from mailer.issues import read_issue_file
-from mailer.models import CampaignStatus
+from mailer.models import CampaignStatus, DeliveryStatus
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import report as report_ops
 from mailer.operations.issues import save_issue
 from mailer.operations.preflight import Gate, Preflight, PreflightFailed
 
-app = typer.Typer(help="Campaigns: progress, who got it and who did not, pause, resume, cancel, retry, reschedule.",
+app = typer.Typer(help="Campaigns: progress, the report, who got it and who did not, pause, resume, cancel, retry, reschedule.",
                   no_args_is_help=True)
 
 
@@ -230,3 +231,65 @@ def campaign_deliveries(
     more = f"; next page: --after {page['next_after']}" if page["next_after"] else ""
     retry = f"; retry the failed ones: newsletter campaign retry {campaign_id}" if page["retryable"] else ""
     typer.echo(f"{shown} {page['status']} deliveries of campaign {campaign_id}{more}{retry}", err=True)
+
+
+def _pct(rate: float) -> str:
+    return f"{rate * 100:.1f}%"
+
+
+def report_lines(r: dict) -> list[str]:
+    """The report as a terminal shows it: a few aligned tables, people's numbers first."""
+    lines = [f"campaign {r['campaign_id']}: {r['issue']} ({r['subject']}) to {r['list']}, {r['status']}"
+             + (f", started {r['started_at'][:16]}" if r["started_at"] else "")]
+    D = DeliveryStatus
+    rows = [("delivered", r["delivered"], ""),
+            ("bounced hard", r[D.bounced]["hard"], _pct(r["rates"]["bounce_rate"])),
+            ("bounced soft", r[D.bounced]["soft"], ""),
+            (D.failed, r[D.failed], ""), (D.skipped, r[D.skipped], ""), ("still queued", r[D.queued], ""),
+            ("complaints", r["complaints"], _pct(r["rates"]["complaint_rate"])),
+            ("unsubscribes", r["unsubscribes"], _pct(r["rates"]["unsubscribe_rate"])),
+            ("opened (people)", r["opens"]["people"], _pct(r["opens"]["rate"])),
+            ("opens (people, all)", r["opens"]["total"], ""),
+            ("clicked (people)", r["clicks"]["people"], _pct(r["clicks"]["rate"])),
+            ("clicks (people, all)", r["clicks"]["total"], ""),
+            ("machine opens", r["machines"]["opens"], ""), ("machine clicks", r["machines"]["clicks"], "")]
+    lines += [f"  {name:<22}{value:>8}  {rate}".rstrip() for name, value, rate in rows]
+    if r["machines"]["reasons"]:
+        lines.append("machines, by reason:")
+        lines += [f"  {n:>6}  {reason}" for reason, n in r["machines"]["reasons"].items()]
+    if r["links"]:
+        lines.append("clicks per link:   people  readers  machines  link")
+        lines += [f"  {i['index'] + 1:>3}.{i['clicks']:>18}{i['readers']:>9}{i['machine_clicks']:>10}  {i['url']}"
+                  for i in r["links"]]
+    active = [h for h in r["hours"] if h["opens"] or h["clicks"]]
+    if active:
+        lines.append("first 72 hours (people):  hour  opens  clicks")
+        lines += [f"  {h['hour']:>28}{h['opens']:>7}{h['clicks']:>8}" for h in active]
+    if r["compared"]:
+        lines.append("the list's last campaigns:  delivered  opened  clicked  unsubscribed  complaints  bounced")
+        for c in r["compared"]:
+            mark = "*" if c["campaign_id"] == r["campaign_id"] else " "
+            lines.append(f" {mark}{c['campaign_id']:>5} {c['issue'][:20]:<20}{c['delivered']:>11}"
+                         f"{_pct(c['open_rate']):>8}{_pct(c['click_rate']):>9}{_pct(c['unsubscribe_rate']):>14}"
+                         f"{_pct(c['complaint_rate']):>12}{_pct(c['bounce_rate']):>9}")
+    return lines
+
+
+@app.command("report")
+def campaign_report(
+    campaign_id: CampaignId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    compare: Annotated[int, typer.Option("--compare", min=0, max=report_ops.MAX_COMPARED,
+                                         help="Compare with this many of the list's last campaigns.")]
+    = report_ops.COMPARED,
+) -> None:
+    """What happened after sending: delivered, bounced (hard, soft), complaints,
+    unsubscribes, people's opens and clicks with rates (machines apart, by reason), clicks
+    per link, the first 72 hours hour by hour, and the list's last campaigns compared."""
+    with session() as s:
+        found = report_ops.report(s, campaign_id=campaign_id, compare=compare)
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
+    for line in report_lines(found):
+        typer.echo(line)

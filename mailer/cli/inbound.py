@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 
-from mailer.channels.listener import InboundServer
 from mailer.channels.mailbox import MailboxError, parse_mailbox, poll
 from mailer.cli.common import engine, session, settings
 from mailer.core.errors import InvalidInput
@@ -120,6 +119,8 @@ def serve(
     """Listen for mail to the bounce domain (SMTP for its MX, or LMTP behind a local
     MTA) and record each message; other recipients are refused."""
     engine()
+    from mailer.channels.listener import InboundServer  # aiosmtpd: only this command needs it
+
     server = InboundServer(settings(), host=host, port=port, lmtp=lmtp)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

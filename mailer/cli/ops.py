@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from mailer import doctor as checks
 from mailer import health
 from mailer.campaigns import campaigns_in_flight
 from mailer.cli.common import settings
@@ -37,6 +36,8 @@ def doctor(
     From, DKIM d= and the envelope, and the relay's STARTTLS and certificate; print the
     records to publish for what is missing. Exit 2 when something fails, or when DNS
     does not answer (the records to publish are printed all the same)."""
+    from mailer import doctor as checks  # dnspython: only this command needs it (~0.1 s)
+
     conf = settings()
     context = None
     if ca_file is not None:

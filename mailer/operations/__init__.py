@@ -15,6 +15,8 @@ see a task before the campaign it names is committed) comes back in the result's
 
   issues.py       save (publishing its local images), update, delete, preview and test-send an issue
   campaigns.py    schedule or start an issue, pause, resume, cancel, retry, reschedule; stats
+  report.py       a campaign's report: outcomes, people's opens and clicks (machines apart),
+                  per link, the first 72 hours, the list's last campaigns compared
   deliveries.py   who got it and who did not: a campaign's deliveries by status, searched, paged,
                   as CSV; a subscriber's messages and what happened to each
   schedules.py    a list's weekly slot and what goes out in the coming weeks

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-import dkim
 from sqlalchemy.orm import Session
 
 from mailer import dispatch, queries
@@ -185,6 +184,7 @@ def check_dkim(message: bytes, records: dict[str, str], *, production: bool) -> 
     count = len(_dkim_signed(message))
     if not count:
         return Check("dkim", False, "the message carries no DKIM-Signature")
+    import dkim  # dkimpy brings dnspython (~0.1 s): imported by the check, not every command
 
     def lookup(name: bytes, timeout: int = 5) -> bytes | None:
         record = records.get(name.decode("ascii").rstrip(".").lower())

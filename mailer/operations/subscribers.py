@@ -145,6 +145,18 @@ def tracking_of(mlist: MailingList) -> dict:
     return {"list": mlist.name, "clicks": bool(mlist.track_clicks), "opens": bool(mlist.track_opens)}
 
 
+def what_is_tracked(session: Session, *, subscriber_id: int, settings: Settings) -> dict:
+    """What the preference page tells a subscriber is tracked: for each of their lists,
+    whether clicks and opens are, and how long an event keeps their name (0 days: never,
+    only counts are kept)."""
+    lists = session.scalars(
+        select(MailingList).join(Membership, Membership.list_id == MailingList.id)
+        .where(Membership.subscriber_id == subscriber_id).order_by(MailingList.name)
+    ).all()
+    return {"lists": [tracking_of(m) for m in lists],
+            "days": 0 if settings.tracking_strict else settings.tracking_days}
+
+
 def erase(session: Session, *, subscriber_id: int) -> None:
     """GDPR erasure (``subscribers.service.erase``), the subscriber's clicks and opens
     still kept with their delivery (what was rolled up names nobody), and the outbound

@@ -32,7 +32,11 @@ class Transport(Protocol):
     def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         """Hand one message for one recipient to the server and return its reply, whatever
         it is (4xx and 5xx included). Raises ``TransientDeliveryError`` only when the server
-        could not be talked to at all, even after one reconnect."""
+        could not be talked to at all, even after one reconnect.
+
+        A transport with ``pipelines_ahead = True`` also takes ``then=(envelope sender,
+        recipient)``, the message the caller sends next, to write its envelope early
+        (``SmtpTransport``); the others are never given it."""
 
     def close(self) -> None:
         """Let go of the connection; safe to call twice, and ``send`` may follow."""

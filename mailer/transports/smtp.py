@@ -4,6 +4,10 @@ A new connection per message halves the send rate (FACTS.md), so the connection 
 open and is re-established once when the server drops it. When the relay offers
 PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write: two round trips a message
 (the envelope, then the content) instead of four; without it, one command at a time.
+When the caller names the envelope that follows (``send(..., then=...)``), it goes in
+the same write as the content and its end of data (RFC 2920 §3.1 allows the content as
+the first "command" of a group): one round trip a message. Only the envelope goes
+early, never content, so what can be lost or repeated is unchanged.
 The transaction is ours, not ``smtplib.SMTP.sendmail``'s (which also parses every
 address again), so we know how far it got when something breaks:
 
@@ -62,6 +66,7 @@ def _one_line(err: BaseException) -> str:
 
 class SmtpTransport:
     name = "smtp"
+    pipelines_ahead = True  # send() takes ``then``, the envelope that follows
 
     def __init__(
         self,
@@ -86,6 +91,9 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
         self._needs_rset = False
+        # The envelope (sender, recipient) written after the last message's end of data,
+        # its three replies not read yet; the server waits for that message's content.
+        self._presented: tuple[str, str] | None = None
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 30.0, *, ssl_context: ssl.SSLContext | None = None) -> "SmtpTransport":
@@ -143,13 +151,20 @@ class SmtpTransport:
             _close_quietly(conn)
             raise TransientDeliveryError(f"cannot reach SMTP relay {self.where}: {_one_line(err)}") from err
         self._needs_rset = False
+        self._presented = None
         return conn
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._presented = None
         _close_quietly(conn)
 
     def close(self) -> None:
+        if self._presented is not None:
+            # The server may be waiting for content after a 354: a QUIT now would be
+            # read as message text. Closing the socket makes it discard the transaction.
+            self._drop()
+            return
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -166,15 +181,23 @@ class SmtpTransport:
 
     # --- sending ---------------------------------------------------------------------
 
-    def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        for what, address in (("envelope sender", envelope_from), ("recipient", recipient)):
-            if _UNSAFE_ADDRESS.search(address) or not address.isascii():  # no SMTPUTF8 here
-                raise InvalidInput(f"{what} {address!r} cannot go into an SMTP command")
+    def send(self, envelope_from: str, recipient: str, message: bytes, *,
+             then: tuple[str, str] | None = None) -> SendResult:
+        """``then``: the (envelope sender, recipient) of the message the caller sends next
+        on this transport, written behind this message's end of data when the relay
+        pipelines. A next ``send`` for another envelope, or ``close``, drops the connection
+        (a server waiting for content cannot be told otherwise), so name only the one that
+        follows."""
+        _check_address(envelope_from, recipient)
+        if then is not None and not _safe(*then):
+            then = None  # its own send refuses it with the reason
+        if self._presented is not None and self._presented != (envelope_from, recipient):
+            self._drop()
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                return self._transaction(self._conn, envelope_from, recipient, message)
+                return self._transaction(self._conn, envelope_from, recipient, message, then)
             except _Retry as retry:
                 self._drop()
                 if attempt == 2:
@@ -185,8 +208,12 @@ class SmtpTransport:
                     return SendResult(retry.code, retry.reply)
         raise AssertionError("unreachable")
 
-    def _transaction(self, conn: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        if conn.has_extn("pipelining"):
+    def _transaction(self, conn: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes,
+                     then: tuple[str, str] | None) -> SendResult:
+        pipelining = conn.has_extn("pipelining")
+        if self._presented is not None:
+            refused = self._presented_envelope(conn)
+        elif pipelining:
             refused = self._pipelined_envelope(conn, envelope_from, recipient)
         else:
             refused = self._lockstep_envelope(conn, envelope_from, recipient)
@@ -197,17 +224,48 @@ class SmtpTransport:
         data = message if message.endswith(b"\r\n") else message + b"\r\n"
         if data.startswith(b".") or _DOT_AFTER_BREAK.search(data):
             data = _LEADING_DOT.sub(b"..", data)  # RFC 5321 §4.5.2 transparency
+        following = b""
+        if then is not None and pipelining:
+            # After the end of data the transaction is over whatever its reply (RFC 5321
+            # §4.1.1.4), so the next MAIL needs no RSET.
+            following = ("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % then).encode("ascii")
         try:
-            conn.send(data + b".\r\n")
+            conn.send(data + b".\r\n" + following)
             code, resp = conn.getreply()
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
             return SendResult(None, f"connection lost after the message was sent, delivery unknown: {_one_line(err)}")
         if code == 421:
             self._drop()
-        elif not 200 <= code < 300:
-            self._needs_rset = True
+        else:
+            if following:
+                self._presented = then
+            if not 200 <= code < 300 and not following:
+                self._needs_rset = True
         return SendResult(code, _text(resp))
+
+    def _presented_envelope(self, conn: smtplib.SMTP) -> SendResult | None:
+        """The replies to the envelope written behind the last message: the refusal, or
+        None to go on. Anything but a clean MAIL (a server that wanted an RSET after a
+        refused message, say) is retried from a new connection: no content went yet."""
+        self._presented = None
+        replies = []
+        try:
+            for _ in range(3):
+                code, resp = conn.getreply()
+                if code in (421, -1):
+                    raise _Retry(code if code == 421 else None, _text(resp))
+                replies.append((code, resp))
+        except (OSError, smtplib.SMTPException) as err:
+            raise _Retry(None, _one_line(err)) from err
+        (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = replies
+        if mail != 250:
+            raise _Retry(None, f"{mail} {_text(mail_text)}")
+        refused = (SendResult(rcpt, _text(rcpt_text)) if rcpt not in (250, 251, 252)
+                   else SendResult(data, _text(data_text)) if data != 354 else None)
+        if refused is not None and data == 354:
+            self._drop()  # as in _pipelined_envelope
+        return refused
 
     def _lockstep_envelope(self, conn: smtplib.SMTP, envelope_from: str, recipient: str) -> SendResult | None:
         """MAIL, RCPT and DATA one round trip each; the refusal, or None to go on."""
@@ -253,6 +311,16 @@ class SmtpTransport:
             # the connection instead.
             self._drop()
         return refused
+
+
+def _safe(*addresses: str) -> bool:
+    return all(address.isascii() and not _UNSAFE_ADDRESS.search(address) for address in addresses)
+
+
+def _check_address(envelope_from: str, recipient: str) -> None:
+    for what, address in (("envelope sender", envelope_from), ("recipient", recipient)):
+        if not _safe(address):  # no SMTPUTF8 here
+            raise InvalidInput(f"{what} {address!r} cannot go into an SMTP command")
 
 
 def _step(command, *args) -> tuple[int, str]:

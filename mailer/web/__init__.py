@@ -5,7 +5,7 @@ adapter over ``mailer.operations``.
   deps.py         typed dependencies: settings, a session, the engine
   templating.py   the Jinja2 environment of the pages
   auth.py         API tokens; the dashboard's session cookie and CSRF token
-  charts.py       the dashboard's inline SVG chart
+  charts.py       the dashboard's inline SVG charts (growth, clicks per link, 72 hours)
   public/         what anyone may open: the archive, signup, unsubscribe, preferences
   api/            /api/admin: issues, campaigns, schedules, subscribers (bearer token)
   dashboard/      /admin: the editor's pages (session cookie + CSRF)

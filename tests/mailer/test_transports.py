@@ -269,3 +269,107 @@ def test_an_address_that_needs_smtputf8_is_refused_before_the_relay(smtp_sink):
         assert transport.send(FROM, "b@example.org", message(2)).code == 250
     finally:
         transport.close()
+
+
+def _chain(transport: SmtpTransport, rcpts: list[str]) -> list[SendResult]:
+    """Send to each in turn, naming the next one's envelope as ``then`` (as a window does)."""
+    results = []
+    for i, rcpt in enumerate(rcpts):
+        then = (FROM, rcpts[i + 1]) if i + 1 < len(rcpts) else None
+        results.append(transport.send(FROM, rcpt, message(i, rcpt), then=then))
+    return results
+
+
+def test_next_envelope_goes_behind_the_content_one_round_trip_a_message():
+    """A server that answers the end of data only once the next envelope is in too: a
+    client waiting for that reply before writing MAIL would time out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    seen: list[bytes] = []
+
+    def content(reader) -> None:
+        while reader.readline() not in (b".\r\n", b""):
+            pass
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            conn.sendall(b"220 test\r\n")
+            reader.readline()  # EHLO
+            conn.sendall(b"250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            seen.extend(reader.readline() for _ in range(3))
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+            content(reader)
+            seen.extend(reader.readline() for _ in range(3))  # no reply until the next envelope is in
+            conn.sendall(b"250 first queued\r\n250 ok\r\n250 ok\r\n354 go on\r\n")
+            content(reader)
+            conn.sendall(b"250 second queued\r\n")
+            reader.readline()  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    transport = SmtpTransport("127.0.0.1", listener.getsockname()[1], timeout=5)
+    try:
+        results = _chain(transport, ["a@example.org", "b@example.org"])
+    finally:
+        transport.close()
+        server.join(timeout=10)
+        listener.close()
+    assert [(r.code, r.reply) for r in results] == [(250, "first queued"), (250, "second queued")]
+    assert seen[3:] == [f"MAIL FROM:<{FROM}>\r\n".encode(), b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n"]
+
+
+def test_a_chain_of_messages_each_delivered_once(smtp_sink):
+    smtp_sink.reject["gone@example.org"] = (550, "5.1.1 User unknown")
+    rcpts = [f"r{i}@example.org" for i in range(5)] + ["gone@example.org"] + [f"s{i}@example.org" for i in range(5)]
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        results = _chain(transport, rcpts)
+    finally:
+        transport.close()
+    assert [r.code for r in results] == [250] * 5 + [550] + [250] * 5
+    expected = {r: 1 for r in rcpts if r != "gone@example.org"}
+    assert smtp_sink.count_by_rcpt() == expected and smtp_sink.sessions == 1
+    assert len(smtp_sink.messages) == 10  # and nothing else, no empty message
+
+
+def test_an_envelope_named_but_not_followed_costs_the_connection_not_a_message(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        assert transport.send(FROM, "a@example.org", message(1), then=(FROM, "b@example.org")).code == 250
+        # The caller changed its mind (b was skipped): the server waits for b's content.
+        assert transport.send(FROM, "c@example.org", message(2), then=(FROM, "d@example.org")).code == 250
+    finally:
+        transport.close()  # d's envelope is waiting too: the socket is closed, not QUIT
+    smtp_sink.wait_for(2)
+    assert smtp_sink.count_by_rcpt() == {"a@example.org": 1, "c@example.org": 1}
+    assert len(smtp_sink.messages) == 2
+    assert smtp_sink.sessions == (2 if smtp_sink.pipelining else 1)  # dropped only if b's envelope went
+
+
+def test_drop_after_data_with_a_named_next_envelope(smtp_sink):
+    smtp_sink.drop_after_data = True
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        first = transport.send(FROM, "a@example.org", message(1), then=(FROM, "b@example.org"))
+        assert first.code is None and "unknown" in first.reply
+        smtp_sink.drop_after_data = False
+        assert transport.send(FROM, "b@example.org", message(2)).code == 250  # afresh, on a new connection
+    finally:
+        transport.close()
+    assert smtp_sink.count_by_rcpt() == {"b@example.org": 1}
+
+
+def test_an_unsafe_next_envelope_is_not_written_early(smtp_sink):
+    transport = SmtpTransport.from_url(smtp_sink.url, timeout=10)
+    try:
+        assert transport.send(FROM, "a@example.org", message(1), then=(FROM, "jörg@example.org")).code == 250
+        with pytest.raises(InvalidInput, match="SMTP command"):
+            transport.send(FROM, "jörg@example.org", message(2))
+        assert transport.send(FROM, "b@example.org", message(3)).code == 250
+    finally:
+        transport.close()
+    assert smtp_sink.count_by_rcpt() == {"a@example.org": 1, "b@example.org": 1} and smtp_sink.sessions == 1

@@ -13,6 +13,7 @@ from mailer.core.db import MAX_ID
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import report as report_ops
 from mailer.operations.preflight import Gate
 from mailer.web.auth import ApiRoute
 from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response
@@ -71,6 +72,19 @@ def preflight(body: PreflightIn, session: SessionDep, settings: SettingsDep) -> 
 def campaign_stats(campaign_id: Id, session: SessionDep) -> dict:
     """Progress and outcome; every number is counted from delivery and event records."""
     return ops.stats(session, campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/report")
+def campaign_report(
+    campaign_id: Id,
+    session: SessionDep,
+    compare: Annotated[int, Query(ge=0, le=report_ops.MAX_COMPARED,
+                                  description="How many of the list's last campaigns to compare.")] = report_ops.COMPARED,
+) -> dict:
+    """The campaign's report: delivered, bounced (hard, soft), complaints, unsubscribes,
+    people's opens and clicks with rates, machines apart by reason, clicks per link, the
+    first 72 hours by the hour, and the list's last campaigns compared."""
+    return report_ops.report(session, campaign_id=campaign_id, compare=compare)
 
 
 DeliveryStatusQuery = Annotated[str, Query(description="attention (failed, bounced or skipped), failed, bounced, "

@@ -11,6 +11,8 @@ from mailer.core.errors import InvalidInput, NotFound
 from mailer.operations import campaigns as ops
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import report as report_ops
+from mailer.web.charts import hours_chart, link_chart
 from mailer.web.auth import CheckedFormDep, PageRoute, SignedIn, SignedInDep
 from mailer.web.dashboard.pages import render, see_other
 from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response, status_of
@@ -44,6 +46,16 @@ def campaign_page(request: Request, settings: Settings, session: Session, who: S
 def show_campaign(campaign_id: Id, request: Request, who: SignedInDep, session: SessionDep,
                   settings: SettingsDep) -> HTMLResponse:
     return campaign_page(request, settings, session, who, campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/report", response_class=HTMLResponse)
+def show_report(campaign_id: Id, request: Request, who: SignedInDep, session: SessionDep,
+                settings: SettingsDep) -> HTMLResponse:
+    """The campaign's report (``mailer.operations.report``) with its two charts."""
+    r = report_ops.report(session, campaign_id=campaign_id)
+    return render(request, settings, "report.html", who=who, section="campaigns",
+                  title=f"Report of campaign {campaign_id}", r=r, link_chart=link_chart(r["links"]),
+                  hours_chart=hours_chart(r["hours"]))
 
 
 @router.get("/campaigns/{campaign_id}/stats")

@@ -23,6 +23,7 @@ NOTICES = {
     CampaignStatus.scheduled: "Scheduled.",
     CampaignStatus.sending: "Sending started.",
     "slot": "Weekly slot saved.",
+    "tracking": "Tracking saved; campaigns that start from now on follow it.",
     "pause": "Campaign paused.",
     "resume": "Campaign resumed.",
     "cancel": "Campaign cancelled.",

@@ -1,5 +1,5 @@
 """``/p/{token}``: a subscriber's preferences: name, leave, come back (with a fresh
-confirmation), download or erase their data."""
+confirmation), download or erase their data; and what is tracked of them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.core.config import Settings
@@ -21,9 +22,10 @@ from subscribers.models import MAILABLE, Subscriber
 router = APIRouter(tags=["subscribers"])
 
 
-def _page(request: Request, settings: Settings, token: str, subscriber: Subscriber, status_code: int = 200,
-          **extra: Any) -> HTMLResponse:
+def _page(request: Request, settings: Settings, session: Session, token: str, subscriber: Subscriber,
+          status_code: int = 200, **extra: Any) -> HTMLResponse:
     context = dict(action=f"/p/{token}", masked=mask(subscriber.email), name=subscriber.name,
+                   tracked=ops.what_is_tracked(session, subscriber_id=subscriber.id, settings=settings),
                    status=subscriber.status, mailable=subscriber.status in MAILABLE, erased=subscriber.email == service.placeholder_email(subscriber.id),
                    notice="", error="")
     context.update(extra)
@@ -33,7 +35,7 @@ def _page(request: Request, settings: Settings, token: str, subscriber: Subscrib
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
     return for_link(request, settings, engine, token,
-                    lambda session, subscriber, _: _page(request, settings, token, subscriber))
+                    lambda session, subscriber, _: _page(request, settings, session, token, subscriber))
 
 
 @router.post("/p/{token}")
@@ -51,7 +53,7 @@ def _act(token: str, request: Request, background: BackgroundTasks, settings: Se
 
     def answer(session, subscriber, campaign_id) -> Response:
         if subscriber.email == service.placeholder_email(subscriber.id):
-            return _page(request, settings, token, subscriber)  # erased: nothing left to change
+            return _page(request, settings, session, token, subscriber)  # erased: nothing left to change
         try:
             if action == "name":
                 ops.edit(session, subscriber_id=subscriber.id, name=fields.get("name", ""))
@@ -77,10 +79,10 @@ def _act(token: str, request: Request, background: BackgroundTasks, settings: Se
                 raise InvalidInput("unknown action")
         except InvalidInput as err:
             # Every action checks its input before it changes anything.
-            return _page(request, settings, token, subscriber, status_code=400, error=str(err))
+            return _page(request, settings, session, token, subscriber, status_code=400, error=str(err))
         session.flush()
         session.refresh(subscriber)
-        return _page(request, settings, token, subscriber, notice=notice)
+        return _page(request, settings, session, token, subscriber, notice=notice)
 
     response = for_link(request, settings, engine, token, answer)
     for confirmation in pending:

@@ -200,3 +200,61 @@ def test_preflight_checks_show_under_the_schedule_form_and_block_until_overridde
     with transaction(engine) as s:
         assert [c.status for c in campaigns.list_campaigns(s)] == ["sending"]
     page.screenshot(path=str(ARTIFACTS / "dashboard-preflight.png"), full_page=True)
+
+
+def test_tracking_switches_on_the_dashboard_carry_and_drop_tracked_links(admin_server, browser, engine, smtp_sink):
+    """The editor ticks click and open tracking for a list in Chromium: the switches are
+    the ones the CLI and API read, and the next campaign's message carries /r/ links and
+    the pixel; unticked, the one after has neither."""
+    from mailer.core.config import get_settings
+    from mailer.operations import subscribers as subscriber_ops
+    from mailer.operations.issues import save_issue
+    from mailer.sending import drain
+    from tests.mailer.web.public.test_tracking import html_of, issue_with_links
+    from tests.support.cli import cli
+    from tests.support.delivery import config, transport_for
+
+    list_id = seed_list(engine, 1)
+    settings = get_settings()
+
+    def send(slug: str) -> str:
+        with transaction(engine) as s:
+            issue = save_issue(s, source=issue_with_links("https://example.com").replace("slug: links-1", f"slug: {slug}"),
+                               settings=settings)
+            campaign, _ = campaigns.create_campaign(s, issue_id=issue.id, list_id=list_id)
+            campaigns.start_campaign(s, campaign_id=campaign.id, batch_size=10)
+        before = len(smtp_sink.messages)
+        drain(engine, campaign.id, transport=transport_for(smtp_sink),
+              cfg=config(base_url=settings.base_url, secret_key=settings.secret_key))
+        (received,) = smtp_sink.messages[before:]
+        return html_of(received.content)
+
+    page = browser.new_page()
+    page.goto(f"{admin_server}/admin/login")
+    sign_in(page)
+    page.goto(f"{admin_server}/admin/schedules")
+    assert not page.is_checked(f"#clicks-{list_id}") and not page.is_checked(f"#opens-{list_id}")
+    page.check(f"#clicks-{list_id}")
+    page.check(f"#opens-{list_id}")
+    page.click("#tracking-weekly button[type=submit]")
+    page.wait_for_selector("text=Tracking saved")
+    assert page.is_checked(f"#clicks-{list_id}") and page.is_checked(f"#opens-{list_id}")
+    with transaction(engine) as s:
+        assert subscriber_ops.set_tracking(s, list_name="weekly") == {"list": "weekly", "clicks": True, "opens": True}
+    shown = cli("subscribers", "tracking", "--list", "weekly")
+    assert shown.stdout.strip() == "list weekly: click tracking on, open tracking on"
+    tracked = send("tracked-1")
+    assert f"{settings.base_url}/r/" in tracked and f"{settings.base_url}/o/" in tracked
+    assert "https://example.com/one" not in tracked
+
+    page.uncheck(f"#clicks-{list_id}")
+    page.click("#tracking-weekly button[type=submit]")
+    page.wait_for_selector("text=Tracking saved")
+    assert not page.is_checked(f"#clicks-{list_id}") and page.is_checked(f"#opens-{list_id}")
+    opens_only = send("tracked-2")
+    assert "/r/" not in opens_only and "https://example.com/one?a=1&amp;b=2" in opens_only and "/o/" in opens_only
+    page.uncheck(f"#opens-{list_id}")
+    page.click("#tracking-weekly button[type=submit]")
+    page.wait_for_selector("text=Tracking saved")
+    untracked = send("tracked-3")
+    assert "/r/" not in untracked and "/o/" not in untracked

@@ -68,3 +68,38 @@ def test_download_and_delete_my_data(client, engine, settings, make_subscriber):
 def test_bad_preferences_link(client, settings):
     assert client.get("/p/nonsense").status_code == 404
     assert client.post("/p/nonsense", data={"action": "erase", "sure": "yes"}).status_code == 404
+
+
+def test_the_page_says_what_is_tracked_for_each_list(client, engine, settings, make_subscriber, monkeypatch):
+    import re
+
+    from mailer.operations import subscribers as subscriber_ops
+
+    sid = make_subscriber()
+    url = _prefs(settings, sid)
+
+    def said() -> str:
+        text = re.sub(r"\s+", " ", client.get(url).text)
+        return re.search(r'<p class="tracked" data-list="weekly">(.*?)</p>', text).group(1)
+
+    assert said() == "weekly: nothing: no link goes through our site and there is no tracking image."
+    with transaction(engine) as s:
+        subscriber_ops.set_tracking(s, list_name="weekly", clicks=True)
+    assert said().startswith("weekly: which links you click") and "Opening it is not tracked." in said()
+    with transaction(engine) as s:
+        subscriber_ops.set_tracking(s, list_name="weekly", clicks=False, opens=True)
+    assert said().startswith("weekly: when you open it") and "Links are not tracked." in said()
+    with transaction(engine) as s:
+        subscriber_ops.set_tracking(s, list_name="weekly", clicks=True)
+    assert "which links you click" in said() and "when you open it" in said()
+    page = client.get(url).text
+    assert "kept with your address for 30 days" in re.sub(r"\s+", " ", page)
+    monkeypatch.setenv("NEWSLETTER_TRACKING_STRICT", "true")
+    get_settings.cache_clear()
+    from fastapi.testclient import TestClient
+
+    from tests.support.web import create
+
+    with TestClient(create(), base_url=settings.base_url) as strict:
+        page = re.sub(r"\s+", " ", strict.get(url).text)
+    assert "only counted, never kept with your address" in page and "30 days" not in page
