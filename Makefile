@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/freeze.py
 	$(BIN)/python bench/redirect.py
 

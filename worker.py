@@ -25,6 +25,8 @@ def send_batch(self, campaign_id: int) -> None:
         raise self.retry(exc=err, countdown=5) from err
     except TransientDeliveryError as err:
         raise self.retry(exc=err, countdown=30) from err
+    if when is None:  # the campaign may have finished: its webhook was written on the send path's connection
+        dispatch.sweep_webhooks()
     dispatch.follow_up(
         campaign_id, when,
         now_task=lambda: send_batch.apply_async(args=[campaign_id], retry_policy=PATIENT_PUBLISH),
@@ -49,3 +51,21 @@ def dispatch_due() -> None:
     """Every minute (beat): start the campaigns whose time has come; record empty slots."""
     dispatch.dispatch_due()
     health.note_beat(get_settings(), "dispatch")
+
+
+@app.task(name="newsletter.deliver_webhook", bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> None:
+    """One attempt of an outbound webhook (on the webhooks queue); a failed one comes
+    back after its backoff, until NEWSLETTER_WEBHOOK_MAX_ATTEMPTS."""
+    try:
+        attempt = dispatch.deliver_webhook(delivery_id)
+    except ServiceUnavailable as err:
+        raise self.retry(exc=err, countdown=5) from err
+    if attempt is not None and attempt.retry_in is not None:
+        raise self.retry(countdown=attempt.retry_in.total_seconds())
+
+
+@app.task(name="newsletter.webhook_sweep")
+def webhook_sweep() -> None:
+    """Every few seconds (beat): queue webhook deliveries whose task was lost or never queued."""
+    dispatch.sweep_webhooks()

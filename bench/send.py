@@ -232,24 +232,26 @@ def prepare(engine, settings, n: int, run: str):
     return cid, -(-n // settings.batch_size), size, rendered
 
 
-def start_workers(env: dict[str, str], count: int, folder: Path) -> list[subprocess.Popen]:
+def start_workers(env: dict[str, str], count: int, folder: Path, *, extra: tuple[str, ...] = (),
+                  name: str = "bench") -> list[subprocess.Popen]:
+    """``count`` solo-pool workers; ``extra`` arguments go to ``celery worker`` (``-Q``...)."""
     procs = []
     worker_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     for i in range(count):
-        log = open(folder / f"worker{i}.log", "wb")
+        log = open(folder / f"{name}{i}.log", "wb")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"bench{i}@%h", "--pool=solo",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"{name}{i}@%h", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING", *extra],
             cwd=REPO, env=worker_env, stdout=log, stderr=subprocess.STDOUT))
     # Ready when each has connected to the broker: give them a moment, then check they live.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if all(b"ready" in (folder / f"worker{i}.log").read_bytes() or _started(p) for i, p in enumerate(procs)):
+        if all(b"ready" in (folder / f"{name}{i}.log").read_bytes() or _started(p) for i, p in enumerate(procs)):
             break
         time.sleep(0.2)
     for i, p in enumerate(procs):
         if p.poll() is not None:
-            raise RuntimeError(f"worker {i} died:\n" + (folder / f"worker{i}.log").read_text(errors="replace"))
+            raise RuntimeError(f"worker {i} died:\n" + (folder / f"{name}{i}.log").read_text(errors="replace"))
     return procs
 
 
@@ -281,13 +283,13 @@ def peak_rss_mb(proc: subprocess.Popen) -> float:
     return _kb(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
 
 
-def run_workers(args, env, folder, engine, settings, cid: int, batches: int):
+def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, extra: tuple[str, ...] = ()):
     """(seconds, peak RSS per worker, delivery counts, CPU seconds the workers used)."""
     from mailer import queries
     from mailer.core.db import transaction
     from mailer.dispatch import enqueue_campaign
 
-    procs = start_workers(env, args.workers, folder)
+    procs = start_workers(env, args.workers, folder, extra=extra)
     try:
         started_cpu = [cpu_seconds(p.pid) for p in procs]
         t0 = time.perf_counter()

@@ -29,6 +29,10 @@ The layers, top to bottom (written down as contracts in ``.importlinter``):
     webhooks.py    the relay providers' signed bounce and complaint events, read likewise
     bounces.py     reports tied to their deliveries (VERP, Message-ID, address) and
                    recorded; soft-bounce limit; what cannot be acted on kept unprocessed
+  told to other systems (outbound webhooks):
+    hooks.py       event types, payloads, Standard Webhooks signatures (pure)
+    outbox.py      an event's deliveries written in the change's own transaction, queued after it
+    hookdelivery.py  one signed POST with a short timeout, recorded; the sweep of lost tasks
   around it: models.py (the tables and status enums of the sending side), accounts.py
   (dashboard users, API tokens), testsend.py, celeryapp.py, migrate.py + migrations/
   ../subscribers  people: subscribers, lists, suppressions, consent, import/export

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import queries
+from mailer import outbox, queries
 from mailer.core.clock import utcnow
 from mailer.core.db import insert_for
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
+from mailer.hooks import EventType
 from mailer.models import (
     COUNTED,
     IN_FLIGHT,
@@ -130,8 +131,10 @@ def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: 
                                        started_at=now):
         return 0
     queries.publish_issue(session, issue_id=campaign.issue_id)
-    return queries.freeze_audience(session, campaign_id=campaign_id, list_id=campaign.list_id,
-                                   batch_size=batch_size, now=now, segment=segment)
+    frozen = queries.freeze_audience(session, campaign_id=campaign_id, list_id=campaign.list_id,
+                                     batch_size=batch_size, now=now, segment=segment)
+    outbox.emit_campaign(session, EventType.campaign_started, campaign_id=campaign_id, now=now)
+    return frozen
 
 
 def campaign_list_name(session: Session, campaign: Campaign) -> str:

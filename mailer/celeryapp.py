@@ -5,11 +5,17 @@ slow part of any broker)."""
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from mailer.core.config import Settings
 
 
-QUEUE = "newsletter"  # the one queue every task goes on
+QUEUE = "newsletter"  # sending, the sweep, the dispatcher: every task but the webhooks'
+# Outbound webhooks have a queue of their own, so an endpoint that hangs never stands in
+# front of a send task. A worker consumes both unless told otherwise (``newsletter worker
+# --queues``); a deployment whose endpoints may be slow runs a worker for each.
+HOOKS_QUEUE = "webhooks"
+QUEUES = {"send": QUEUE, "webhooks": HOOKS_QUEUE}
 
 
 def celery_config(settings: Settings) -> dict:
@@ -27,11 +33,16 @@ def celery_config(settings: Settings) -> dict:
         # sending: cancelling it mid-message would leave a delivery whose fate is unknown.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": QUEUE,
+        # A worker started without -Q consumes every queue named here.
+        # Shaped as Celery creates a missing queue: an exchange of the same name.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in (QUEUE, HOOKS_QUEUE)],
+        "task_routes": {"newsletter.deliver_webhook": {"queue": HOOKS_QUEUE}},
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep": {"task": "newsletter.sweep", "schedule": settings.sweep_seconds},
             "dispatch": {"task": "newsletter.dispatch", "schedule": settings.dispatch_seconds},
             "roll_up": {"task": "newsletter.roll_up", "schedule": ROLL_UP_SECONDS},
+            "webhook_sweep": {"task": "newsletter.webhook_sweep", "schedule": settings.sweep_seconds},
         },
         "timezone": "UTC",
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mailer import engagement, queries
+from mailer import engagement, hookdelivery, outbox, queries
 from mailer.celeryapp import make_celery
 from mailer.core.clock import utcnow
 from mailer.core.config import Settings, get_settings
@@ -146,6 +146,27 @@ def sweep(*, enqueue: Callable[[int], object], settings: Settings | None = None)
         for _ in range(queued[campaign_id]):
             enqueue(campaign_id)
     return queued
+
+
+def hook_config(settings: Settings) -> hookdelivery.HookConfig:
+    return hookdelivery.HookConfig(timeout=settings.webhook_timeout, max_attempts=settings.webhook_max_attempts,
+                                   retry_base=settings.webhook_retry_seconds)
+
+
+def deliver_webhook(delivery_id: int, settings: Settings | None = None) -> hookdelivery.Attempt | None:
+    """One attempt of one webhook delivery (``mailer.hookdelivery.deliver``); a database
+    that does not answer is ``ServiceUnavailable``."""
+    settings = settings or get_settings()
+    try:
+        return hookdelivery.deliver(engine_for(settings.database), delivery_id, cfg=hook_config(settings))
+    except (OperationalError, InterfaceError) as err:
+        raise ServiceUnavailable(database_error(err)) from err
+
+
+def sweep_webhooks(settings: Settings | None = None) -> list[int]:
+    """Queue the webhook deliveries that are due and whose task was lost or never queued."""
+    settings = settings or get_settings()
+    return hookdelivery.sweep(engine_for(settings.database), enqueue=outbox.enqueue)
 
 
 def roll_up_engagement(settings: Settings | None = None, *, now: datetime | None = None) -> int:

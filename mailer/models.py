@@ -23,6 +23,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -421,3 +422,66 @@ class SoftBounce(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
     delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id", ondelete="CASCADE"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookStatus(enum.StrEnum):
+    pending = "pending"  # not delivered yet: its first attempt, or a retry, is due at ``next_attempt_at``
+    delivered = "delivered"  # the endpoint answered 2xx
+    failed = "failed"  # every attempt failed (``NEWSLETTER_WEBHOOK_MAX_ATTEMPTS``)
+    skipped = "skipped"  # the endpoint was disabled before it went out
+
+
+class WebhookEndpoint(Base):
+    """An outbound webhook endpoint (``mailer.hooks``): the URL, the event types it gets,
+    its signing secret and, for a grace period after a rotation, the previous one (a
+    message is signed with both meanwhile). Migration 0015."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(Json, default=list)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox row written in the transaction of the
+    change itself (so no event is lost and none goes out for a change rolled back), then
+    the log of its delivery. ``message_id`` is the ``webhook-id`` header, the same on
+    every attempt; ``event_id`` is shared by the deliveries of one event to several
+    endpoints. ``body`` is the exact payload every attempt sends. A worker holds a row
+    under ``lease_until`` while it posts it. Migration 0015."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        enum_check("status", WebhookStatus),
+        # The sweep's question: which pending ones are due (mailer.queries.due_webhooks).
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_delivery_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    # Whom a subscriber event is about: an erasure deletes their deliveries, whose bodies
+    # name them (no foreign key: subscribers are anonymised, never deleted).
+    subscriber_id: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

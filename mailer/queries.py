@@ -28,8 +28,10 @@ from sqlalchemy import text as _text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from mailer import outbox
 from mailer.core.clock import as_utc
 from mailer.core.db import UtcDateTime, dialect_name, insert_for
+from mailer.hooks import EventType, signing_secrets
 from mailer.models import (
     ATTENTION,
     EngagementKind,
@@ -45,6 +47,9 @@ from mailer.models import (
     ScheduleRun,
     SlotOutcome,
     SoftBounce,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookStatus,
 )
 from mailer.outcomes import Outcome
 from subscribers.bulk import Counts, Target
@@ -464,6 +469,8 @@ def finish_campaign_if_done(session, *, campaign_id: int, now: datetime) -> bool
         ),
         {"cid": campaign_id, "now": now},
     ).rowcount
+    if n:  # its webhook, in the same transaction, once: only the one UPDATE that finished it gets here
+        outbox.emit_campaign(session, EventType.campaign_finished, campaign_id=campaign_id, now=now)
     return bool(n)
 
 
@@ -1138,6 +1145,10 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
         conn.execute(insert(Event.__table__).values(
             kind=EventKind.bounce, origin="smtp", subscriber_id=subscriber_id, campaign_id=campaign_id,
             delivery_id=delivery_id, detail={"reply": reply[:500]}, created_at=now))
+        # A Core insert: the outbox's listener on event rows does not see it.
+        outbox.emit_event(conn, kind=EventKind.bounce, origin="smtp", subscriber_id=subscriber_id,
+                          campaign_id=campaign_id, delivery_id=delivery_id,
+                          detail={"reply": reply[:500], "verdict": "permanent", "permanent": True}, now=now)
 
 
 # PostgreSQL only: the previous message's outcome and the mark of the next delivery in
@@ -1191,3 +1202,74 @@ def record_and_mark_window(conn, *, outcomes: Sequence[Outcome], delivery_ids: S
     arrays["r_status"] = [str(v) for v in arrays["r_status"]]
     return set(conn.execute(_RECORD_AND_MARK_WINDOW, {**arrays, "ids": list(delivery_ids), "cid": campaign_id,
                                                       "now": now}).scalars())
+
+
+# --- outbound webhooks ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClaimedWebhook:
+    delivery_id: int
+    attempt: int  # this one: 1, 2, ...
+    lease_until: datetime
+    url: str
+    enabled: bool
+    secrets: list[str]
+    message_id: str
+    body: str
+
+
+def claim_webhook(session: Session, *, delivery_id: int, now: datetime, lease_until: datetime) -> ClaimedWebhook | None:
+    """Take a pending, due webhook delivery for one attempt, or None (delivered, failed,
+    not due yet, or held by another worker). Safe when two tasks for the same row run at
+    once (the after-commit task and the sweep's, or a retry): the guarded UPDATE lets
+    one of them through, and the lease makes a worker that died mid-POST give the row
+    back. A task that comes before ``next_attempt_at`` (a duplicate, or a retry run
+    early by another machine's clock) does nothing: the sweep hands the row out when
+    it is due, so the backoff holds however many tasks there are."""
+    n = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == WebhookStatus.pending,
+               WebhookDelivery.next_attempt_at <= now,
+               (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now))
+        .values(attempts=WebhookDelivery.attempts + 1, lease_until=lease_until, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not n:
+        return None
+    row = session.execute(
+        select(WebhookDelivery.attempts, WebhookDelivery.message_id, WebhookDelivery.body, WebhookEndpoint.url,
+               WebhookEndpoint.enabled, WebhookEndpoint.secret, WebhookEndpoint.previous_secret,
+               WebhookEndpoint.previous_secret_until)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.id == delivery_id)).one()
+    return ClaimedWebhook(delivery_id, row.attempts, lease_until, row.url, row.enabled,
+                          signing_secrets(row.secret, row.previous_secret, row.previous_secret_until, now),
+                          row.message_id, row.body)
+
+
+def record_webhook_attempt(session: Session, claim: ClaimedWebhook, *, status: WebhookStatus, code: int | None,
+                           error: str, next_attempt_at: datetime | None, now: datetime) -> bool:
+    """Write one attempt's outcome and give the row back; only the holder of this
+    attempt's lease does (a worker whose lease ran out while it waited on a slow
+    endpoint, and whose row another worker took, records nothing)."""
+    return bool(session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.lease_until == claim.lease_until,
+               WebhookDelivery.attempts == claim.attempt)
+        .values(status=status, last_code=code, last_error=error[:1000], lease_until=None, updated_at=now,
+                next_attempt_at=next_attempt_at or now,
+                delivered_at=now if status == WebhookStatus.delivered else None)
+        .execution_options(synchronize_session=False)
+    ).rowcount)
+
+
+def due_webhooks(session: Session, *, now: datetime, limit: int = 1000) -> list[int]:
+    """Pending webhook deliveries that are due and held by no live lease: those whose
+    task was lost, or never queued (written on a bare connection, or while the broker
+    was away). A read only: ``claim_webhook`` decides who posts, so an extra task is
+    harmless. On ``ix_webhook_delivery_status_next``."""
+    return list(session.execute(
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status == WebhookStatus.pending, WebhookDelivery.next_attempt_at <= now,
+               (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now))
+        .order_by(WebhookDelivery.next_attempt_at).limit(limit)).scalars())

@@ -39,7 +39,7 @@ else:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsletter-metrics-"))
 
 pytest_plugins = ["tests.support.smtpd", "tests.support.workers", "tests.support.browser", "tests.support.drills",
-                  "tests.support.dovecot", "tests.support.dns"]
+                  "tests.support.dovecot", "tests.support.dns", "tests.support.receiver"]
 
 
 @pytest.fixture

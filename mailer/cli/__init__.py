@@ -11,6 +11,7 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   subscribers.py  newsletter subscribers add|edit|import|export|list|unsubscribe|erase
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
   inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
+  webhooks.py     newsletter webhooks add|list|enable|disable|rotate-secret|remove|deliveries|redeliver
   processes.py    newsletter worker|web|dispatch
   ops.py          newsletter doctor|status
   demo.py         newsletter demo
@@ -34,6 +35,7 @@ from mailer.cli import (
     processes,
     schedule,
     subscribers,
+    webhooks,
 )
 from mailer.core.db import database_error
 from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError, ServiceUnavailable
@@ -48,6 +50,7 @@ app.add_typer(schedule.app, name="schedule")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(admin.app, name="admin")
 app.add_typer(inbound.app, name="inbound")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("send")(campaign.send)
 app.command("dispatch")(processes.dispatch)
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(processes.worker)

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # (bench/send.py); at the relay's pace a window goes out in tens of milliseconds.
     send_window: int = Field(8, ge=1, le=200, description="messages marked and recorded together per connection")
     sweep_seconds: float = Field(15.0, gt=0, description="how often beat hands out lost or expired work")
+    # Outbound webhooks (mailer.hookdelivery): a short timeout, as an endpoint that hangs
+    # holds a webhook worker for that long; then doubling waits, up to an hour apart.
+    webhook_timeout: float = Field(5.0, gt=0, le=60, description="seconds a webhook endpoint has to answer")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts before a webhook delivery fails")
+    webhook_retry_seconds: float = Field(30.0, ge=0, description="the first wait before a webhook is tried again")
     dispatch_seconds: float = Field(60.0, gt=0, description="how often beat starts due campaigns")
     missed_limit_hours: float = Field(6.0, ge=0, description="a campaign missed by more is held for the editor")
     # Clicks and opens (mailer.engagement): kept per delivery this long, then only counted.

@@ -20,7 +20,7 @@ from mailer.core import signing
 from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
-from mailer.models import Campaign, Delivery, EngagementEvent
+from mailer.models import Campaign, Delivery, EngagementEvent, WebhookDelivery
 from mailer.operations import streams
 from mailer.transports import transport_from_settings
 from subscribers import csvio, segments, service, signup
@@ -158,10 +158,12 @@ def what_is_tracked(session: Session, *, subscriber_id: int, settings: Settings)
 
 
 def erase(session: Session, *, subscriber_id: int) -> None:
-    """GDPR erasure (``subscribers.service.erase``), and the subscriber's clicks and
-    opens still kept with their delivery (what was rolled up names nobody)."""
+    """GDPR erasure (``subscribers.service.erase``), the subscriber's clicks and opens
+    still kept with their delivery (what was rolled up names nobody), and the outbound
+    webhooks about them (their payloads name them; one not sent yet is not sent)."""
     service.erase(session, subscriber_id=subscriber_id)
     session.execute(delete(EngagementEvent).where(EngagementEvent.subscriber_id == subscriber_id))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.subscriber_id == subscriber_id))
 
 
 def import_csv(engine: Engine, stream: IO, *, list_name: str, confirmed: bool, origin: str = "import",

@@ -18,8 +18,9 @@ from mailer.web.dashboard import (
     schedules,
     session,
     subscribers,
+    webhooks,
 )
 
 router = APIRouter()
-for module in (session, overview, issues, schedules, campaigns, subscribers):
+for module in (session, overview, issues, schedules, campaigns, subscribers, webhooks):
     router.include_router(module.router, prefix="/admin", include_in_schema=False)
