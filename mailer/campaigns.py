@@ -21,6 +21,7 @@ from mailer.core.db import insert_for
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import (
     COUNTED,
+    CampaignKind,
     IN_FLIGHT,
     NOT_STARTED,
     STARTED,
@@ -222,9 +223,14 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
 
 
 def list_campaigns(session: Session) -> list[Campaign]:
-    return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
+    """The issues' campaigns, newest first (a list's welcome campaign is not one of them:
+    ``operations.welcome`` shows it)."""
+    return list(session.scalars(select(Campaign).where(Campaign.kind == CampaignKind.issue)
+                                .order_by(Campaign.id.desc())))
 
 
 def campaigns_in_flight(session: Session) -> list[Campaign]:
-    """Campaigns started and not over: sending, or paused (their counters say how far)."""
-    return list(session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT)).order_by(Campaign.id)))
+    """Issue campaigns started and not over: sending, or paused (their counters say how
+    far). A welcome campaign is always 'sending' and is left out."""
+    return list(session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT),
+                                                       Campaign.kind == CampaignKind.issue).order_by(Campaign.id)))
