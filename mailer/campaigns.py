@@ -104,8 +104,10 @@ def create_campaign(session: Session, *, issue_id: int, list_id: int,
                     scheduled_at: datetime | None = None, segment: str | None = None) -> tuple[Campaign, bool]:
     """The campaign of this issue for this list, created if there is none yet.
     Returns (campaign, created); two concurrent calls agree on one campaign. A
-    ``segment`` given for one not started yet becomes its segment."""
+    ``segment`` given for one not started yet becomes its segment: an expression, or
+    the name of a segment saved for the list, kept as the expression it stands for now."""
     if segment:
+        segment = segments.resolve(session, segment, list_id=list_id)
         segments.segment_filter(session, segment)  # refused now, not when it starts
     campaign_id, created = queries.insert_campaign(session, issue_id=issue_id, list_id=list_id,
                                                    scheduled_at=scheduled_at, now=utcnow(), segment=segment or "")

@@ -91,7 +91,7 @@ def search(session: Session, *, q: str = "", status: str | None = None, list_nam
         mlist = service.find_list(session, list_name)
         query = query.join(Membership, (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == mlist.id))
     if segment.strip():
-        query = query.where(segments.segment_filter(session, segment))
+        query = query.where(segments.segment_filter(session, segments.resolve(session, segment)))
     rows = list(session.scalars(query.order_by(Subscriber.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -109,13 +109,14 @@ def every(session: Session, *, status: str | None = None, list_name: str | None 
 
 
 def segment_size(session: Session, *, list_name: str, segment: str) -> int:
-    """How many active members of the list the segment holds (``subscribers.segments``):
-    the audience a campaign to it would have, shown before anything is sent."""
+    """How many active members of the list the segment (an expression, or a saved
+    segment's name) holds (``subscribers.segments``): the audience a campaign to it
+    would have, shown before anything is sent."""
     mlist = service.find_list(session, list_name)
+    condition = segments.segment_filter(session, segments.resolve(session, segment, list_id=mlist.id))
     return session.scalar(
         select(func.count()).select_from(Membership).join(Subscriber, Subscriber.id == Membership.subscriber_id)
-        .where(Membership.list_id == mlist.id, Subscriber.status == S.active,
-               segments.segment_filter(session, segment))
+        .where(Membership.list_id == mlist.id, Subscriber.status == S.active, condition)
     )
 
 

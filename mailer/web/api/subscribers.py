@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from mailer.core.db import MAX_ID
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import segments as segment_ops
 from mailer.operations import subscribers as ops
 from mailer.operations import welcome
 from mailer.web.auth import ApiRoute
@@ -65,6 +66,29 @@ def search_subscribers(
     segment: Annotated[str, Query(description='A segment expression: tag:founding AND country = "CN".')] = "",
 ) -> dict:
     return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit, segment=segment)
+
+
+class SegmentIn(BaseModel):
+    name: str = Field(description="Lower-case letters, digits, _ and -.")
+    list: str
+    expression: str = Field(max_length=2000, description='e.g. tag:founding AND country = "CN".')
+
+
+@router.get("/segments")
+def list_segments(session: SessionDep, list: Annotated[str | None, Query(description="Only this list's.")] = None
+                  ) -> list[dict]:
+    """The saved segments, each with its size now (active members of its list it holds)."""
+    return segment_ops.list_all(session, list_name=list)
+
+
+@router.post("/segments", status_code=201)
+def save_segment(body: SegmentIn, session: SessionDep, response: Response) -> dict:
+    """Save a named segment (201), or change the expression of the one of that name (200).
+    A syntax error or an unknown attribute is a 400 naming the position."""
+    saved, created = segment_ops.save(session, name=body.name, expression=body.expression, list_name=body.list)
+    session.commit()
+    response.status_code = 201 if created else 200
+    return saved
 
 
 @router.get("/segments/size")
@@ -127,6 +151,18 @@ def set_list_welcome(list_name: str, body: WelcomeIn, session: SessionDep, setti
                                 latest_link=body.latest_link)
     commit(session, shown, settings=settings)
     return shown.as_dict()
+
+
+@router.get("/segments/{name}")
+def show_segment(name: str, session: SessionDep) -> dict:
+    return segment_ops.show(session, name=name)
+
+
+@router.delete("/segments/{name}", status_code=204)
+def remove_segment(name: str, session: SessionDep) -> Response:
+    segment_ops.remove(session, name=name)
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/subscribers/export")

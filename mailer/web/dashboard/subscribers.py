@@ -12,6 +12,7 @@ from mailer.core.config import Settings
 from mailer.core.errors import InvalidInput
 from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import segments as segment_ops
 from mailer.operations import subscribers as ops
 from mailer.operations import welcome
 from mailer.operations.schedules import all_lists
@@ -38,7 +39,7 @@ def list_page(request: Request, settings: Settings, session: Session, who: Signe
     return render(request, settings, "subscribers.html", who=who, section="subscribers", title="Subscribers",
                   found=found, query=query, statuses=list(SubscriberStatus), lists=all_lists(session),
                   added=added or {"email": "", "name": "", "list": query["list"]}, report=report, status=status,
-                  error=error, welcome_done=welcome_done)
+                  error=error, welcome_done=welcome_done, segments=segment_ops.list_all(session))
 
 
 @router.get("/subscribers", response_class=HTMLResponse)

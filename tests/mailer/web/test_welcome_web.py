@@ -79,3 +79,22 @@ def test_api_edits_tags_and_attributes_and_refuses_bad_ones_with_422(api, engine
         assert r.status_code == 422 and fragment in r.text, (body, r.status_code, r.text)
     after = api.get(f"/api/admin/subscribers/{sid}").json()
     assert (after["name"], after["tags"], after["attributes"]) == ("", ["a", "b"], {"plan": "paid"})
+
+
+def test_api_and_dashboard_list_named_segments(api, dashboard, engine):
+    seed_list(engine, 3)
+    with transaction(engine) as s:
+        s.execute(text("UPDATE subscriber SET tags = '[\"vip\"]' WHERE id = 1"))
+    created = api.post("/api/admin/segments", json={"name": "vip", "list": "weekly", "expression": "tag:vip"})
+    assert created.status_code == 201 and created.json()["size"] == 1, created.text
+    again = api.post("/api/admin/segments", json={"name": "vip", "list": "weekly", "expression": "tag:vip OR tag:x"})
+    assert again.status_code == 200
+    bad = api.post("/api/admin/segments", json={"name": "b", "list": "weekly", "expression": "tag:vip AND"})
+    assert bad.status_code == 400 and "ends too soon" in bad.json()["detail"]
+    assert [g["name"] for g in api.get("/api/admin/segments").json()] == ["vip"]
+    assert api.get("/api/admin/segments/vip").json()["expression"] == "tag:vip OR tag:x"
+    assert api.get("/api/admin/segments/size", params={"list": "weekly", "segment": "vip"}).json()["size"] == 1
+    page = dashboard.get("/admin/subscribers")
+    assert page.status_code == 200 and 'class="segment"' in page.text and "tag:vip OR tag:x" in page.text
+    assert api.delete("/api/admin/segments/vip").status_code == 204
+    assert api.get("/api/admin/segments/vip").status_code == 404
