@@ -150,12 +150,15 @@ def segment_filter(session: Session, expression: str) -> ColumnElement:
 # ``FIELD`` needs ``=`` or ``!=`` after it): wherever a segment is taken, a saved name
 # and an expression can share the one argument.
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+RESERVED_NAMES = frozenset({"size"})
 
 
 def clean_name(raw: str) -> str:
     name = (raw or "").strip()
     if not NAME_RE.fullmatch(name):
         raise InvalidInput(f"segment name {name[:40]!r}: lower-case letters, digits, _ and -, at most 100")
+    if name in RESERVED_NAMES:
+        raise InvalidInput(f"segment name {name!r} is taken by the API (/api/admin/segments/{name}); choose another")
     return name
 
 

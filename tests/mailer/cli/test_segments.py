@@ -50,6 +50,7 @@ def test_segment_mistakes_are_one_line_errors_naming_the_position(engine):
     assert_one_line_error(cli("segments", "add", "bad", 'plan = "x"', "--list", "weekly"),
                           "unknown attribute 'plan' at position 1")
     assert_one_line_error(cli("segments", "add", "Bad Name", "tag:x", "--list", "weekly"), "segment name")
+    assert_one_line_error(cli("segments", "add", "size", "tag:x", "--list", "weekly"), "taken by the API")
     assert_one_line_error(cli("segments", "add", "ok", "tag:x", "--list", "nope"), "nope")
     assert_one_line_error(cli("segments", "show", "missing"), "no segment 'missing'")
     assert count_rows(engine, "segment") == 0
