@@ -39,7 +39,8 @@ def list_page(request: Request, settings: Settings, session: Session, who: Signe
     return render(request, settings, "subscribers.html", who=who, section="subscribers", title="Subscribers",
                   found=found, query=query, statuses=list(SubscriberStatus), lists=all_lists(session),
                   added=added or {"email": "", "name": "", "list": query["list"]}, report=report, status=status,
-                  error=error, welcome_done=welcome_done, segments=segment_ops.list_all(session))
+                  error=error, welcome_done=welcome_done, segments=segment_ops.list_all(session),
+                  welcomes=sorted(welcome.lists_with_welcome(session).values()))
 
 
 @router.get("/subscribers", response_class=HTMLResponse)

@@ -56,6 +56,7 @@ def test_dashboard_saves_a_lists_welcome(dashboard, engine):
     assert bad.status_code == 400 and "front matter" in bad.text
     ok = dashboard.post("/admin/subscribers/welcome", data={"csrf_token": token, "list": "weekly", "source": WELCOME})
     assert ok.status_code == 200 and "welcome &#39;Welcome aboard&#39; saved" in ok.text
+    assert "Lists that greet: weekly" in ok.text
     with transaction(engine) as s:
         assert s.scalar(select(Issue.subject).where(Issue.slug.like("welcome.%"))) == "Welcome aboard"
 
