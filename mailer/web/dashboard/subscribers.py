@@ -36,11 +36,18 @@ def list_page(request: Request, settings: Settings, session: Session, who: Signe
                            after=int(after) if after.isdigit() else 0, limit=PAGE)
     except InvalidInput as err:
         found, error, status = {"items": [], "next_after": None}, str(err), status_of(err)
+    # The list being looked at: its welcome is the one the form shows, to change.
+    current = welcome.Welcome(list=query["list"])
+    if query["list"]:
+        try:
+            current = welcome.show_welcome(session, list_name=query["list"])
+        except InvalidInput:
+            pass  # an unknown list: the search above says so
     return render(request, settings, "subscribers.html", who=who, section="subscribers", title="Subscribers",
                   found=found, query=query, statuses=list(SubscriberStatus), lists=all_lists(session),
                   added=added or {"email": "", "name": "", "list": query["list"]}, report=report, status=status,
                   error=error, welcome_done=welcome_done, segments=segment_ops.list_all(session),
-                  welcomes=sorted(welcome.lists_with_welcome(session).values()))
+                  welcomes=sorted(welcome.lists_with_welcome(session).values()), current_welcome=current)
 
 
 @router.get("/subscribers", response_class=HTMLResponse)

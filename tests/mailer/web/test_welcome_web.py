@@ -57,6 +57,8 @@ def test_dashboard_saves_a_lists_welcome(dashboard, engine):
     ok = dashboard.post("/admin/subscribers/welcome", data={"csrf_token": token, "list": "weekly", "source": WELCOME})
     assert ok.status_code == 200 and "welcome &#39;Welcome aboard&#39; saved" in ok.text
     assert "Lists that greet: weekly" in ok.text
+    shown = dashboard.get("/admin/subscribers", params={"list": "weekly"}).text
+    assert "Thank you for reading." in shown and "sent 0, queued 0" in shown  # the list's own, to change
     with transaction(engine) as s:
         assert s.scalar(select(Issue.subject).where(Issue.slug.like("welcome.%"))) == "Welcome aboard"
 
