@@ -22,6 +22,7 @@ from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.hooks import EventType
 from mailer.models import (
     COUNTED,
+    CampaignKind,
     IN_FLIGHT,
     NOT_STARTED,
     STARTED,
@@ -104,8 +105,10 @@ def create_campaign(session: Session, *, issue_id: int, list_id: int,
                     scheduled_at: datetime | None = None, segment: str | None = None) -> tuple[Campaign, bool]:
     """The campaign of this issue for this list, created if there is none yet.
     Returns (campaign, created); two concurrent calls agree on one campaign. A
-    ``segment`` given for one not started yet becomes its segment."""
+    ``segment`` given for one not started yet becomes its segment: an expression, or
+    the name of a segment saved for the list, kept as the expression it stands for now."""
     if segment:
+        segment = segments.resolve(session, segment, list_id=list_id)
         segments.segment_filter(session, segment)  # refused now, not when it starts
     campaign_id, created = queries.insert_campaign(session, issue_id=issue_id, list_id=list_id,
                                                    scheduled_at=scheduled_at, now=utcnow(), segment=segment or "")
@@ -225,9 +228,14 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
 
 
 def list_campaigns(session: Session) -> list[Campaign]:
-    return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
+    """The issues' campaigns, newest first (a list's welcome campaign is not one of them:
+    ``operations.welcome`` shows it)."""
+    return list(session.scalars(select(Campaign).where(Campaign.kind == CampaignKind.issue)
+                                .order_by(Campaign.id.desc())))
 
 
 def campaigns_in_flight(session: Session) -> list[Campaign]:
-    """Campaigns started and not over: sending, or paused (their counters say how far)."""
-    return list(session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT)).order_by(Campaign.id)))
+    """Issue campaigns started and not over: sending, or paused (their counters say how
+    far). A welcome campaign is always 'sending' and is left out."""
+    return list(session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT),
+                                                       Campaign.kind == CampaignKind.issue).order_by(Campaign.id)))

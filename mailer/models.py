@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text as sql_text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -84,6 +85,15 @@ class DeliveryStatus(enum.StrEnum):
 COUNTED = (DeliveryStatus.sent, DeliveryStatus.failed, DeliveryStatus.bounced, DeliveryStatus.skipped)
 # Not yet final: still to be sent (or its fate unknown after a crash).
 UNSENT = (DeliveryStatus.queued, DeliveryStatus.sending)
+
+
+class CampaignKind(enum.StrEnum):
+    """What a campaign mails (migration 0014)."""
+
+    issue = "issue"  # one issue, to the list's active members when it starts
+    # The list's welcome mail: it stays 'sending' and gets one delivery, in a batch of
+    # its own, per subscriber who confirms (``mailer.welcome``). One per list.
+    welcome = "welcome"
 
 
 class SlotOutcome(enum.StrEnum):
@@ -148,16 +158,21 @@ class Campaign(Base):
     __tablename__ = "campaign"
     __table_args__ = (
         enum_check("status", CampaignStatus),
+        enum_check("kind", CampaignKind),
         # One issue goes to one list once: a repeated start finds this campaign
         # instead of creating a second one.
         UniqueConstraint("issue_id", "list_id", name="uq_campaign_issue_list"),
         Index("ix_campaign_status_scheduled", "status", "scheduled_at"),
+        # A list has one welcome campaign: two first confirmations racing agree on it.
+        Index("uq_campaign_welcome_list", "list_id", unique=True,
+              postgresql_where=sql_text("kind = 'welcome'"), sqlite_where=sql_text("kind = 'welcome'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="RESTRICT"))
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.draft)
+    kind: Mapped[str] = mapped_column(String(16), default=CampaignKind.issue, server_default=CampaignKind.issue.value)
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -39,6 +39,7 @@ from mailer.models import (
     Batch,
     BatchStatus,
     Campaign,
+    CampaignKind,
     CampaignStatus,
     Delivery,
     DeliveryStatus,
@@ -187,6 +188,60 @@ def freeze_audience(session: Session, *, campaign_id: int, list_id: int, batch_s
         )
     session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total))
     return total
+
+
+# --- the welcome mail ----------------------------------------------------------------------
+
+def insert_welcome_campaign(session: Session, *, issue_id: int, list_id: int, now: datetime) -> int:
+    """The list's welcome campaign (kind 'welcome', 'sending' from the start), created if
+    there is none. ``ON CONFLICT`` on the partial unique index of welcome campaigns per
+    list: two editors setting the first template at once agree on one row."""
+    session.execute(
+        insert_for(session)(Campaign)
+        .values(issue_id=issue_id, list_id=list_id, kind=CampaignKind.welcome, status=C.sending, started_at=now,
+                created_at=now, pause_reason="", segment="", total=0, sent=0, failed=0, bounced=0, skipped=0)
+        .on_conflict_do_nothing(index_elements=["list_id"], index_where=Campaign.kind == CampaignKind.welcome.value)
+    )
+    return session.scalar(select(Campaign.id).where(Campaign.list_id == list_id,
+                                                    Campaign.kind == CampaignKind.welcome))
+
+
+_QUEUE_WELCOME = text(
+    f"""
+    INSERT INTO delivery (campaign_id, subscriber_id, batch_seq, status, attempts, repeats, last_reply,
+                          message_id, queued_at)
+    SELECT :cid, s.id, 0, '{D.queued}', 0, 0, '', '', :now FROM subscriber s
+    WHERE s.id = :sid AND s.status = '{S.active}'
+    ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def queue_welcome(session: Session, *, campaign_id: int, subscriber_id: int, now: datetime) -> int | None:
+    """One welcome delivery for an active subscriber, in a batch of its own, or nothing
+    when they already have one (ever: a second confirmation, or one after leaving and
+    coming back, is not greeted again). Returns the delivery's id when one was queued.
+
+    Exactly once: the unique (campaign, subscriber) key of ``delivery``, with ``ON
+    CONFLICT DO NOTHING``. Two confirmations racing (two clicks, a click and an editor)
+    both try the insert; PostgreSQL makes the second wait on the first's uncommitted key
+    and then do nothing, SQLite's single writer runs them one after the other. Only the
+    insert that queued a row adds its batch, so there is no batch without a delivery.
+    The batch is numbered by the delivery's id (unique, so concurrent confirmations never
+    take the same number, as a MAX(seq) + 1 would). From here on it is an ordinary batch:
+    claimed under a lease, its delivery marked only while the subscriber is still active
+    (an unsubscribe before it goes out skips it) and the campaign still sending."""
+    delivery_id = session.execute(_QUEUE_WELCOME, {"cid": campaign_id, "sid": subscriber_id, "now": now}).scalar()
+    if delivery_id is None:
+        return None
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(batch_seq=delivery_id))
+    session.execute(insert(Batch).values(campaign_id=campaign_id, seq=delivery_id, status=B.pending,
+                                         available_at=now, worker="", claims=0))
+    # The one write to the campaign row per confirmation (not per message sent): a
+    # confirmation is a person clicking, not a million-row send.
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=Campaign.total + 1))
+    return delivery_id
 
 
 # --- changing a running campaign -----------------------------------------------------------
@@ -458,12 +513,14 @@ def repeated(session, *, campaign_id: int) -> int:
 
 def finish_campaign_if_done(session, *, campaign_id: int, now: datetime) -> bool:
     """Mark a sending campaign sent once every batch is done. The guarded UPDATE makes
-    it happen once even when two workers finish their last batches together."""
+    it happen once even when two workers finish their last batches together. A welcome
+    campaign never finishes: a confirmation may add a batch to it at any time, and one
+    added while this ran would otherwise be left in a campaign no worker claims from."""
     n = session.execute(
         text(
             f"""
             UPDATE campaign SET status = '{C.sent}', finished_at = :now
-            WHERE id = :cid AND status = '{C.sending}'
+            WHERE id = :cid AND status = '{C.sending}' AND kind = '{CampaignKind.issue}'
               AND NOT EXISTS (SELECT 1 FROM batch WHERE campaign_id = :cid AND status <> '{B.done}')
             """
         ),

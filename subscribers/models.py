@@ -102,6 +102,21 @@ class Membership(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class Segment(Base):
+    """A named segment of a list: an expression of ``subscribers.segments``, checked when
+    saved and read again whenever it is used (migration 0014)."""
+
+    __tablename__ = "segment"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # No foreign key, like ``membership``: lists are never deleted by the product.
+    list_id: Mapped[int] = mapped_column(BigId)
+    expression: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Suppression(Base):
     """An address that must never be mailed or re-imported. Only a hash is kept, so an
     erased subscriber leaves no address behind."""

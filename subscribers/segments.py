@@ -10,22 +10,30 @@ case-insensitive. The expression is parsed by a grammar (lark) into SQLAlchemy
 expressions: every name and value the user typed is a bound parameter, none of it
 becomes SQL text. A syntax error, or an attribute no subscriber has, is ``InvalidInput``
 naming the position (1-based character) in the expression.
+
+A segment can be saved under a name for its list (``save_segment``); wherever a segment
+is taken (``send --segment``, a count, a search), a saved name stands for its expression
+(``resolve``). A campaign keeps the expression it was given, so changing a named segment
+later does not change whom a scheduled campaign goes to.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from lark import Lark, Token, Transformer, UnexpectedInput, UnexpectedToken, v_args
 from lark.exceptions import VisitError
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.core.db import dialect_name
-from mailer.core.errors import InvalidInput
-from subscribers.models import Subscriber
+from mailer.core.clock import utcnow
+from mailer.core.errors import ConflictError, InvalidInput
+from subscribers.models import Segment, Subscriber
 
 MAX_EXPRESSION = 2000
 COLUMNS = {"email": Subscriber.email, "name": Subscriber.name}
@@ -135,3 +143,69 @@ def segment_filter(session: Session, expression: str) -> ColumnElement:
             raise InvalidInput(f"segment: unknown attribute {field.name!r} at position {field.column}; "
                                f"known: email, name, tag:NAME and the attributes subscribers have")
     return condition
+
+
+# --- named segments ----------------------------------------------------------------------
+# A name is one word, so it can never be read as an expression (a bare word is not one:
+# ``FIELD`` needs ``=`` or ``!=`` after it): wherever a segment is taken, a saved name
+# and an expression can share the one argument.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+RESERVED_NAMES = frozenset({"size"})
+
+
+def clean_name(raw: str) -> str:
+    name = (raw or "").strip()
+    if not NAME_RE.fullmatch(name):
+        raise InvalidInput(f"segment name {name[:40]!r}: lower-case letters, digits, _ and -, at most 100")
+    if name in RESERVED_NAMES:
+        raise InvalidInput(f"segment name {name!r} is taken by the API (/api/admin/segments/{name}); choose another")
+    return name
+
+
+def find_segment(session: Session, name: str) -> Segment | None:
+    return session.scalar(select(Segment).where(Segment.name == name.strip())) if NAME_RE.fullmatch(
+        (name or "").strip()) else None
+
+
+def save_segment(session: Session, *, name: str, expression: str, list_id: int) -> tuple[Segment, bool]:
+    """Save (or change) a named segment of a list; the expression is checked first, so
+    a syntax error or an unknown attribute (with its position) changes nothing.
+    Returns (segment, created). A name another list's segment has is refused."""
+    name = clean_name(name)
+    if not (expression or "").strip():
+        raise InvalidInput("a segment needs an expression, e.g. 'tag:founding AND country = \"CN\"'")
+    segment_filter(session, expression)
+    found = find_segment(session, name)
+    if found is not None and found.list_id != list_id:
+        raise ConflictError(f"segment {name!r} belongs to another list; give this one another name")
+    if found is None:
+        found = Segment(name=name, list_id=list_id, expression=expression.strip(), created_at=utcnow(),
+                        updated_at=utcnow())
+        session.add(found)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError as err:  # saved at the same time under the same name
+            raise ConflictError(f"segment {name!r} was saved at the same time by someone else; try again") from err
+        return found, True
+    found.expression, found.updated_at = expression.strip(), utcnow()
+    session.flush()
+    return found, False
+
+
+def resolve(session: Session, ref: str, *, list_id: int | None = None) -> str:
+    """The expression ``ref`` stands for: a saved segment's (of ``list_id``, when given),
+    or ``ref`` itself, an expression."""
+    found = find_segment(session, ref or "")
+    if found is None:
+        return ref
+    if list_id is not None and found.list_id != list_id:
+        raise InvalidInput(f"segment {found.name!r} is a segment of another list")
+    return found.expression
+
+
+def list_segments(session: Session, *, list_id: int | None = None) -> list[Segment]:
+    query = select(Segment).order_by(Segment.name)
+    if list_id is not None:
+        query = query.where(Segment.list_id == list_id)
+    return list(session.scalars(query))

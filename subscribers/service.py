@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -376,3 +377,84 @@ def change_name(session: Session, *, subscriber_id: int, name: str) -> None:
     subscriber.name = clean_name(name)
     subscriber.updated_at = utcnow()
     session.flush()
+
+
+# --- tags and attributes, as an editor sets them ------------------------------------------
+# An editor's tag is one a segment can name (``tag:NAME`` in ``subscribers.segments``
+# ends at a space, a parenthesis or a quote), an attribute's key one a segment can compare
+# (``FIELD``), and ``email`` and ``name`` are the subscriber's own fields, not attributes.
+# Imports keep the platform's tags as they come (``subscribers.presets``).
+MAX_TAGS = 50
+MAX_TAG = 100
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_VALUE = 1000
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/+-]*")
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+RESERVED_KEYS = frozenset({"email", "name"})
+
+
+def clean_tag(raw: str) -> str:
+    tag = (raw or "").strip()
+    if not tag:
+        raise InvalidInput("a tag cannot be empty")
+    if len(tag) > MAX_TAG:
+        raise InvalidInput(f"a tag is at most {MAX_TAG} characters")
+    if not _TAG.fullmatch(tag):
+        raise InvalidInput(f"tag {tag[:40]!r}: letters, digits and _ . : / + - only (no spaces or quotes)")
+    return tag
+
+
+def parse_attribute(raw: str) -> tuple[str, str]:
+    """``key=value`` (what ``--attr`` takes) into a checked key and value."""
+    key, sep, value = (raw or "").partition("=")
+    if not sep:
+        raise InvalidInput(f"attribute {raw[:40]!r} is not key=value")
+    return clean_attribute_key(key), clean_attribute_value(key.strip(), value)
+
+
+def clean_attribute_key(raw: str) -> str:
+    key = (raw or "").strip()
+    if not key:
+        raise InvalidInput("an attribute needs a key (key=value)")
+    if len(key) > MAX_ATTRIBUTE_KEY:
+        raise InvalidInput(f"an attribute key is at most {MAX_ATTRIBUTE_KEY} characters")
+    if not _ATTRIBUTE_KEY.fullmatch(key):
+        raise InvalidInput(f"attribute key {key[:40]!r}: a letter or _ first, then letters, digits, _ . -")
+    if key.lower() in RESERVED_KEYS:
+        raise InvalidInput(f"{key!r} is the subscriber's own field, not an attribute")
+    return key
+
+
+def clean_attribute_value(key: str, value) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"attribute {key!r}: the value must be text")
+    if len(value) > MAX_ATTRIBUTE_VALUE:
+        raise InvalidInput(f"attribute {key!r}: a value is at most {MAX_ATTRIBUTE_VALUE} characters")
+    if _CONTROL.search(value):
+        raise InvalidInput(f"attribute {key!r}: a value cannot contain control characters or line breaks")
+    return value
+
+
+def change_tags_attributes(session: Session, *, subscriber_id: int, tag: Iterable[str] = (),
+                           untag: Iterable[str] = (), set_attributes: dict[str, Any] | None = None,
+                           unset_attributes: Iterable[str] = ()) -> Subscriber:
+    """Add and remove tags, set and remove attributes. Everything is checked before
+    anything changes, so bad input (a bad tag, a key without a value, a value too long,
+    too many of either) changes nothing."""
+    subscriber = get_subscriber(session, subscriber_id)
+    add_tags = [clean_tag(t) for t in tag]
+    drop_tags = {(t or "").strip() for t in untag}  # any tag can go, an imported one too
+    values = {clean_attribute_key(k): clean_attribute_value(k, v) for k, v in (set_attributes or {}).items()}
+    drop_keys = {(k or "").strip() for k in unset_attributes}
+    tags = sorted({*(subscriber.tags or []), *add_tags} - drop_tags)
+    attributes = {k: v for k, v in {**(subscriber.attributes or {}), **values}.items() if k not in drop_keys}
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"a subscriber has at most {MAX_TAGS} tags")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidInput(f"a subscriber has at most {MAX_ATTRIBUTES} attributes")
+    if tags != sorted(subscriber.tags or []) or attributes != (subscriber.attributes or {}):
+        # New objects, not changed in place: the JSON columns see only an assignment.
+        subscriber.tags, subscriber.attributes, subscriber.updated_at = tags, attributes, utcnow()
+        session.flush()
+    return subscriber

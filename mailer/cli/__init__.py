@@ -8,7 +8,8 @@ stderr, never a traceback), 1 anything unexpected. The errors are mapped once, i
   issue.py        newsletter issue render|test|create|update|delete|list
   campaign.py     newsletter send; newsletter campaign status|list|pause|resume|cancel|retry|reschedule
   schedule.py     newsletter schedule set|show
-  subscribers.py  newsletter subscribers add|edit|import|export|list|unsubscribe|erase
+  subscribers.py  newsletter subscribers add|edit|import|export|list|count|tracking|welcome|unsubscribe|erase
+  segments.py     newsletter segments add|list|show|remove
   admin.py        newsletter admin create-user|set-password|create-token|revoke-token
   inbound.py      newsletter inbound (an MTA pipe) and inbound explain|list|show|serve|poll
   webhooks.py     newsletter webhooks add|list|enable|disable|rotate-secret|remove|deliveries|redeliver
@@ -34,6 +35,7 @@ from mailer.cli import (
     ops,
     processes,
     schedule,
+    segments,
     subscribers,
     webhooks,
 )
@@ -48,6 +50,7 @@ app.add_typer(issue.app, name="issue")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(segments.app, name="segments")
 app.add_typer(admin.app, name="admin")
 app.add_typer(inbound.app, name="inbound")
 app.add_typer(webhooks.app, name="webhooks")

@@ -46,8 +46,9 @@ def send(
     override_preflight: Annotated[bool, typer.Option(
         "--override-preflight", help="Start (or schedule) even though a pre-flight check failed.")] = False,
     segment: Annotated[Optional[str], typer.Option(
-        "--segment", help='Only the part of the list this segment holds, e.g. \'tag:founding AND country = "CN"\' '
-                          "(see `newsletter subscribers count`).")] = None,
+        "--segment", help='Only the part of the list this segment holds: an expression, e.g. '
+                          '\'tag:founding AND country = "CN"\', or the name of a saved one (`newsletter segments`); '
+                          "see `newsletter subscribers count`.")] = None,
 ) -> None:
     """Send an issue to a list (or a segment of it) now, or schedule it (--at,
     --next-slot); a file is saved as an issue first. Pre-flight checks the message first

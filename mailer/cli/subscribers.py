@@ -10,8 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from mailer.cli.common import engine, session
+from mailer.core.config import get_settings
 from mailer.core.errors import InvalidInput
+from mailer.issues import read_issue_file
+from mailer.operations import commit
 from mailer.operations import subscribers as ops
+from mailer.operations import welcome
+from subscribers import service
 from subscribers.models import SubscriberStatus
 
 app = typer.Typer(help="Subscribers and lists: add, edit, import, export, list, count, unsubscribe, erase.",
@@ -23,13 +28,22 @@ def add(
     email: Annotated[str, typer.Argument(help="The address.")],
     name: Annotated[str, typer.Option("--name", help="Their name.")] = "",
     list_name: Annotated[Optional[str], typer.Option("--list", help="Add to this list (created if needed).")] = None,
-    confirmed: Annotated[bool, typer.Option("--confirmed", help="They already confirmed: make them active.")] = False,
+    confirmed: Annotated[bool, typer.Option(
+        "--confirmed", help="They already confirmed: make them active (and send the list's welcome, if it has one).")
+    ] = False,
+    tags: Annotated[Optional[list[str]], typer.Option("--tag", help="A tag (repeat for more).")] = None,
+    attrs: Annotated[Optional[list[str]], typer.Option("--attr", help="An attribute, key=value (repeat for more).")
+                     ] = None,
 ) -> None:
     """Add one subscriber (pending unless --confirmed), or update the one with that address."""
+    attributes = dict(service.parse_attribute(a) for a in attrs or ())
     with session() as s:
         sub = ops.add(s, email=email, name=name, list_name=list_name,
-                      status=SubscriberStatus.active if confirmed else SubscriberStatus.pending)
-        typer.echo(f"{sub.email}: {sub.status}" + (f", on list {list_name}" if list_name else ""))
+                      status=SubscriberStatus.active if confirmed else SubscriberStatus.pending,
+                      tags=tags or (), attributes=attributes)
+    greeted = welcome.wake(s, get_settings())
+    typer.echo(f"{sub.email}: {sub.status}" + (f", on list {list_name}" if list_name else "")
+               + (", welcome queued" if greeted else ""))
 
 
 @app.command("edit")
@@ -38,11 +52,25 @@ def edit(
     name: Annotated[Optional[str], typer.Option("--name", help="A new name.")] = None,
     status: Annotated[Optional[str], typer.Option(
         "--status", help="'active' (confirm a pending subscriber) or 'unsubscribed'.")] = None,
+    tags: Annotated[Optional[list[str]], typer.Option("--tag", help="Add a tag (repeat for more).")] = None,
+    untags: Annotated[Optional[list[str]], typer.Option("--untag", help="Remove a tag (repeat for more).")] = None,
+    attrs: Annotated[Optional[list[str]], typer.Option("--attr", help="Set an attribute, key=value (repeatable).")
+                     ] = None,
+    unset: Annotated[Optional[list[str]], typer.Option("--unset-attr", help="Remove an attribute (repeatable).")
+                     ] = None,
 ) -> None:
-    """Rename a subscriber, confirm a pending one, or unsubscribe one."""
+    """Rename a subscriber, confirm a pending one, or unsubscribe one; add or remove
+    tags and attributes. Bad input changes nothing."""
+    attributes = dict(service.parse_attribute(a) for a in attrs or ())
     with session() as s:
-        sub = ops.edit(s, subscriber_id=ops.find(s, email=email).id, name=name, status=status)
-        typer.echo(f"{sub.email}: {sub.status}" + (f", name {sub.name!r}" if sub.name else ""))
+        sub = ops.edit(s, subscriber_id=ops.find(s, email=email).id, name=name, status=status, tag=tags or (),
+                       untag=untags or (), attributes=attributes, unset_attributes=unset or ())
+    greeted = welcome.wake(s, get_settings())
+    typer.echo(f"{sub.email}: {sub.status}" + (f", name {sub.name!r}" if sub.name else "")
+               + (f", tags {', '.join(sub.tags)}" if sub.tags else "")
+               + (f", attributes {json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True)}"
+                  if sub.attributes else "")
+               + (", welcome queued" if greeted else ""))
 
 
 @app.command("import")
@@ -134,6 +162,37 @@ def tracking(
         state = ops.set_tracking(s, list_name=list_name, clicks=clicks, opens=opens)
     on_off = lambda v: "on" if v else "off"  # noqa: E731
     typer.echo(f"list {state['list']}: click tracking {on_off(state['clicks'])}, open tracking {on_off(state['opens'])}")
+
+
+@app.command("welcome")
+def welcome_(
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    file: Annotated[Optional[Path], typer.Option(
+        "--file", help="The welcome in Markdown, with front matter like an issue's ('subject: ...').")] = None,
+    latest_link: Annotated[bool, typer.Option(
+        "--latest-link", help="End it with a link to the latest issue in the archive.")] = False,
+    remove: Annotated[bool, typer.Option(
+        "--remove", help="No welcome for this list any more (those not yet sent are cancelled).")] = False,
+) -> None:
+    """The mail a list sends, once, to each subscriber who confirms (through their link,
+    or an editor's confirmation or --confirmed add; never to a bulk import). Without
+    --file or --remove, shows it and how many went out."""
+    conf = get_settings()
+    if file is not None and remove:
+        raise InvalidInput("give --file or --remove, not both")
+    with session() as s:
+        if file is None and not remove:
+            shown = welcome.show_welcome(s, list_name=list_name)
+        else:
+            source = None if remove else read_issue_file(file)
+            shown = welcome.set_welcome(s, list_name=list_name, source=source, settings=conf,
+                                        latest_link=latest_link)
+            commit(s, shown, settings=conf)
+    if not shown.enabled:
+        typer.echo(f"list {shown.list}: no welcome mail" + (f" ({shown.sent} were sent)" if shown.sent else ""))
+        return
+    typer.echo(f"list {shown.list}: welcome {shown.subject!r}; sent {shown.sent}, queued {shown.queued}, "
+               f"skipped {shown.skipped}")
 
 
 @app.command("count")

@@ -20,7 +20,9 @@ see a task before the campaign it names is committed) comes back in the result's
   deliveries.py   who got it and who did not: a campaign's deliveries by status, searched, paged,
                   as CSV; a subscriber's messages and what happened to each
   schedules.py    a list's weekly slot and what goes out in the coming weeks
-  subscribers.py  add, edit, search, import, export, erase; signup and confirmation mail
+  subscribers.py  add, edit (tags, attributes), search, import, export, erase; signup and confirmation mail
+  welcome.py      a list's welcome mail: its template, and queueing it once for whoever confirms
+  segments.py     named segments of a list: save, list with sizes, show, remove
   inbound.py      what comes back, through every channel, handled once: bounces, complaints,
                   auto-replies, mailto unsubscribes; explain; the messages kept unprocessed
   overview.py     the dashboard's totals and growth chart

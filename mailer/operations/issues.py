@@ -138,14 +138,19 @@ def get_issue(session: Session, issue_id: int) -> Issue:
     return issue
 
 
+# The slugs of the lists' welcome issues (``operations.welcome``), which are not the
+# editor's to list, send or delete; no slug of theirs has a dot.
+WELCOME_PREFIX = "welcome."
+
+
 def find_issue(session: Session, ref: int | str) -> Issue:
     """An issue by id (a number) or by slug."""
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         found = session.get(Issue, int(ref))
-        if found is not None:
+        if found is not None and not found.slug.startswith(WELCOME_PREFIX):
             return found
     found = session.scalar(select(Issue).where(Issue.slug == str(ref)))
-    if found is None:
+    if found is None or found.slug.startswith(WELCOME_PREFIX):  # a list's welcome: ``operations.welcome``
         raise NotFound(f"no issue {ref!r}")
     return found
 
@@ -274,7 +279,8 @@ def describe(session: Session, issue: Issue, *, source: bool = False) -> dict:
 
 
 def list_issues(session: Session) -> list[dict]:
-    return [describe(session, i) for i in session.scalars(select(Issue).order_by(Issue.id.desc()))]
+    return [describe(session, i) for i in session.scalars(
+        select(Issue).where(Issue.slug.not_like(f"{WELCOME_PREFIX}%")).order_by(Issue.id.desc()))]
 
 
 def _iso(value) -> str | None:

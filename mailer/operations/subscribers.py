@@ -21,7 +21,7 @@ from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import Campaign, Delivery, EngagementEvent, WebhookDelivery
-from mailer.operations import streams
+from mailer.operations import streams, welcome
 from mailer.transports import transport_from_settings
 from subscribers import csvio, segments, service, signup
 from subscribers.models import (
@@ -48,10 +48,28 @@ def describe(s: Subscriber) -> dict:
 
 
 def add(session: Session, *, email: str, name: str = "", list_name: str | None = None,
-        status: str = S.pending) -> Subscriber:
+        status: str = S.pending, tags: list[str] | tuple[str, ...] = (),
+        attributes: dict[str, str] | None = None) -> Subscriber:
     """Add one subscriber (pending: double opt-in; active: consent recorded elsewhere),
-    or update the one with that address. See ``subscribers.service.add_subscriber``."""
-    return service.add_subscriber(session, email=email, name=name, list_name=list_name, status=status, origin="admin")
+    or update the one with that address. See ``subscribers.service.add_subscriber``.
+    Added as active, someone who was not an active member of the list before is sent
+    its welcome (``operations.welcome``; ``welcome.wake`` after the commit). ``tags``
+    and ``attributes`` are added to theirs (checked first: bad ones change nothing)."""
+    tags = [service.clean_tag(t) for t in tags]
+    attributes = {service.clean_attribute_key(k): service.clean_attribute_value(k, v)
+                  for k, v in (attributes or {}).items()}
+    before = service.find_subscriber(session, email) if status == S.active else None
+    was_member = before is not None and before.status == S.active and (
+        list_name is None or session.scalar(select(Membership.subscriber_id).join(
+            MailingList, MailingList.id == Membership.list_id)
+            .where(MailingList.name == list_name, Membership.subscriber_id == before.id)) is not None)
+    sub = service.add_subscriber(session, email=email, name=name, list_name=list_name, status=status, origin="admin")
+    if tags or attributes:
+        service.change_tags_attributes(session, subscriber_id=sub.id, tag=tags, set_attributes=attributes)
+    if status == S.active and not was_member:
+        welcome.greet(session, subscriber_id=sub.id,
+                      list_id=service.find_list(session, list_name).id if list_name else None)
+    return sub
 
 
 def search(session: Session, *, q: str = "", status: str | None = None, list_name: str | None = None,
@@ -73,7 +91,7 @@ def search(session: Session, *, q: str = "", status: str | None = None, list_nam
         mlist = service.find_list(session, list_name)
         query = query.join(Membership, (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == mlist.id))
     if segment.strip():
-        query = query.where(segments.segment_filter(session, segment))
+        query = query.where(segments.segment_filter(session, segments.resolve(session, segment)))
     rows = list(session.scalars(query.order_by(Subscriber.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -91,13 +109,14 @@ def every(session: Session, *, status: str | None = None, list_name: str | None 
 
 
 def segment_size(session: Session, *, list_name: str, segment: str) -> int:
-    """How many active members of the list the segment holds (``subscribers.segments``):
-    the audience a campaign to it would have, shown before anything is sent."""
+    """How many active members of the list the segment (an expression, or a saved
+    segment's name) holds (``subscribers.segments``): the audience a campaign to it
+    would have, shown before anything is sent."""
     mlist = service.find_list(session, list_name)
+    condition = segments.segment_filter(session, segments.resolve(session, segment, list_id=mlist.id))
     return session.scalar(
         select(func.count()).select_from(Membership).join(Subscriber, Subscriber.id == Membership.subscriber_id)
-        .where(Membership.list_id == mlist.id, Subscriber.status == S.active,
-               segments.segment_filter(session, segment))
+        .where(Membership.list_id == mlist.id, Subscriber.status == S.active, condition)
     )
 
 
@@ -108,10 +127,22 @@ def find(session: Session, *, email: str) -> Subscriber:
     return found
 
 
-def edit(session: Session, *, subscriber_id: int, name: str | None = None, status: str | None = None) -> Subscriber:
-    """An editor may rename, confirm a pending subscriber, or unsubscribe one. Bringing
-    back someone who left is theirs to do (their own confirmation), not the editor's."""
+def edit(session: Session, *, subscriber_id: int, name: str | None = None, status: str | None = None,
+         tag: list[str] | tuple[str, ...] = (), untag: list[str] | tuple[str, ...] = (),
+         attributes: dict[str, str] | None = None, unset_attributes: list[str] | tuple[str, ...] = (),
+         replace_tags: list[str] | None = None) -> Subscriber:
+    """An editor may rename, confirm a pending subscriber, or unsubscribe one, and add
+    or remove tags and attributes (``replace_tags``: these tags and no others). Bringing
+    back someone who left is theirs to do (their own confirmation), not the editor's. A
+    bad value anywhere is refused before anything changes."""
     sub = service.get_subscriber(session, subscriber_id)
+    if replace_tags is not None:
+        keep = {service.clean_tag(t) for t in replace_tags}
+        untag = [*untag, *(t for t in (sub.tags or []) if t not in keep)]
+        tag = [*tag, *keep]
+    if tag or untag or attributes or unset_attributes:
+        service.change_tags_attributes(session, subscriber_id=sub.id, tag=tag, untag=untag,
+                                       set_attributes=attributes, unset_attributes=unset_attributes)
     if status not in (None, sub.status, S.active, S.unsubscribed):
         raise InvalidInput(f"status can be set to 'active' (a pending subscriber) or 'unsubscribed', not {str(status)!r}")
     if status == S.active and sub.status != S.active and sub.status != S.pending:
@@ -121,6 +152,7 @@ def edit(session: Session, *, subscriber_id: int, name: str | None = None, statu
         service.change_name(session, subscriber_id=sub.id, name=clean)
     if status == S.active and sub.status == S.pending:
         service.confirm_subscriber(session, subscriber_id=sub.id, list_id=None, origin="admin")
+        welcome.greet(session, subscriber_id=sub.id)
     elif status == S.unsubscribed and sub.status != S.unsubscribed:
         if not service.unsubscribe(session, subscriber_id=sub.id, origin="admin"):
             raise ConflictError(f"{sub.email} is {sub.status}; there is nothing to unsubscribe")
@@ -245,8 +277,14 @@ def send_confirmation(settings: Settings, pending: signup.PendingConfirmation, *
 
 
 def confirm(session: Session, *, token: str, settings: Settings) -> bool:
-    """Follow a confirmation link: the subscriber becomes active and joins the list."""
-    return signup.confirm(session, secrets=settings.signing_keys, token=token)
+    """Follow a confirmation link: the subscriber becomes active and joins the list, and
+    is sent its welcome when it has one (``welcome.wake`` after the commit). A second
+    click changes nothing and greets nobody again."""
+    changed = signup.confirm(session, secrets=settings.signing_keys, token=token)
+    if changed:
+        subscriber_id, list_id, _ = signing.read_confirm_token(settings.signing_keys, token)
+        welcome.greet(session, subscriber_id=subscriber_id, list_id=list_id or None)
+    return changed
 
 
 def from_link(session: Session, *, token: str, settings: Settings) -> tuple[Subscriber, int | None]:

@@ -94,3 +94,28 @@ def test_without_dkim_settings_nothing_is_signed(settings, smtp_sink):
     finally:
         engine.dispose()
     assert all(b"DKIM-Signature" not in m.content for m in smtp_sink.messages)
+
+
+def test_a_welcome_mail_is_signed_like_an_issue(dkim_settings, smtp_sink, key):
+    """The welcome goes through the same engine: signed, the same headers covered."""
+    from mailer.core.db import transaction
+    from mailer.operations import subscribers as ops
+    from mailer.operations import welcome
+    from subscribers import service
+
+    engine = make_engine(dkim_settings.database)
+    try:
+        with transaction(engine) as s:
+            service.ensure_list(s, "weekly")
+            shown = welcome.set_welcome(s, list_name="weekly", settings=dkim_settings,
+                                        source="---\nsubject: Welcome\n---\n\nGlad you are here.\n")
+            ops.add(s, email="ann@example.com", name="Ann", list_name="weekly", status="active")
+        drain(engine, shown.campaign_id, cfg=engine_config(dkim_settings),
+              transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{smtp_sink.port}", timeout=10))
+    finally:
+        engine.dispose()
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [("ann@example.com",)]
+    content = smtp_sink.messages[0].content
+    assert b"Subject: Welcome" in content
+    assert dkim.verify(content, dnsfunc=dns_for(key))
+    assert MUST_BE_SIGNED <= signed_header_names(content)

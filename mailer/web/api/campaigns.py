@@ -28,7 +28,8 @@ class ScheduleIn(BaseModel):
     tz: str | None = Field(None, description="IANA time zone for 'at', e.g. Asia/Shanghai.")
     next_slot: bool = Field(False, description="Queue to the list's next free weekly slot.")
     now: bool = Field(False, description="Start sending now.")
-    segment: str | None = Field(None, description='Only this segment of the list: tag:founding AND country = "CN".')
+    segment: str | None = Field(None, description='Only this segment of the list: an expression '
+                                '(tag:founding AND country = "CN") or the name of a saved segment.')
     override_preflight: bool = Field(False, description="Start (or schedule) even though a pre-flight check failed.")
 
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field, field_validator
 
 from mailer.core.db import MAX_ID
+from mailer.operations import commit
 from mailer.operations import deliveries as delivery_ops
+from mailer.operations import segments as segment_ops
 from mailer.operations import subscribers as ops
+from mailer.operations import welcome
 from mailer.web.auth import ApiRoute
-from mailer.web.deps import EngineDep, Id, SessionDep, csv_response
+from mailer.web.deps import EngineDep, Id, SessionDep, SettingsDep, csv_response
 from subscribers import service
 from subscribers.models import SubscriberStatus
 
 router = APIRouter(route_class=ApiRoute)
+Tags = list[str]  # named here: a model's field called ``list`` hides the builtin in its body
 
 
 class SubscriberIn(BaseModel):
@@ -24,11 +28,31 @@ class SubscriberIn(BaseModel):
     name: str = ""
     list: str | None = None
     status: str = Field(SubscriberStatus.pending, description="'pending' (double opt-in) or 'active' (consent recorded elsewhere).")
+    tags: Tags = Field([], max_length=50, description="Tags to add.")  # pydantic copies it
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=50, description="Attributes to set.")
+
+    # The service's own checks (``InvalidInput`` is a ``ValueError``), here so that a bad
+    # tag or attribute is a 422 naming the field, like any other malformed body.
+    _tags = field_validator("tags")(lambda tags: [service.clean_tag(t) for t in tags])
+    _attributes = field_validator("attributes")(
+        lambda attrs: {service.clean_attribute_key(k): service.clean_attribute_value(k, v) for k, v in attrs.items()})
 
 
 class SubscriberPatch(BaseModel):
     name: str | None = None
     status: str | None = Field(None, description="'active' (confirm a pending one) or 'unsubscribed'.")
+    tags: list[str] | None = Field(None, max_length=50, description="Their tags: exactly these (others removed).")
+    add_tags: list[str] = Field(default_factory=list, max_length=50, description="Tags to add.")
+    remove_tags: list[str] = Field(default_factory=list, max_length=50, description="Tags to remove.")
+    attributes: dict[str, str | None] = Field(
+        default_factory=dict, max_length=50,
+        description="Attributes to set (key: value), or to remove (key: null); others stay.")
+
+    _tags = field_validator("tags")(lambda tags: None if tags is None else [service.clean_tag(t) for t in tags])
+    _add_tags = field_validator("add_tags")(lambda tags: [service.clean_tag(t) for t in tags])
+    _attributes = field_validator("attributes")(
+        lambda attrs: {service.clean_attribute_key(k): None if v is None else service.clean_attribute_value(k, v)
+                       for k, v in attrs.items()})
 
 
 @router.get("/subscribers")
@@ -44,6 +68,29 @@ def search_subscribers(
     return ops.search(session, q=q, status=status, list_name=list, after=after, limit=limit, segment=segment)
 
 
+class SegmentIn(BaseModel):
+    name: str = Field(description="Lower-case letters, digits, _ and -.")
+    list: str
+    expression: str = Field(max_length=2000, description='e.g. tag:founding AND country = "CN".')
+
+
+@router.get("/segments")
+def list_segments(session: SessionDep, list: Annotated[str | None, Query(description="Only this list's.")] = None
+                  ) -> list[dict]:
+    """The saved segments, each with its size now (active members of its list it holds)."""
+    return segment_ops.list_all(session, list_name=list)
+
+
+@router.post("/segments", status_code=201)
+def save_segment(body: SegmentIn, session: SessionDep, response: Response) -> dict:
+    """Save a named segment (201), or change the expression of the one of that name (200).
+    A syntax error or an unknown attribute is a 400 naming the position."""
+    saved, created = segment_ops.save(session, name=body.name, expression=body.expression, list_name=body.list)
+    session.commit()
+    response.status_code = 201 if created else 200
+    return saved
+
+
 @router.get("/segments/size")
 def segment_size(
     session: SessionDep,
@@ -56,9 +103,11 @@ def segment_size(
 
 
 @router.post("/subscribers", status_code=201)
-def add_subscriber(body: SubscriberIn, session: SessionDep) -> dict:
-    sub = ops.add(session, email=body.email, name=body.name, list_name=body.list, status=body.status)
+def add_subscriber(body: SubscriberIn, session: SessionDep, settings: SettingsDep) -> dict:
+    sub = ops.add(session, email=body.email, name=body.name, list_name=body.list, status=body.status,
+                  tags=body.tags, attributes=body.attributes)
     session.commit()
+    welcome.wake(session, settings)
     return ops.describe(sub)
 
 
@@ -79,6 +128,41 @@ def set_list_tracking(list_name: str, body: TrackingIn, session: SessionDep) -> 
     state = ops.set_tracking(session, list_name=list_name, clicks=body.clicks, opens=body.opens)
     session.commit()
     return state
+
+
+class WelcomeIn(BaseModel):
+    source: str = Field("", max_length=512 * 1024,
+                        description="Markdown with front matter ('subject: ...'), like an issue; empty: no welcome.")
+    latest_link: bool = Field(False, description="End it with a link to the latest issue in the archive.")
+
+
+@router.get("/lists/{list_name}/welcome")
+def list_welcome(list_name: str, session: SessionDep) -> dict:
+    """A list's welcome mail (sent once to each subscriber who confirms) and how many went out."""
+    return welcome.show_welcome(session, list_name=list_name).as_dict()
+
+
+@router.put("/lists/{list_name}/welcome")
+def set_list_welcome(list_name: str, body: WelcomeIn, session: SessionDep, settings: SettingsDep) -> dict:
+    """Set a list's welcome template, rendered now like an issue (a template that does
+    not render is a 400 and changes nothing); an empty source removes it, cancelling the
+    welcomes not yet sent."""
+    shown = welcome.set_welcome(session, list_name=list_name, source=body.source or None, settings=settings,
+                                latest_link=body.latest_link)
+    commit(session, shown, settings=settings)
+    return shown.as_dict()
+
+
+@router.get("/segments/{name}")
+def show_segment(name: str, session: SessionDep) -> dict:
+    return segment_ops.show(session, name=name)
+
+
+@router.delete("/segments/{name}", status_code=204)
+def remove_segment(name: str, session: SessionDep) -> Response:
+    segment_ops.remove(session, name=name)
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/subscribers/export")
@@ -111,9 +195,13 @@ def import_subscribers(
 
 
 @router.patch("/subscribers/{subscriber_id}")
-def edit_subscriber(subscriber_id: Id, body: SubscriberPatch, session: SessionDep) -> dict:
-    sub = ops.edit(session, subscriber_id=subscriber_id, name=body.name, status=body.status)
+def edit_subscriber(subscriber_id: Id, body: SubscriberPatch, session: SessionDep, settings: SettingsDep) -> dict:
+    sub = ops.edit(session, subscriber_id=subscriber_id, name=body.name, status=body.status,
+                   replace_tags=body.tags, tag=body.add_tags, untag=body.remove_tags,
+                   attributes={k: v for k, v in body.attributes.items() if v is not None},
+                   unset_attributes=[k for k, v in body.attributes.items() if v is None])
     session.commit()
+    welcome.wake(session, settings)
     return ops.describe(sub)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -147,6 +147,15 @@ def issue_asset(name: str, request: Request, session: SessionDep) -> Response:
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(asset.data, media_type=asset.media_type, headers=headers)
+
+
+@router.get("/issues/latest", include_in_schema=False)
+def latest_issue(session: SessionDep, settings: SettingsDep) -> Response:
+    """The newest issue in the archive (a welcome mail's link to it: sent once, read any
+    time later), or the archive itself while it is empty. Not cached: it moves."""
+    latest = session.scalars(select(Issue.slug).where(Issue.status == IssueStatus.sent).order_by(*_order())).first()
+    target = f"/issues/{latest}" if latest else "/issues/"
+    return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/issues/{slug}", response_class=HTMLResponse)

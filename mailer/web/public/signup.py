@@ -12,6 +12,7 @@ from mailer.core.config import Settings
 from mailer.core.db import transaction
 from mailer.core.errors import ConflictError, InvalidInput
 from mailer.operations import subscribers as ops
+from mailer.operations import welcome
 from mailer.web.deps import EngineDep, SettingsDep, status_of
 from mailer.web.public.pages import client_of, page
 from subscribers.signup import RateLimited
@@ -91,4 +92,5 @@ def confirm_post(token: str, request: Request, settings: SettingsDep, engine: En
             ops.confirm(session, token=token, settings=settings)
     except (signing.InvalidToken, ConflictError) as err:
         return _confirm_invalid(request, settings, str(err))
+    welcome.wake(session, settings)
     return page(request, settings, "web/confirm_done.html")

@@ -75,3 +75,44 @@ def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert_one_line_error(cli("subscribers", "list", "--status", "sleeping"), "unknown status 'sleeping'")
     assert_one_line_error(cli("subscribers", "edit", "nobody@example.com", "--name", "X"), "no subscriber")
     assert_one_line_error(cli("subscribers", "import", "/nonexistent.csv", "--list", "weekly"), "cannot read")
+
+
+def _one(email: str) -> dict:
+    listed = cli("subscribers", "list", "--json")
+    return next(r for r in map(json.loads, listed.stdout.splitlines()) if r["email"] == email)
+
+
+def test_tags_and_attributes_on_add_and_edit(settings, engine):
+    added = cli("subscribers", "add", "ann@example.com", "--list", "weekly", "--tag", "founding", "--tag", "vip",
+                "--attr", "country=CN", "--attr", "plan=free")
+    assert added.returncode == 0, added.stderr
+    assert (_one("ann@example.com")["tags"], _one("ann@example.com")["attributes"]) == (
+        ["founding", "vip"], {"country": "CN", "plan": "free"})
+    edited = cli("subscribers", "edit", "ann@example.com", "--tag", "speaker", "--untag", "vip",
+                 "--attr", "plan=paid", "--attr", "note=a = b", "--unset-attr", "country")
+    assert edited.returncode == 0, edited.stderr
+    assert "tags founding, speaker" in edited.stdout
+    ann = _one("ann@example.com")
+    assert ann["tags"] == ["founding", "speaker"] and ann["attributes"] == {"plan": "paid", "note": "a = b"}
+    # A segment finds them by what was just set.
+    assert cli("subscribers", "list", "--segment", 'tag:speaker AND plan = "paid"').stdout.startswith("ann@")
+
+
+def test_bad_tags_and_attributes_are_one_line_errors_and_change_nothing(settings, engine):
+    assert cli("subscribers", "add", "ann@example.com", "--list", "weekly", "--tag", "founding").returncode == 0
+    before = _one("ann@example.com")
+    cases = [
+        (("--attr", "country"), "not key=value"),
+        (("--tag", "two words"), "no spaces"),
+        (("--tag", 'x"y'), "no spaces"),
+        (("--attr", "email=x@example.com"), "own field"),
+        (("--attr", "1st=x"), "a letter or _ first"),
+        (("--attr", "bio=" + "x" * 5000), "at most 1000"),
+        (("--tag", "t" * 500), "at most 100"),
+        (("--name", "Ann", "--tag", "ok", "--attr", "broken"), "not key=value"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(cli("subscribers", "edit", "ann@example.com", *args), fragment)
+    assert_one_line_error(cli("subscribers", "add", "bob@example.com", "--tag", "no good"), "no spaces")
+    assert _one("ann@example.com") == before
+    assert "bob@example.com" not in cli("subscribers", "list").stdout

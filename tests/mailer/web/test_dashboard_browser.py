@@ -258,3 +258,34 @@ def test_tracking_switches_on_the_dashboard_carry_and_drop_tracked_links(admin_s
     page.wait_for_selector("text=Tracking saved")
     untracked = send("tracked-3")
     assert "/r/" not in untracked and "/o/" not in untracked
+
+
+def test_the_subscriber_page_edits_tags_in_a_browser(admin_server, browser, engine, database_url):
+    """Tags typed into the subscriber page are theirs after Save (a segment finds them);
+    a bad one is refused with the reason, and changes nothing."""
+    from mailer.operations import subscribers as ops
+    from subscribers.models import Subscriber
+
+    with transaction(engine) as s:
+        sid = ops.add(s, email="ann@example.com", name="Ann", list_name="weekly", tags=["founding"],
+                      attributes={"country": "CN"}).id
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{admin_server}/admin/login")
+    sign_in(page)
+    page.goto(f"{admin_server}/admin/subscribers/{sid}")
+    assert page.input_value("#tags") == "founding"
+    assert "country = CN" in page.inner_text("#attributes")
+    page.fill("#tags", "founding speaker vip")
+    page.click("#edit-form button[type=submit]")
+    page.wait_for_selector("#tag-list .tag:text('speaker')")
+    with transaction(engine) as s:
+        assert s.get(Subscriber, sid).tags == ["founding", "speaker", "vip"]
+        assert ops.segment_size(s, list_name="weekly", segment="tag:speaker AND tag:vip") == 0  # pending: no audience
+        assert ops.search(s, segment="tag:speaker")["items"][0]["email"] == "ann@example.com"
+
+    page.fill("#tags", 'vip bad"tag')
+    page.click("#edit-form button[type=submit]")
+    page.wait_for_selector("text=no spaces or quotes")
+    with transaction(engine) as s:
+        assert s.get(Subscriber, sid).tags == ["founding", "speaker", "vip"]
+    page.close()

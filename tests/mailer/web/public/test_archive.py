@@ -273,3 +273,19 @@ def test_published_images_are_served_for_ever(client, engine):
                       headers={"If-None-Match": response.headers["etag"]}).status_code == 304
     for bad in (f"{digest}.jpg", f"{'cd' * 32}.png", "../../etc/passwd", "x.png", f"{digest}.PNG"):
         assert client.get(f"/issues/assets/{bad}").status_code == 404, bad
+
+
+def test_latest_sends_the_reader_on_to_the_newest_sent_issue(client, engine):
+    """What a welcome mail's "latest issue" link points at: it moves with the archive."""
+    empty = client.get("/issues/latest", follow_redirects=False)
+    assert (empty.status_code, empty.headers["location"]) == (302, "/issues/")
+    store(engine, slug="week-01", subject="Week 01", source=small_issue("Week 01"), status="sent",
+          issue_date="2022-06-07", rendered_at=datetime(2022, 6, 7, 8, 0, tzinfo=timezone.utc))
+    store(engine, slug="a-draft", subject="Draft", source=small_issue("Draft"), status="ready",
+          issue_date="2022-06-21", rendered_at=datetime(2022, 6, 21, 8, 0, tzinfo=timezone.utc))
+    assert client.get("/issues/latest", follow_redirects=False).headers["location"] == "/issues/week-01"
+    store(engine, slug="week-02", subject="Week 02", source=small_issue("Week 02"), status="sent",
+          issue_date="2022-06-14", rendered_at=datetime(2022, 6, 14, 8, 0, tzinfo=timezone.utc))
+    moved = client.get("/issues/latest", follow_redirects=False)
+    assert moved.headers["location"] == "/issues/week-02" and moved.headers["cache-control"] == "no-store"
+    assert client.get("/issues/latest").status_code == 200  # followed: the issue's page
