@@ -35,6 +35,8 @@ from mailer.cli import (
     schedule,
     subscribers,
 )
+from mailer.core import logs
+from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError, ServiceUnavailable
 
@@ -59,6 +61,9 @@ app.command("status")(ops.status)
 
 def main() -> None:
     try:
+        # Logs go to stderr (NEWSLETTER_LOG_FORMAT, NEWSLETTER_LOG_LEVEL), the command's
+        # output to stdout. A bad setting is the usual one line, exit 2.
+        logs.configure_from(get_settings())
         rv = app(standalone_mode=False)
     except (InvalidInput, ConfigurationError, ServiceUnavailable) as err:
         typer.echo(f"error: {err}", err=True)
