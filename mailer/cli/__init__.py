@@ -61,9 +61,12 @@ app.command("status")(ops.status)
 
 def main() -> None:
     try:
-        # Logs go to stderr (NEWSLETTER_LOG_FORMAT, NEWSLETTER_LOG_LEVEL), the command's
-        # output to stdout. A bad setting is the usual one line, exit 2.
-        logs.configure_from(get_settings())
+        # Logs go to stderr (NEWSLETTER_LOG_FORMAT), the command's output to stdout. A
+        # one-shot command already says what it did: its stderr stays the one line of an
+        # error, so only warnings and errors are logged; the commands that run as
+        # services log at NEWSLETTER_LOG_LEVEL (common.log_as_a_service). A bad setting
+        # is the usual one line, exit 2.
+        logs.configure_from(get_settings(), floor="WARNING")
         rv = app(standalone_mode=False)
     except (InvalidInput, ConfigurationError, ServiceUnavailable) as err:
         typer.echo(f"error: {err}", err=True)

@@ -18,7 +18,7 @@ import typer
 
 from mailer.channels.listener import InboundServer
 from mailer.channels.mailbox import MailboxError, parse_mailbox, poll
-from mailer.cli.common import engine, session, settings
+from mailer.cli.common import engine, log_as_a_service, session, settings
 from mailer.core.errors import InvalidInput
 from mailer.operations import inbound as op
 from mailer.reports import Channel
@@ -120,6 +120,7 @@ def serve(
     """Listen for mail to the bounce domain (SMTP for its MX, or LMTP behind a local
     MTA) and record each message; other recipients are refused."""
     engine()
+    log_as_a_service()
     server = InboundServer(settings(), host=host, port=port, lmtp=lmtp)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,6 +152,7 @@ def poll_mailbox(
     current = settings()
     mailbox = parse_mailbox(url or current.bounce_mailbox or "")
     engine()
+    log_as_a_service()
 
     def handle(raw: bytes, channel: Channel) -> None:
         op.receive(raw, settings=current, channel=channel)

@@ -1,6 +1,7 @@
 """Logs: one line per event, plain text (the default) or JSON (``NEWSLETTER_LOG_FORMAT``),
 at ``NEWSLETTER_LOG_LEVEL``; configured once per process by whatever runs it: the CLI
-(``mailer.cli.main``), the web app (``mailer.web.app``, uvicorn's own loggers too) and
+(``mailer.cli.main``: a one-shot command prints its outcome and logs only warnings
+and errors; ``newsletter web`` and ``inbound serve|poll`` log as services do), the web app (``mailer.web.app``, uvicorn's own loggers too) and
 Celery workers and beat (``mailer.celeryapp``, through Celery's ``setup_logging`` signal,
 so Celery leaves the root logger alone).
 
@@ -53,6 +54,15 @@ class TextFormatter(logging.Formatter):
         return " ".join(f"{line} {extra}".split("\n")) if extra else " ".join(line.split("\n"))
 
 
+class _Noise(logging.Filter):
+    """Drops kombu's warning that a broker URL names no host: ours do not, on purpose
+    (``filesystem://``, the embedded default), and it came at every connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "kombu.connection" and isinstance(record.msg, str)
+                    and record.msg.startswith("No hostname was supplied"))
+
+
 def formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
@@ -70,6 +80,7 @@ def configure(*, fmt: str = "text", level: str = "INFO", stream=None) -> None:
         root.removeHandler(old)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(fmt))
+    handler.addFilter(_Noise())
     handler._newsletter = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
@@ -92,6 +103,8 @@ def write_json_line(message: str, *, logger: str, level: str = "INFO", stream=No
         pass  # nowhere to write: the process is going away anyway
 
 
-def configure_from(settings) -> None:
-    """``configure`` with ``NEWSLETTER_LOG_FORMAT`` and ``NEWSLETTER_LOG_LEVEL``."""
-    configure(fmt=settings.log_format, level=settings.log_level)
+def configure_from(settings, *, floor: str = "NOTSET") -> None:
+    """``configure`` with ``NEWSLETTER_LOG_FORMAT`` and ``NEWSLETTER_LOG_LEVEL``, or
+    ``floor`` when that is higher (the CLI's one-shot commands: WARNING)."""
+    level = max(logging.getLevelNamesMapping()[settings.log_level], logging.getLevelNamesMapping()[floor])
+    configure(fmt=settings.log_format, level=logging.getLevelName(level))
