@@ -11,6 +11,7 @@ from mailer import dispatch, health
 from mailer.celeryapp import PATIENT_PUBLISH, make_celery
 from mailer.core.config import get_settings
 from mailer.core.errors import ServiceUnavailable, TransientDeliveryError
+from mailer.operations import schedules
 
 app = make_celery(get_settings())
 
@@ -48,8 +49,9 @@ def roll_up() -> None:
 
 @app.task(name="newsletter.dispatch")
 def dispatch_due() -> None:
-    """Every minute (beat): start the campaigns whose time has come; record empty slots."""
-    dispatch.dispatch_due()
+    """Every minute (beat): start the campaigns whose time has come (pre-flight checked
+    again), hold the ones that now fail it or were missed long ago; record empty slots."""
+    schedules.dispatch_due()
     health.note_beat(get_settings(), "dispatch")
 
 

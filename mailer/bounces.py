@@ -32,6 +32,7 @@ report of good news is kept as 'ignored'.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -41,10 +42,13 @@ from sqlalchemy.orm import Session
 from mailer import queries
 from mailer.core import signing
 from mailer.core.errors import InvalidInput
+from mailer.core.logs import event, mask_address
 from mailer.models import InboundMessage, InboundStatus
 from mailer.reports import InboundKind, Report, Reported, Verdict, one_line, reply_code
 from subscribers import service
 from subscribers.models import Event, EventKind, SubscriberStatus, SuppressionReason
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,14 @@ def record(session: Session, report: Report, *, raw: bytes, channel: str, policy
             lines.append(_record_complaint(session, report, t, channel=channel, now=now))
         else:
             lines.append(_record_bounce(session, report, t, channel=channel, policy=policy, now=now))
+        # Logged as judged; the caller's one commit makes it so (or nothing is, and the
+        # channel offers the message again).
+        ref = t.delivery
+        event(log, f"{report.kind} judged", campaign_id=ref.campaign_id, delivery_id=ref.delivery_id,
+              channel=channel, verdict=str(t.recipient.verdict), status=t.recipient.status or None,
+              tied_by=t.how, recipient=mask_address(ref.email))
+        event(log, f"{report.kind} judged", level=logging.DEBUG, campaign_id=ref.campaign_id,
+              delivery_id=ref.delivery_id, address=ref.email)
 
     if untied:
         reason = (f"{len(untied)} of {len([t for t in ties.recipients if t.recipient.verdict != Verdict.ignore])} "

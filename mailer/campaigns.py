@@ -9,6 +9,7 @@ what happens after the commit (queueing send tasks) is ``mailer.operations``'.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from mailer import outbox, queries
 from mailer.core.clock import utcnow
 from mailer.core.db import insert_for
+from mailer.core.logs import event
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.hooks import EventType
 from mailer.models import (
@@ -34,6 +36,8 @@ from mailer.models import (
 )
 from subscribers import segments
 from subscribers.models import MailingList
+
+log = logging.getLogger(__name__)
 
 C = CampaignStatus
 # The states each of the editor's changes starts from.
@@ -137,6 +141,8 @@ def start_campaign(session: Session, *, campaign_id: int, batch_size: int, now: 
     frozen = queries.freeze_audience(session, campaign_id=campaign_id, list_id=campaign.list_id,
                                      batch_size=batch_size, now=now, segment=segment)
     outbox.emit_campaign(session, EventType.campaign_started, campaign_id=campaign_id, now=now)
+    event(log, "campaign started", campaign_id=campaign_id, issue_id=campaign.issue_id, list_id=campaign.list_id,
+          deliveries=frozen, segment=campaign.segment or None)
     return frozen
 
 
@@ -201,6 +207,8 @@ class CampaignReport:
     scheduled_at: str | None
     started_at: str | None
     finished_at: str | None
+    # Held by the dispatcher because pre-flight failed at its time: every check as it ran.
+    held_checks: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -224,6 +232,7 @@ def campaign_report(session: Session, campaign_id: int, *, now: datetime | None 
         rate_per_minute=rate, eta_seconds=eta, pause_reason=c.pause_reason,
         relay_down_since=iso(c.relay_down_since), relay_error=c.relay_error or "",
         scheduled_at=iso(c.scheduled_at), started_at=iso(c.started_at), finished_at=iso(c.finished_at),
+        held_checks=c.held_checks if c.status == C.draft else None,
     )
 
 

@@ -4,10 +4,12 @@ slow part of any broker)."""
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
+from celery.apps import worker as celery_worker
 from kombu import Exchange, Queue
 
-from mailer.core.config import Settings
+from mailer.core import logs
+from mailer.core.config import Settings, get_settings
 
 
 QUEUE = "newsletter"  # sending, the sweep, the dispatcher: every task but the webhooks'
@@ -79,3 +81,26 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("newsletter")
     app.conf.update(celery_config(settings))
     return app
+
+
+# A receiver of setup_logging means Celery configures no logging of its own (and, with
+# worker_hijack_root_logger off, never touches the root logger): workers and beat log in
+# the format the settings say, like the CLI and the web app. Celery's --loglevel is
+# ignored; NEWSLETTER_LOG_LEVEL decides.
+@signals.setup_logging.connect
+def _setup_logging(**_kwargs) -> None:
+    logs.configure_from(get_settings())
+
+
+@signals.celeryd_init.connect
+def _worker_init(instance=None, **_kwargs) -> None:
+    # Before Celery's own start: its warning about running as root comes next, and would
+    # otherwise be printed raw. The startup banner is printed, not logged: in JSON it
+    # would be the only lines of the worker's output a log collector cannot parse.
+    logs.configure_from(get_settings())
+    if get_settings().log_format == "json":
+        if instance is not None:
+            instance.quiet = True
+        # What Celery prints from its signal handlers ("worker: Warm shutdown") goes
+        # through this one function, raw: in JSON, it is a JSON line too.
+        celery_worker.safe_say = lambda msg, f=None: logs.write_json_line(msg, logger="celery.apps.worker", stream=f)

@@ -25,7 +25,7 @@ from mailer.core.db import database_error, engine_for, transaction
 from mailer.core.errors import ServiceUnavailable
 from mailer.dkim import DkimSigner, load_private_key
 from mailer.ratelimit import domain_slots_for, limiter_for
-from mailer.schedules import DispatchReport
+from mailer.schedules import DispatchReport, Recheck
 from mailer.schedules import dispatch_due as _dispatch_due
 from mailer.sending import EngineConfig, drain
 from mailer.transports import transport_from_settings
@@ -207,12 +207,13 @@ def enqueue_campaign(campaign_id: int, batches: int, settings: Settings | None =
     return n
 
 
-def dispatch_due(settings: Settings | None = None, *, now=None) -> DispatchReport:
+def dispatch_due(settings: Settings | None = None, *, now=None, preflight: Recheck | None = None) -> DispatchReport:
     """Run the scheduler once: start due campaigns (each once, however many run this),
-    hold long-missed ones for the editor, record empty weekly slots."""
+    hold long-missed ones for the editor, and the ones ``preflight`` now fails
+    (``mailer.operations.schedules.dispatch_due`` passes it), record empty weekly slots."""
     settings = settings or get_settings()
     return _dispatch_due(
         engine_for(settings.database), now=now or utcnow(),
         missed_limit=timedelta(hours=settings.missed_limit_hours), batch_size=settings.batch_size,
-        enqueue=lambda cid, batches: enqueue_campaign(cid, batches, settings),
+        enqueue=lambda cid, batches: enqueue_campaign(cid, batches, settings), preflight=preflight,
     )

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text as sql_text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -185,6 +186,11 @@ class Campaign(Base):
     # by the next accepted message.
     relay_down_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
     relay_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Scheduled although pre-flight failed (the editor overrode it): the dispatcher does
+    # not check again at its time. Otherwise it does, and a failure holds the campaign
+    # with the checks as they ran (``held_checks``, ``Preflight.as_dict``).
+    preflight_overridden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    held_checks: Mapped[dict | None] = mapped_column(Json)
     # When a task is queued to take over work whose lease runs out (one at a time).
     recovery_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Counters: the sums of its batches' (``queries.count_batch``).

@@ -86,6 +86,7 @@ class ClaimedBatch:
     campaign_id: int
     seq: int
     lease_until: datetime
+    batch_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -351,14 +352,14 @@ def claim_batch(session: Session, *, campaign_id: int, worker: str, now: datetim
                 ORDER BY b.seq
                 LIMIT 1 {skip_locked}
             )
-            RETURNING campaign_id, seq
+            RETURNING id, campaign_id, seq
             """
         ),
         {"cid": campaign_id, "worker": worker, "now": now, "until": now + lease},
     ).first()
     if row is None:
         return None
-    return ClaimedBatch(campaign_id=row.campaign_id, seq=row.seq, lease_until=now + lease)
+    return ClaimedBatch(campaign_id=row.campaign_id, seq=row.seq, lease_until=now + lease, batch_id=row.id)
 
 
 def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datetime) -> list[Recipient]:

@@ -226,10 +226,19 @@ class DispatchReport:
     empty_slots: list[tuple[int, datetime]] = field(default_factory=list)
 
 
+# Pre-flight again at a campaign's time: None when it passes, else the one line naming
+# the failed checks and every check as it ran (``mailer.operations.preflight``).
+Recheck = Callable[[Session, int], "tuple[str, dict] | None"]
+
+
 def dispatch_due(engine: Engine, *, now: datetime, missed_limit: timedelta, batch_size: int,
-                 enqueue: Callable[[int, int], object] | None = None) -> DispatchReport:
+                 enqueue: Callable[[int, int], object] | None = None,
+                 preflight: Recheck | None = None) -> DispatchReport:
     """Start every scheduled campaign whose time has come, hold the ones missed by more
     than ``missed_limit`` (the editor decides), and record each weekly slot once.
+    ``preflight`` checks each campaign again before it starts (its issue or its list
+    may have changed since it was scheduled, days ago): a failure holds it, with the
+    checks, unless the editor overrode pre-flight when scheduling it.
     Safe to run concurrently: every change is a guarded UPDATE or an insert that
     conflicts on a unique key."""
     report = DispatchReport()
@@ -241,6 +250,15 @@ def dispatch_due(engine: Engine, *, now: datetime, missed_limit: timedelta, batc
             if now - scheduled > missed_limit:
                 if hold(s, campaign_id=cid, reason=f"missed its time ({scheduled:%Y-%m-%d %H:%M} UTC) by more than "
                                                    f"{missed_limit}; held for the editor"):
+                    report.held.append(cid)
+                continue
+            failed = None
+            if preflight is not None and not campaigns.get_campaign(s, cid).preflight_overridden:
+                failed = preflight(s, cid)
+            if failed is not None:
+                summary, checks = failed
+                if hold(s, campaign_id=cid, reason=f"{summary}; held for the editor (checked at its time)",
+                        held_checks=checks):
                     report.held.append(cid)
                 continue
             try:
@@ -258,10 +276,11 @@ def dispatch_due(engine: Engine, *, now: datetime, missed_limit: timedelta, batc
     return report
 
 
-def hold(session: Session, *, campaign_id: int, reason: str) -> bool:
-    """A scheduled campaign goes back to draft for the editor, with the reason."""
+def hold(session: Session, *, campaign_id: int, reason: str, held_checks: dict | None = None) -> bool:
+    """A scheduled campaign goes back to draft for the editor, with the reason (and the
+    pre-flight checks, when they are why)."""
     return queries.transition_campaign(session, campaign_id=campaign_id, from_=[C.scheduled], to=C.draft,
-                                       pause_reason=reason)
+                                       pause_reason=reason, held_checks=held_checks)
 
 
 def record_slots(engine: Engine, *, now: datetime) -> list[tuple[int, datetime]]:

@@ -25,6 +25,7 @@ breaker (``_CircuitBreaker``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session
 from mailer import queries, tracking
 from mailer.campaigns import pause_campaign
 from mailer.core import metrics, signing
+from mailer.core.logs import event, mask_address
 from mailer.core.clock import utcnow
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, TransientDeliveryError
@@ -53,6 +55,7 @@ from subscribers.models import MailingList
 
 D = DeliveryStatus
 RETRY = "retry"  # the metrics' outcome of a message queued again for a later attempt
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class EngineConfig:
 class BatchOutcome:
     campaign_id: int
     seq: int
+    batch_id: int = 0
     sent: int = 0
     failed: int = 0
     bounced: int = 0
@@ -358,7 +362,9 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
             prepared = prepare_campaign(s, campaign_id, cfg)
         except InvalidInput as err:
             prepared, broken = None, err
-    out = BatchOutcome(campaign_id=campaign_id, seq=claim.seq)
+    out = BatchOutcome(campaign_id=campaign_id, seq=claim.seq, batch_id=claim.batch_id)
+    event(log, "batch claimed", campaign_id=campaign_id, batch_id=claim.batch_id, batch_seq=claim.seq,
+          recipients=len(recipients), worker=cfg.worker)
     if prepared is None:
         # The stored issue cannot become a message (a subject with a line break that got
         # past the issue parser, a bad sender setting): no message of this campaign can
@@ -408,7 +414,21 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                                            relay_error=ended.relay_error))
     finally:
         db.close()
+    event(log, "batch released", campaign_id=campaign_id, batch_id=out.batch_id, batch_status=out.batch_status,
+          sent=out.sent, failed=out.failed, bounced=out.bounced, skipped=out.skipped, retry_later=out.retry_later,
+          stopped=out.stopped)
+    if out.campaign_finished:
+        event(log, "campaign finished", campaign_id=campaign_id)
     return out
+
+
+def _logged(r: queries.Recipient, out: BatchOutcome, what: str, *, level: int = logging.INFO, **fields) -> None:
+    """A message's event: its ids and the masked address, and a DEBUG line with the
+    full address. The relay's reply text stays out (it often quotes the address): its
+    code and class say what happened, and the delivery record keeps the text."""
+    ids = {"campaign_id": out.campaign_id, "batch_id": out.batch_id, "delivery_id": r.delivery_id}
+    event(log, what, level=level, **ids, recipient=mask_address(r.email), **fields)
+    event(log, what, level=logging.DEBUG, **ids, address=r.email)
 
 
 def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cfg: EngineConfig,
@@ -434,6 +454,8 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
             out.failed += 1
             metrics.message(D.failed, "invalid_message")
+            _logged(r, out, "message failed", status=D.failed.value, reply_class="invalid_message",
+                    attempt=r.attempts + 1)
             continue
         except TransientDeliveryError as err:
             # The relay cannot be reached at all: this delivery goes back to the queue
@@ -446,6 +468,8 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.stopped = f"relay unreachable: {err.reply}"
             out.retry_later += 1 + len(done.unsent)
             metrics.message(RETRY, "unreachable")
+            _logged(r, out, "message deferred", status=D.queued.value, reply_class="unreachable",
+                    attempt=r.attempts + 1, level=logging.WARNING)
             return done
         verdict = classify(result.code, result.reply)
         if verdict.kind == Kind.sent:
@@ -456,6 +480,9 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
         decision = decide(verdict, r.attempts + 1, cfg, now)
         out.count(decision.status)
         metrics.message(RETRY if decision.retry else decision.status, verdict.reply_class)
+        _logged(r, out, _WHAT[decision.status], status=decision.status.value, reply_class=verdict.reply_class,
+                code=result.code, attempt=r.attempts + 1,
+                **({"next_attempt_at": decision.next_attempt_at.isoformat()} if decision.next_attempt_at else {}))
         done.outcomes.append(Outcome(
             r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
             marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
@@ -468,6 +495,10 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.stopped = "paused: too many permanent errors in a row"
             return done
     return done
+
+
+_WHAT = {D.sent: "message sent", D.failed: "message failed", D.bounced: "message bounced",
+         D.queued: "message deferred"}
 
 
 def _release(conn, out: BatchOutcome, pending: list[Outcome], unsent: list[int], *, marked_at: datetime,

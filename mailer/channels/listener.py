@@ -23,6 +23,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from mailer.core.config import Settings
+from mailer.core.logs import event, mask_address
 from mailer.operations.inbound import receive
 from mailer.reports import Channel
 
@@ -63,10 +64,12 @@ class InboundHandler:
             try:
                 line = await loop.run_in_executor(None, functools.partial(self._receive, raw, rcpt))
             except Exception:  # the database, most likely: the sending MTA will try again
-                log.exception("could not record a message for %s", rcpt)
+                log.exception("could not record an inbound message", extra={"recipient": mask_address(rcpt)})
                 replies.append(f"451 4.3.0 <{rcpt}>: could not record the message; try again later")
                 continue
-            log.info("%s: %s", rcpt, line)
+            # The line may quote a reported address: in full only at DEBUG (mailer.core.logs).
+            event(log, "inbound message recorded", recipient=mask_address(rcpt))
+            event(log, "inbound message recorded", level=logging.DEBUG, address=rcpt, detail=line)
             replies.append(f"250 2.0.0 <{rcpt}> recorded")
         if self.lmtp:
             return "\r\n".join(replies)

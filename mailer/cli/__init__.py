@@ -39,6 +39,8 @@ from mailer.cli import (
     subscribers,
     webhooks,
 )
+from mailer.core import logs
+from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError, ServiceUnavailable
 
@@ -65,6 +67,12 @@ app.command("status")(ops.status)
 
 def main() -> None:
     try:
+        # Logs go to stderr (NEWSLETTER_LOG_FORMAT), the command's output to stdout. A
+        # one-shot command already says what it did: its stderr stays the one line of an
+        # error, so only warnings and errors are logged; the commands that run as
+        # services log at NEWSLETTER_LOG_LEVEL (common.log_as_a_service). A bad setting
+        # is the usual one line, exit 2.
+        logs.configure_from(get_settings(), floor="WARNING")
         rv = app(standalone_mode=False)
     except (InvalidInput, ConfigurationError, ServiceUnavailable) as err:
         typer.echo(f"error: {err}", err=True)

@@ -14,6 +14,7 @@ from mailer.cli.common import (
     CampaignId,
     follow,
     format_report,
+    held_lines,
     is_issue_file,
     latest_campaign_id,
     report,
@@ -137,6 +138,8 @@ def campaign_status(
     if watch or (sys.stdout.isatty() and current.status == CampaignStatus.sending):
         current = follow(cid)
     typer.echo(format_report(current))
+    for line in held_lines(current):
+        typer.echo(line)
 
 
 @app.command("list")

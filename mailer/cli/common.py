@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mailer import campaigns
+from mailer.core import logs
 from mailer.core.config import Settings, get_settings
 from mailer.core.db import MAX_ID, check_connection, engine_for, transaction
 from mailer.core.errors import InvalidInput
@@ -26,6 +27,12 @@ IssueId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The issue's id.
 
 def settings() -> Settings:
     return get_settings()
+
+
+def log_as_a_service() -> None:
+    """A long-running command (web, inbound serve and poll) logs its events at
+    NEWSLETTER_LOG_LEVEL, like a worker: nobody reads its stdout line by line."""
+    logs.configure_from(settings())
 
 
 def engine() -> Engine:
@@ -69,7 +76,18 @@ def format_report(r: campaigns.CampaignReport) -> str:
             f"{r.bounced} bounced, {r.skipped} skipped, {r.queued} queued; {r.rate_per_minute:.0f}/min, ETA {eta}"
             + (f"; {r.repeated} sent twice (a try's outcome was lost)" if r.repeated else "")
             + (f"; relay unreachable since {r.relay_down_since}: {r.relay_error}" if r.relay_down_since else "")
-            + (f"; paused: {r.pause_reason}" if r.status == CampaignStatus.paused and r.pause_reason else ""))
+            + (f"; paused: {r.pause_reason}" if r.status == CampaignStatus.paused and r.pause_reason else "")
+            + (f"; held: {r.pause_reason}" if r.status == CampaignStatus.draft and r.pause_reason else ""))
+
+
+def held_lines(r: campaigns.CampaignReport) -> list[str]:
+    """The pre-flight checks that held a campaign at its time, one line each."""
+    lines = []
+    for c in (r.held_checks or {}).get("checks", []):
+        if c["state"] != "pass":
+            lines.append(f"{c['state']:4}  {c['name']}: {c['detail']}")
+            lines += [f"      {more}" for more in c.get("lines", [])]
+    return lines
 
 
 def follow(campaign_id: int, *, timeout: float | None = None, interval: float = 0.5) -> campaigns.CampaignReport:

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from mailer.channels.mailbox import MailboxError, parse_mailbox, poll
-from mailer.cli.common import engine, session, settings
+from mailer.cli.common import engine, log_as_a_service, session, settings
 from mailer.core.errors import InvalidInput
 from mailer.operations import inbound as op
 from mailer.reports import Channel
@@ -119,6 +119,7 @@ def serve(
     """Listen for mail to the bounce domain (SMTP for its MX, or LMTP behind a local
     MTA) and record each message; other recipients are refused."""
     engine()
+    log_as_a_service()
     from mailer.channels.listener import InboundServer  # aiosmtpd: only this command needs it
 
     server = InboundServer(settings(), host=host, port=port, lmtp=lmtp)
@@ -152,6 +153,7 @@ def poll_mailbox(
     current = settings()
     mailbox = parse_mailbox(url or current.bounce_mailbox or "")
     engine()
+    log_as_a_service()
 
     def handle(raw: bytes, channel: Channel) -> None:
         op.receive(raw, settings=current, channel=channel)

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mailer.celeryapp import QUEUES
-from mailer.cli.common import engine
+from mailer.cli.common import engine, log_as_a_service
 from mailer.core.errors import InvalidInput
 
 
@@ -96,13 +96,17 @@ def web(
     import uvicorn
 
     engine()
+    log_as_a_service()
+    # log_config=None: uvicorn's loggers keep no handlers of their own and their lines
+    # come out in the one format the command configured (mailer.core.logs).
     uvicorn.run("mailer.web.app:create_app", factory=True, host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips=forwarded_allow_ips)
+                forwarded_allow_ips=forwarded_allow_ips, log_config=None)
 
 
 def dispatch() -> None:
-    """Start due campaigns now (beat does this every minute); print what happened."""
-    from mailer.dispatch import dispatch_due
+    """Start due campaigns now (beat does this every minute), each checked by pre-flight
+    again; print what happened."""
+    from mailer.operations.schedules import dispatch_due
 
     engine()
     report = dispatch_due()

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # The DNS server `newsletter doctor` asks (host or host:port); unset: the system's.
     dns_resolver: str | None = None
     metrics_token: str = ""
+    # Logs (mailer.core.logs): one line per event, plain text or JSON objects.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     base_url: str = "http://localhost:8000"
     secret_key: str = DEFAULT_SECRET
     # Old secrets, comma separated: links signed with them keep working during rotation.
@@ -122,6 +125,13 @@ class Settings(BaseSettings):
     @classmethod
     def _database_scheme(cls, v: str) -> str:
         return _with_scheme(v, DATABASE_SCHEMES, "sqlite:/// or postgresql+psycopg://")
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _log_case(cls, v, info):
+        if not isinstance(v, str):
+            return v
+        return v.strip().upper() if info.field_name == "log_level" else v.strip().lower()
 
     @field_validator("broker_url")
     @classmethod

@@ -80,6 +80,10 @@ def schedule_issue(session: Session, *, issue_ref: int | str, list_name: str, wh
         at = None if when == "next_slot" else when
         campaign = schedules.schedule_campaign(session, issue_id=issue.id, list_id=mlist.id, at=at, now=now,
                                                segment=segment)
+        # The dispatcher checks again at its time, unless the editor overrode a failure
+        # now; an earlier hold's checks are the past.
+        campaign.preflight_overridden, campaign.held_checks = checked.overridden, None
+        session.flush()
         started = 0
     session.refresh(campaign)
     queue = (Queue(campaign.id, -(-started // settings.batch_size)),) if started else ()

@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session
 
 from mailer import dispatch, queries
 from mailer.core.config import Settings
-from mailer.core.errors import ConflictError
-from mailer.models import Issue
+from mailer.core.errors import ConflictError, InvalidInput
+from mailer.models import Campaign, Issue
 from mailer.render import GMAIL_CLIP_BYTES
 from mailer.sending import assemble, compile_campaign
 from subscribers.models import MailingList
@@ -290,3 +290,16 @@ def enforce(session: Session, *, issue: Issue, mlist: MailingList, settings: Set
             raise PreflightFailed(found, gate.hint)
         return Preflight(found.checks, overridden=True)
     return found
+
+
+def recheck(session: Session, *, campaign_id: int, settings: Settings) -> tuple[str, dict] | None:
+    """The dispatcher's check at a scheduled campaign's time, on the issue as stored
+    (what the workers will mail) and the list as it is now: None when it passes, else
+    the one line naming the failed checks and every check (``Preflight.as_dict``)."""
+    campaign = session.get(Campaign, campaign_id)
+    try:
+        found = check(session, issue=session.get(Issue, campaign.issue_id),
+                      mlist=session.get(MailingList, campaign.list_id), settings=settings)
+    except InvalidInput as err:  # the stored issue no longer becomes a message: held too, not a crash
+        found = Preflight((Check("message", False, f"the message cannot be built: {err}"),))
+    return None if found.passed else (found.summary(), found.as_dict())

@@ -7,10 +7,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer import campaigns, schedules
+from mailer import campaigns, dispatch, schedules
 from mailer.core.clock import utcnow
+from mailer.core.config import Settings, get_settings
 from mailer.core.errors import InvalidInput
 from mailer.models import Campaign, CampaignStatus, Issue
+from mailer.operations import preflight
 from subscribers.models import MailingList
 
 
@@ -68,3 +70,14 @@ def all_views(session: Session, *, now: datetime | None = None, weeks: int = 6) 
 
 def all_lists(session: Session) -> list[MailingList]:
     return list(session.scalars(select(MailingList).order_by(MailingList.name)))
+
+
+def dispatch_due(settings: Settings | None = None, *, now: datetime | None = None) -> schedules.DispatchReport:
+    """One run of the dispatcher (beat every minute, or ``newsletter dispatch``), with
+    pre-flight run again on each campaign whose time has come: a campaign scheduled days
+    ago whose issue or list changed since is held with the checks that now fail, unless
+    the editor overrode pre-flight when scheduling it."""
+    settings = settings or get_settings()
+    return dispatch.dispatch_due(
+        settings, now=now,
+        preflight=lambda session, cid: preflight.recheck(session, campaign_id=cid, settings=settings))

@@ -268,10 +268,11 @@ def send_confirmation(settings: Settings, pending: signup.PendingConfirmation, *
         transport.open()
         result = transport.send(settings.from_address.addr_spec, pending.address, msg.as_bytes())
         if not result.accepted:
-            log.warning("confirmation mail for subscriber %s refused: %s %s",
-                        pending.subscriber_id, result.code, result.reply)
+            # The reply's code only: its text often quotes the address (mailer.core.logs).
+            log.warning("confirmation mail refused", extra={"subscriber_id": pending.subscriber_id,
+                                                            "code": result.code})
     except Exception:
-        log.exception("confirmation mail for subscriber %s not sent", pending.subscriber_id)
+        log.exception("confirmation mail not sent", extra={"subscriber_id": pending.subscriber_id})
     finally:
         transport.close()
 

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
+from mailer.core import logs
 from mailer.core.config import get_settings
 from mailer.core.db import database_error
 from mailer.core.errors import InvalidInput, ServiceUnavailable
@@ -28,6 +29,9 @@ from mailer.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    # Also when uvicorn runs the factory itself (not through newsletter web): its own
+    # loggers then lose their handlers and come out in our format.
+    logs.configure_from(settings)
     # One per process: the links of campaigns clicked lately, and the queue of clicks
     # and opens to record (written by its own thread; what is left is written at exit).
     tracker = Tracker(engine_for(settings.database), settings.signing_keys, strict=settings.tracking_strict)

@@ -11,6 +11,7 @@ provider delivers the events again, which records nothing twice.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer import webhooks
 from mailer.core.errors import InvalidInput
+from mailer.core.logs import event
 from mailer.models import InboundStatus
 from mailer.operations import inbound
 from mailer.web.deps import SettingsDep
@@ -25,6 +27,7 @@ from mailer.web.deps import SettingsDep
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 _SNS = webhooks.SnsVerifier()
+log = logging.getLogger(__name__)
 
 
 def sns_verifier() -> webhooks.SnsVerifier:
@@ -42,8 +45,14 @@ async def webhook(provider: str, request: Request, settings: SettingsDep, sns: S
     async for chunk in request.stream():
         body += chunk
         if len(body) > webhooks.MAX_BODY:
+            event(log, "webhook refused", level=logging.WARNING, provider=provider, reason="the body is too large")
             raise InvalidInput("the webhook body is too large")
-    result = await run_in_threadpool(inbound.receive_webhook, provider, body, dict(request.headers),
-                                     settings=settings, sns=sns)
+    try:
+        result = await run_in_threadpool(inbound.receive_webhook, provider, body, dict(request.headers),
+                                         settings=settings, sns=sns)
+    except InvalidInput as err:  # a forged signature, a provider not set up, a body that is not its format
+        event(log, "webhook refused", level=logging.WARNING, provider=provider, reason=str(err),
+              status=type(err).__name__)
+        raise
     return {"detail": result.line, "recorded": len(result.received),
             "unprocessed": sum(1 for r in result.received if r.stored_as == InboundStatus.unprocessed)}

@@ -18,7 +18,7 @@ from tests.support.seed import count_rows, seed_campaign, seed_list
 pytestmark = pytest.mark.timeout(120)
 REPORT_FIELDS = {"id", "issue", "list", "status", "total", "sent", "failed", "bounced", "skipped", "queued",
                  "repeated", "rate_per_minute", "eta_seconds", "pause_reason", "relay_down_since", "relay_error",
-                 "scheduled_at", "started_at", "finished_at"}
+                 "scheduled_at", "started_at", "finished_at", "held_checks"}
 
 
 @pytest.fixture
@@ -199,3 +199,51 @@ def test_send_to_a_bad_segment_is_refused_in_one_line(engine):
     assert_one_line_error(cli("send", str(EXAMPLE), "--list", "weekly", "--segment", 'plan = "x"'),
                           "unknown attribute 'plan' at position 1")
     assert count_rows(engine, "campaign") == 0 and count_rows(engine, "delivery") == 0
+
+
+def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path):
+    """Scheduled days ahead with a clean pre-flight, the issue then grew past Gmail's clip:
+    at its time the dispatcher checks again and holds it with the failing checks. One
+    scheduled with the override starts (the editor decided); a clean one starts."""
+    seed_list(engine, 2)
+    files = {}
+    for name, body in (("changed", "Short and clean."), ("clean", "Also short."), ("overridden", None)):
+        files[name] = tmp_path / f"{name}.md"
+        files[name].write_text(LONG_ISSUE if body is None else f"---\nsubject: {name}\n---\n\n{body}\n",
+                               encoding="utf-8")
+    for name in ("changed", "clean"):
+        scheduled = cli("send", files[name], "--list", "weekly", "--at", "2099-03-01T09:00Z")
+        assert scheduled.returncode == 0, scheduled.stderr
+    assert cli("send", files["overridden"], "--list", "weekly", "--at", "2099-03-02T09:00Z",
+               "--override-preflight").returncode == 0
+    with transaction(engine) as s:
+        ids = {issue.slug: c.id for c, issue in s.query(Campaign, Issue).join(Issue, Issue.id == Campaign.issue_id)}
+        changed_issue = s.get(Campaign, ids["changed"]).issue_id
+    assert len(ids) == 3, ids
+    overridden = next(cid for slug, cid in ids.items() if slug not in ("changed", "clean"))
+
+    files["changed"].write_text(LONG_ISSUE.replace("Too long", "changed"), encoding="utf-8")
+    updated = cli("issue", "update", changed_issue, files["changed"])
+    assert updated.returncode == 0, updated.stderr
+    with transaction(engine) as s:  # the days pass
+        s.query(Campaign).update({Campaign.scheduled_at: Campaign.created_at})
+
+    run = cli("dispatch")
+    assert run.returncode == 0, run.stderr
+    assert f"held [{ids['changed']}]" in run.stdout, run.stdout
+    with transaction(engine) as s:
+        held = s.get(Campaign, ids["changed"])
+        assert held.status == "draft" and held.pause_reason.startswith("pre-flight failed: size: the HTML is ")
+        assert [c["name"] for c in held.held_checks["checks"] if c["state"] == "fail"] == ["size"]
+        assert s.get(Campaign, ids["clean"]).status == "sending"
+        assert s.get(Campaign, overridden).status == "sending"
+    assert count_rows(engine, "delivery") == 4  # the two that started, two readers each
+
+    shown = cli("campaign", "status", ids["changed"])
+    assert shown.returncode == 0, shown.stderr
+    first, *checks = shown.stdout.strip().splitlines()
+    assert ": draft;" in first and "; held: pre-flight failed: size: the HTML is " in first
+    assert checks and checks[0].startswith("fail  size: the HTML is ")
+    as_json = json.loads(cli("campaign", "status", ids["changed"], "--json").stdout)
+    assert {c["name"]: c["state"] for c in as_json["held_checks"]["checks"]}["size"] == "fail"
+    assert cli("dispatch").stdout.startswith("started none; held none")  # held once, not again

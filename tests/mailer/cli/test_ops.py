@@ -94,3 +94,44 @@ def test_status_without_a_worker_or_a_relay_is_one_line_naming_them(settings, sm
     assert_one_line_error(result, "status: relay, no worker answered")
     assert "workers: none answered" in result.stdout and "beat sweep: never seen" in result.stdout
     assert "campaigns in flight: none" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_status_on_the_redis_broker_sees_the_worker_and_beat_and_then_their_silence(settings, engine, smtp_sink,
+                                                                                    redis_url, monkeypatch,
+                                                                                    start_worker):
+    """The production path: Celery's remote control over Redis finds the worker, and
+    beat's runs are read back from the Redis keys each run writes."""
+    import redis
+
+    monkeypatch.setenv("NEWSLETTER_BROKER_URL", redis_url)
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_sink.url)
+    monkeypatch.setenv("NEWSLETTER_SWEEP_SECONDS", "1")
+    monkeypatch.setenv("NEWSLETTER_DISPATCH_SECONDS", "1")
+    client = redis.Redis.from_url(redis_url)
+    assert client.get("newsletter:beat:sweep") is None
+    worker = start_worker(beat=True, name="redisw")
+    deadline = time.monotonic() + 60
+    while not all(client.get(f"newsletter:beat:{task}") for task in ("sweep", "dispatch")):
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.2)
+
+    stamp = float(client.get("newsletter:beat:sweep"))
+    result = cli("status", "--json", "--timeout", "5")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    found = json.loads(result.stdout)
+    assert found["services"] == {"database": "ok", "broker": "ok", "relay": "ok"}
+    assert [w.split("@")[0] for w in found["workers"]] == ["redisw"]
+    from datetime import datetime
+
+    # What status shows is what beat wrote on Redis: that run, or a later one (every second).
+    assert datetime.fromisoformat(found["beat"]["sweep"]).timestamp() >= stamp - 0.001
+    assert found["beat"]["dispatch"] is not None and found["campaigns"] == []
+
+    worker.stop()
+    silent = cli("status", "--timeout", "2")
+    assert_one_line_error(silent, "no worker answered")
+    assert "workers: none answered" in silent.stdout and "beat sweep: " in silent.stdout
+    assert "never seen" not in silent.stdout  # beat's last runs stay on the broker
+    client.close()

@@ -294,3 +294,22 @@ def test_the_complaint_rate_of_each_campaign_next_to_gmails_line(dashboard, engi
     assert "0.50%" in page.text and "Gmail's limit: 0.3%" in page.text
     listed = dashboard.get("/admin/campaigns").text
     assert 'data-rate="0.005000"' in listed and "Complaint rate (limit 0.3%)" in listed
+
+
+def test_a_campaign_held_by_preflight_at_its_time_shows_the_failed_checks(dashboard, engine, settings):
+    from mailer import schedules
+    from mailer.operations.schedules import dispatch_due
+
+    seed_list(engine, 2)
+    cid = seed_campaign(engine, 0, start=False)
+    now = datetime(2027, 1, 5, 9, tzinfo=timezone.utc)
+    with transaction(engine) as s:
+        campaign = s.get(Campaign, cid)
+        schedules.reschedule(s, campaign_id=cid, at=now, now=now - timedelta(days=3))
+        issue = s.get(Issue, campaign.issue_id)  # since scheduled: a link that is not https
+        issue.html = issue.html.replace("This week in AI.", '<a href="http://example.org/x">a story</a>')
+    report = dispatch_due(settings, now=now + timedelta(seconds=30))
+    assert report.held == [cid] and report.started == []
+    page = dashboard.get(f"/admin/campaigns/{cid}").text
+    assert 'id="held-checks"' in page and 'data-check="links"' in page
+    assert "http://example.org/x: not https" in page and "pre-flight failed: links:" in page
