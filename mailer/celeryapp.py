@@ -5,7 +5,7 @@ slow part of any broker)."""
 from __future__ import annotations
 
 from celery import Celery, signals
-from celery.apps import worker as celery_worker
+import celery.apps.worker as celery_worker
 from kombu import Exchange, Queue
 
 from mailer.core import logs
