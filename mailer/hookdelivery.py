@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import httpx
 from sqlalchemy.engine import Engine
 
 from mailer import hooks, queries
@@ -54,6 +53,10 @@ def post(url: str, *, headers: dict[str, str], body: bytes, timeout: float,
          client: httpx.Client | None = None) -> tuple[int | None, str]:
     """POST once: (status code, error text) - the code None when there was no answer.
     Redirects are not followed (a signed request goes where it was registered, only)."""
+    # httpx (and the pygments its CLI pulls in, ~0.15 s) is imported by the worker that
+    # posts, not by every command that merely can queue a webhook.
+    import httpx
+
     own = client is None
     client = client or httpx.Client(timeout=timeout, follow_redirects=False,
                                     headers={"user-agent": USER_AGENT})
