@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import BigInteger, ColumnElement, Integer, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy import text as _text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import outbox
@@ -992,15 +993,17 @@ _ROW_STATUS = "coalesce(i.status, :status)"
 # The whole chunk in one statement, its parts as data-modifying CTEs that
 # all see the same snapshot (so the UPDATE and the INSERT never touch the same row: one
 # takes the addresses that exist, the other those that do not). Safe beside signups and
-# other imports: the INSERT's ON CONFLICT DO NOTHING drops an address someone added a
-# moment ago (not counted as new), the promotion is guarded on 'pending' in its WHERE,
-# which PostgreSQL re-checks on a row changed concurrently, and a subscriber who left
-# meanwhile is neither changed nor brought back. PostgreSQL runs every data-modifying
-# CTE to completion whether or not the final SELECT reads it. Nothing here comes from the
-# file but the staged values; the enum values spelled into the SQL are ours.
-_MERGE_IMPORT = text(f"""
-WITH staged AS (
-    SELECT s.*, encode(sha256(convert_to(s.email_key, 'UTF8')), 'hex') AS email_hash FROM import_staging s
+# other imports: an address someone added a moment ago makes the INSERT fail on the
+# unique email_key, and ``merge_import_chunk`` runs the chunk again in the tolerant form
+# (its INSERT with ON CONFLICT DO NOTHING, which costs per row, so only then), where the
+# new snapshot finds that subscriber and updates them; the promotion is guarded on
+# 'pending' in its WHERE, which PostgreSQL re-checks on a row changed concurrently, and a
+# subscriber who left meanwhile is neither changed nor brought back. PostgreSQL runs every
+# data-modifying CTE to completion whether or not the final SELECT reads it. Nothing here
+# comes from the file but the staged values; the enum values spelled into the SQL are ours.
+_MERGE_IMPORT_SQL = f"""
+WITH staged AS NOT MATERIALIZED (
+    SELECT * FROM import_staging  -- with its email_hash (``subscribers.bulk``)
 ), new_suppressions AS (
     INSERT INTO suppression (email_hash, reason, created_at)
     SELECT email_hash, suppress, :now FROM staged WHERE suppress IS NOT NULL
@@ -1022,7 +1025,7 @@ WITH staged AS (
     SELECT i.email, i.email_key, i.name, {_ROW_STATUS}, i.attributes, i.tags, :now, :now,
            CASE WHEN {_ROW_STATUS} = '{S.active}' THEN coalesce(i.confirmed_at, :now) END, :batch
     FROM matched i WHERE i.id IS NULL
-    ON CONFLICT (email_key) DO NOTHING
+    {{conflict}}
     RETURNING id
 ), changed AS (
     UPDATE subscriber sub SET
@@ -1054,16 +1057,26 @@ SELECT (SELECT count(*) FROM inserted),
        (SELECT count(*) FROM staged WHERE suppress IS NULL) - (SELECT count(*) FROM matched),
        (SELECT count(*) FROM matched WHERE current NOT IN {_in(MAILABLE)}),
        (SELECT count(*) FROM staged WHERE suppress IS NOT NULL)
-""")
+"""
+_MERGE_IMPORT = text(_MERGE_IMPORT_SQL.format(conflict=""))
+_MERGE_IMPORT_TOLERANT = text(_MERGE_IMPORT_SQL.format(conflict="ON CONFLICT (email_key) DO NOTHING"))
+_UNIQUE_VIOLATION = "23505"
 
 
 def merge_import_chunk(conn: Connection, target: Target) -> Counts:
     """Merge the chunk staged in ``import_staging`` (``subscribers.bulk.PostgresWriter``)
-    into subscribers, memberships and suppressions in one statement (see ``_MERGE_IMPORT``
+    into subscribers, memberships and suppressions in one statement (see ``_MERGE_IMPORT_SQL``
     for why it is safe beside signups and other imports); returns what it did."""
-    imported, updated, suppressed, gone, suppressions = conn.execute(
-        _MERGE_IMPORT, {"now": target.now, "status": target.status, "batch": target.batch_id, "list_id": target.list_id},
-    ).one()
+    params = {"now": target.now, "status": target.status, "batch": target.batch_id, "list_id": target.list_id}
+    try:
+        with conn.begin_nested():
+            row = conn.execute(_MERGE_IMPORT, params).one()
+    except IntegrityError as err:
+        if getattr(err.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+        # Someone added one of these addresses since the statement's snapshot.
+        row = conn.execute(_MERGE_IMPORT_TOLERANT, params).one()
+    imported, updated, suppressed, gone, suppressions = row
     return Counts(imported=imported, updated=updated, skipped_suppressed=suppressed,
                   skipped_existing_status=gone, suppressions=suppressions)
 
