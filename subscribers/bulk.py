@@ -287,9 +287,11 @@ class PostgresWriter:
             cur.execute(self._fill)
             # A temporary table has no statistics until analysed; without them the
             # planner takes the chunk for a handful of rows and joins it by scanning.
-            # One column is enough for its row count, the thing the plan turns on (each
-            # join is on a unique key of the other table): a fifth of analysing them all.
-            cur.execute("ANALYZE import_staging (email_key)")
+            # Two columns are enough: the row count (each join is on a unique key of the
+            # other table) and how many rows are suppressions (a few must not be taken for
+            # all, or the planner hashes the whole subscriber table to update them). A
+            # fifth of analysing every column.
+            cur.execute("ANALYZE import_staging (email_key, suppress)")
 
     def merge(self) -> Counts:
         """Merge what ``stage`` put in (in the caller's transaction)."""
