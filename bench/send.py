@@ -357,6 +357,8 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--broker-url", default="", help="default: the filesystem broker in that folder")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive Python sender")
+    parser.add_argument("--ceiling-messages", type=int, default=100_000,
+                        help="smtp-source sends at most this many (its rate is flat; a million would take minutes)")
     parser.add_argument("--naive-messages", type=int, default=4000,
                         help="messages the naive sender times (it is slow; its rate is flat, so a sample does)")
     parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
@@ -391,7 +393,8 @@ def main() -> None:
             profile(engine, settings, cid, args.top)
             return
         sessions = args.workers * args.connections
-        ceiling = smtp_source_rate(port, messages=args.subscribers, size=size, sessions=sessions)
+        ceiling = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
+                                   sessions=sessions)
         naive = None if args.no_naive else naive_rate(
             port, html=rendered.html, text=rendered.text, subject=rendered.subject,
             messages=min(args.subscribers, args.naive_messages),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from mailer.cli import (
     admin,
@@ -41,7 +41,7 @@ from mailer.cli import (
 )
 from mailer.core import logs
 from mailer.core.config import get_settings
-from mailer.core.db import database_error
+from mailer.core.db import database_error, schema_missing
 from mailer.core.errors import ConfigurationError, InvalidInput, NewsletterError, ServiceUnavailable
 
 app = typer.Typer(help="Newsletter delivery: render an issue once, send it to every subscriber exactly once.",
@@ -79,6 +79,11 @@ def main() -> None:
         sys.exit(2)
     except (OperationalError, InterfaceError) as err:  # the database went away in the middle of a command
         typer.echo(f"error: {database_error(err)}", err=True)
+        sys.exit(2)
+    except ProgrammingError as err:
+        if not schema_missing(err):
+            raise  # a statement of ours is wrong: a bug, shown as one
+        typer.echo(f"error: {database_error(err)}", err=True)  # never migrated (or by an older version)
         sys.exit(2)
     except typer.Exit as err:
         sys.exit(err.exit_code)

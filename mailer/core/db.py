@@ -118,10 +118,27 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
+# A table or column the code expects is not there: PostgreSQL's undefined_table and
+# undefined_column, SQLite's messages for the same.
+_NO_SCHEMA_STATES = ("42P01", "42703")
+_NO_SCHEMA_MESSAGES = ("no such table", "no such column", "has no column named")
+
+
+def schema_missing(err: DBAPIError) -> bool:
+    """Whether the database lacks this version's tables or columns: never migrated, or
+    migrated by an older version (``newsletter db upgrade`` is the cure)."""
+    if getattr(err.orig, "sqlstate", None) in _NO_SCHEMA_STATES:
+        return True
+    return str(err.orig).startswith(_NO_SCHEMA_MESSAGES)
+
+
 def database_error(err: DBAPIError) -> str:
-    """One line for a database error that reached a user: the database went away, or
-    (for the rest) what it refused."""
+    """One line for a database error that reached a user: the database is not migrated,
+    it went away, or (for the rest) what it refused."""
     reason = str(err.orig).strip().splitlines()[0] if err.orig is not None else type(err).__name__
+    if schema_missing(err):
+        return (f"the database is not set up for this version (NEWSLETTER_DATABASE_URL): {reason}; "
+                "run `newsletter db upgrade`")
     if isinstance(err, (OperationalError, InterfaceError)) or err.connection_invalidated:
         return f"the database does not answer (NEWSLETTER_DATABASE_URL): {reason}"
     return f"the database refused it: {reason}"

@@ -10,11 +10,11 @@ import contextlib
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 
 from mailer.core import logs
 from mailer.core.config import get_settings
-from mailer.core.db import database_error
+from mailer.core.db import database_error, schema_missing
 from mailer.core.errors import InvalidInput, ServiceUnavailable
 from mailer.operations.preflight import PreflightFailed
 from mailer.web import api, dashboard, ops, webhooks
@@ -65,6 +65,12 @@ def create_app() -> FastAPI:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_gone(request: Request, exc):
+        return _error(request, 503, database_error(exc))
+
+    @app.exception_handler(ProgrammingError)
+    async def _not_migrated(request: Request, exc: ProgrammingError):
+        if not schema_missing(exc):
+            raise exc  # a statement of ours is wrong: a bug, a 500
         return _error(request, 503, database_error(exc))
 
     @app.exception_handler(DataError)
