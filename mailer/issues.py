@@ -58,6 +58,9 @@ PREHEADER_CHARS = 140
 # RFC 5322 2.1.1: a header line must not exceed 998 characters.
 MAX_SUBJECT_CHARS = 998
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,198}[a-z0-9])?$")
+# Names the archive uses for its own pages under /issues/ (``mailer.web.public.archive``):
+# an issue slugged so could never be reached.
+RESERVED_SLUGS = frozenset({"latest"})
 
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -258,6 +261,8 @@ def derive_slug(subject: str, *, filename: str | None = None) -> str:
     else from the subject; a subject with no Latin letters gets a stable hash."""
     for candidate in (Path(filename).stem if filename else "", subject):
         slug = _slugify(candidate)
+        if slug in RESERVED_SLUGS:
+            return f"{slug}-issue"
         if slug:
             return slug
     return "issue-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:10]
@@ -306,6 +311,8 @@ def _slug_field(value, where: str) -> str:
     slug = str(value).strip()
     if not SLUG_RE.match(slug):
         raise InvalidInput(f"{where}slug {slug[:60]!r} must be lower-case letters, digits and '-' (it goes into URLs)")
+    if slug in RESERVED_SLUGS:
+        raise InvalidInput(f"{where}slug {slug!r} is the archive's link to the newest issue; choose another")
     return slug
 
 

@@ -122,6 +122,15 @@ def test_slug_from_file_name_then_subject():
     assert derive_slug("中国人工智能周报") == derive_slug("中国人工智能周报")
 
 
+def test_no_issue_takes_the_archive_link_to_the_newest_one():
+    """/issues/latest redirects to the newest issue: an issue slugged 'latest' could never
+    be read, so a derived one steps aside and a given one is refused in one line."""
+    assert parse_issue(issue(), filename="latest.md").slug == "latest-issue"
+    assert parse_issue(issue(subject="Latest")).slug == "latest-issue"
+    with pytest.raises(InvalidInput, match="'latest' is the archive's link to the newest issue"):
+        parse_issue("---\nsubject: x\nslug: latest\n---\nHello")
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
