@@ -19,6 +19,7 @@ from mailer.core.clock import utcnow
 from mailer.core.db import engine_for, transaction
 from mailer.core.errors import ConfigurationError, ServiceUnavailable
 from mailer.models import COUNTED
+from mailer.operations import webhooks
 
 
 def doctor(
@@ -68,22 +69,27 @@ def status(
                                            "(default: NEWSLETTER_HEALTH_TIMEOUT).")] = None,
 ) -> None:
     """The database, the broker and the relay (answering or not), the workers that answer
-    a ping, when beat last ran its sweep and its dispatcher, and the campaigns in flight.
+    a ping, when beat last ran its sweep and its dispatcher, the campaigns in flight, and
+    the outbound webhooks waiting to go out (and given up).
     Exit 2 (one line) when a service does not answer or no worker does."""
     conf = settings()
     ready = health.readiness(conf, timeout=timeout)
     up = {c.service: c.ok for c in ready.checks}
     workers = health.workers_seen(conf, timeout=timeout) if up["broker"] else []
     beat = health.beat_last_runs(conf, timeout=timeout) if up["broker"] else dict.fromkeys(health.BEAT_TASKS)
-    campaigns = []
+    campaigns, hooks = [], None
     if up["database"]:
         with transaction(engine_for(conf.database)) as s:
             campaigns = [{"id": c.id, "status": c.status, "total": c.total,
                           **{str(state): getattr(c, state) for state in COUNTED}} for c in campaigns_in_flight(s)]
+            hooks = webhooks.backlog(s)
     if as_json:
         typer.echo(json.dumps({"services": ready.as_dict(), "workers": workers,
                                "beat": {k: v.isoformat() if v else None for k, v in beat.items()},
-                               "campaigns": campaigns}))
+                               "campaigns": campaigns,
+                               "webhooks": hooks and {"waiting": hooks.waiting, "failed": hooks.failed,
+                                                      "oldest_waiting": hooks.oldest_waiting and
+                                                      hooks.oldest_waiting.isoformat()}}))
     else:
         for c in ready.checks:
             typer.echo(f"{c.service}: {c.detail}")
@@ -96,6 +102,9 @@ def status(
                        f"done ({counts})")
         if not campaigns:
             typer.echo("campaigns in flight: none")
+        if hooks is not None:
+            oldest = f", the oldest written {_ago(hooks.oldest_waiting)}" if hooks.oldest_waiting else ""
+            typer.echo(f"webhooks: {hooks.waiting} waiting{oldest}; {hooks.failed} given up")
     problems = [c.service for c in ready.down] + ([] if workers else ["no worker answered"])
     if problems:
         raise ServiceUnavailable(f"status: {', '.join(problems)}")

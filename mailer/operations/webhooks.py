@@ -1,19 +1,19 @@
 """Outbound webhook endpoints: register one for some event types, list them, turn one
 off or on, rotate its secret, remove it; the log of what was sent to them, and sending
-a failed one again. The
-pure part (event types, signatures) is ``mailer.hooks``; the outbox that writes the
+a failed one again; the backlog that status and metrics show. The pure part (event types, signatures) is ``mailer.hooks``; the outbox that writes the
 deliveries is ``mailer.outbox``; posting them is ``mailer.hookdelivery``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from mailer import hooks, outbox
-from mailer.core.clock import utcnow
+from mailer.core.clock import as_utc, utcnow
 from mailer.core.errors import ConflictError, InvalidInput, NotFound
 from mailer.models import WebhookDelivery, WebhookEndpoint, WebhookStatus
 
@@ -163,3 +163,20 @@ def counts(session: Session) -> dict[str, int]:
     """Deliveries by status, for the dashboard."""
     rows = session.execute(select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all()
     return {str(s): 0 for s in WebhookStatus} | {status: n for status, n in rows}
+
+
+@dataclass(frozen=True)
+class Backlog:
+    waiting: int  # not delivered yet (a first attempt or a retry to come)
+    oldest_waiting: datetime | None  # when the oldest of them was written
+    failed: int  # every attempt failed: given up
+
+
+def backlog(session: Session) -> Backlog:
+    """What ``newsletter status`` and /metrics say of the outbound webhooks: an endpoint
+    that is down shows as a growing, ageing backlog long before its deliveries give up."""
+    by_status = counts(session)
+    oldest = session.scalar(select(func.min(WebhookDelivery.created_at))
+                            .where(WebhookDelivery.status == WebhookStatus.pending))
+    return Backlog(waiting=by_status[WebhookStatus.pending], failed=by_status[WebhookStatus.failed],
+                   oldest_waiting=as_utc(oldest) if oldest else None)

@@ -23,10 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer import health
 from mailer.campaigns import campaigns_in_flight
 from mailer.core import metrics
+from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.db import engine_for, transaction
 from mailer.core.errors import NotFound
 from mailer.models import COUNTED
+from mailer.operations import webhooks
 from mailer.web.deps import SettingsDep
 
 router = APIRouter(include_in_schema=False)
@@ -74,11 +76,13 @@ class _InFlight:
             with transaction(engine_for(self.settings.database)) as s:
                 rows = [(c.id, c.status, c.total, *(getattr(c, state) for state in STATES))
                         for c in campaigns_in_flight(s)]
+                hooks = webhooks.backlog(s)
         except SQLAlchemyError:
             up.append((["database"], 0))
         else:
             up.append((["database"], 1))
             yield from self._campaigns(rows)
+            yield from self._webhooks(hooks)
         try:
             queued = health.broker_queue_length(self.settings)
         except Exception:  # noqa: BLE001 - whatever the broker's failure, it is down for the scrape
@@ -88,6 +92,16 @@ class _InFlight:
             yield metrics.gauge_family("newsletter_broker_queue_length", "Tasks waiting on the broker's queue", [],
                                        [([], queued)])
         yield metrics.gauge_family("newsletter_up", "Whether the scrape could read the service", ["service"], up)
+
+    @staticmethod
+    def _webhooks(hooks: webhooks.Backlog):
+        yield metrics.gauge_family("newsletter_webhook_deliveries", "Outbound webhook deliveries waiting to go out "
+                                   "and given up (every attempt failed)", ["state"],
+                                   [(["waiting"], hooks.waiting), (["failed"], hooks.failed)])
+        age = (utcnow() - hooks.oldest_waiting).total_seconds() if hooks.oldest_waiting else 0
+        yield metrics.gauge_family("newsletter_webhook_oldest_waiting_seconds", "Age of the oldest webhook delivery "
+                                   "still waiting (0 when none waits): an endpoint that is down makes it grow", [],
+                                   [([], max(age, 0.0))])
 
     @staticmethod
     def _campaigns(rows):

@@ -7,6 +7,7 @@ Status against a real worker running beat, a real relay, both databases."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -80,6 +81,7 @@ def test_status_shows_the_workers_beat_the_services_and_the_campaigns_in_flight(
     assert found["beat"]["sweep"] is not None and found["beat"]["dispatch"] is not None
     assert found["campaigns"] == [{"id": cid, "status": "paused", "total": 5, "sent": 0, "failed": 0, "bounced": 0,
                                    "skipped": 0}]
+    assert found["webhooks"] == {"waiting": 0, "failed": 0, "oldest_waiting": None}
 
     text = cli("status", "--timeout", "5")
     assert text.returncode == 0, text.stderr
@@ -94,6 +96,31 @@ def test_status_without_a_worker_or_a_relay_is_one_line_naming_them(settings, sm
     assert_one_line_error(result, "status: relay, no worker answered")
     assert "workers: none answered" in result.stdout and "beat sweep: never seen" in result.stdout
     assert "campaigns in flight: none" in result.stdout
+    assert "webhooks: 0 waiting; 0 given up" in result.stdout
+
+
+def test_status_shows_the_webhooks_waiting_and_how_old_the_oldest_is(settings, engine, smtp_sink, monkeypatch):
+    from datetime import timedelta
+
+    from mailer.core.clock import utcnow
+    from mailer.models import WebhookDelivery
+    from mailer.operations import webhooks
+
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_sink.url)
+    with transaction(engine) as s:
+        endpoint = webhooks.add(s, url="https://hooks.example.com/in", events=["subscriber.unsubscribed"])
+        written = utcnow() - timedelta(minutes=30)
+        for n, status in enumerate(["pending", "pending", "failed"]):
+            s.add(WebhookDelivery(endpoint_id=endpoint.id, event_id=f"e{n}", message_id=f"m{n}",
+                                  event_type="subscriber.unsubscribed", body="{}", status=status,
+                                  created_at=written + timedelta(minutes=n), next_attempt_at=written))
+    result = cli("status", "--json", "--timeout", "1")  # no worker: exit 2, the report all the same
+    found = json.loads(result.stdout)
+    assert found["webhooks"]["waiting"] == 2 and found["webhooks"]["failed"] == 1
+    assert found["webhooks"]["oldest_waiting"] == written.isoformat()
+    text = cli("status", "--timeout", "1")
+    line = re.search(r"webhooks: 2 waiting, the oldest written (\d+) s ago \((.+)\); 1 given up", text.stdout)
+    assert line and 1800 <= int(line.group(1)) < 1900, text.stdout
 
 
 @pytest.mark.slow

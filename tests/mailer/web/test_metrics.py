@@ -214,3 +214,26 @@ def test_the_metrics_are_made_once_when_many_threads_reach_them_at_once(monkeypa
     for t in threads:
         t.join()
     assert errors == [] and len(metrics._made) == 1
+
+
+def test_the_webhook_backlog_is_read_at_scrape_time(scrape, engine):
+    """An endpoint that is down shows as deliveries waiting and an oldest age that grows,
+    long before they give up."""
+    from datetime import timedelta
+
+    from mailer.core.clock import utcnow
+    from mailer.models import WebhookDelivery
+    from mailer.operations import webhooks
+
+    assert total(scrape(), "newsletter_webhook_deliveries", state="waiting") == 0
+    with transaction(engine) as s:
+        endpoint = webhooks.add(s, url="https://hooks.example.com/in", events=["subscriber.unsubscribed"])
+        now = utcnow()
+        for n, (status, age) in enumerate([("pending", 600), ("pending", 5), ("failed", 9000), ("delivered", 9000)]):
+            s.add(WebhookDelivery(endpoint_id=endpoint.id, event_id=f"e{n}", message_id=f"m{n}",
+                                  event_type="subscriber.unsubscribed", body="{}", status=status,
+                                  created_at=now - timedelta(seconds=age), next_attempt_at=now))
+    found = scrape()
+    assert total(found, "newsletter_webhook_deliveries", state="waiting") == 2
+    assert total(found, "newsletter_webhook_deliveries", state="failed") == 1
+    assert 600 <= total(found, "newsletter_webhook_oldest_waiting_seconds") < 900
