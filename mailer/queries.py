@@ -1003,7 +1003,7 @@ _ROW_STATUS = "coalesce(i.status, :status)"
 # comes from the file but the staged values; the enum values spelled into the SQL are ours.
 _MERGE_IMPORT_SQL = f"""
 WITH staged AS NOT MATERIALIZED (
-    SELECT * FROM import_staging  -- with its email_hash (``subscribers.bulk``)
+    SELECT * FROM import_staging  -- a view (``subscribers.bulk``)
 ), new_suppressions AS (
     INSERT INTO suppression (email_hash, reason, created_at)
     SELECT email_hash, suppress, :now FROM staged WHERE suppress IS NOT NULL

@@ -23,8 +23,8 @@ A chunk holds each address once (``subscribers.csvio`` merges duplicates first).
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -180,28 +180,25 @@ class SqliteWriter:
 
 
 # The staging of an import, per database session (TEMP: not WAL-logged, gone with the
-# connection), emptied before each chunk: ``import_rows`` takes the COPY, and
-# ``import_staging`` (what the merge statement reads) gets the rows with the work that
-# needs no other table done: the suppression hash, and with ``columns`` the attributes
-# as JSON, built on the server from plain columns (``a0``, ``a1``, ...; json.dumps per
-# row was a fifth of the client's time). Staging runs beside the previous chunk's merge,
-# so this is off the import's critical path. ``email_key`` compares bytes, as
-# ``subscriber.email_key`` does (migration 0018).
+# connection), emptied before each chunk: ``import_rows`` takes the COPY, and the view
+# ``import_staging`` is what the merge statement reads. With ``columns`` the rows carry
+# their attribute values as plain columns (``a0``, ``a1``, ...) and the view builds the
+# JSON from them on the server (json.dumps per row was a fifth of the client's time),
+# once per row, where the merge reads it. ``email_hash`` (the suppression key) comes
+# from the client: hashlib costs it less than the server's sha256 costs the merge.
+# ``email_key`` compares bytes, as ``subscriber.email_key`` does (migration 0018). An
+# empty string is NULL in the COPY (its ``NULL ''``): no value of a row is empty but a
+# name, which the view turns back into ''.
 _ROWS = """
 CREATE TEMP TABLE import_rows (
-    email text NOT NULL, email_key text COLLATE "C" NOT NULL, name text NOT NULL, attributes jsonb,
-    tags jsonb, status text, confirmed_at timestamptz, suppress text{values}
+    email text NOT NULL, email_key text COLLATE "C" NOT NULL, email_hash text NOT NULL, name text,
+    attributes jsonb, tags jsonb, status text, confirmed_at timestamptz, suppress text{values}
 )
 """
-_STAGING = """
-CREATE TEMP TABLE import_staging (
-    email text NOT NULL, email_key text COLLATE "C" NOT NULL, name text NOT NULL, attributes jsonb NOT NULL,
-    tags jsonb NOT NULL, status text, confirmed_at timestamptz, suppress text, email_hash text NOT NULL
-)
-"""
-_FILL = """
-INSERT INTO import_staging SELECT email, email_key, name, {attributes}, coalesce(tags, '[]'), status,
-    confirmed_at, suppress, encode(sha256(convert_to(email_key, 'UTF8')), 'hex') FROM import_rows
+_VIEW = """
+CREATE TEMP VIEW import_staging AS SELECT email, email_key, email_hash, coalesce(name, '') AS name,
+    {attributes} AS attributes,
+    coalesce(tags, '[]') AS tags, status, confirmed_at, suppress FROM import_rows
 """
 # jsonb_build_object takes at most 100 arguments: 50 attributes per call, joined with ||.
 _PAIRS_PER_CALL = 50
@@ -226,8 +223,24 @@ def _attributes_sql(columns: list[str] | None):
     return sql.SQL(" || ").join(calls) if calls else sql.SQL("'{}'::jsonb")
 
 
+def _copy_text(rows: list[tuple[str, ...]]) -> str:
+    """Rows (all text; "" for NULL, see ``_ROWS``) in COPY's text format: tab-separated,
+    one line each. Joined as they are, then checked once over the whole chunk: only a
+    backslash, tab or line break inside a value needs escaping, and when the chunk has
+    one (a multi-line attribute, say) it is built again with every value escaped."""
+    text = "\n".join(map("\t".join, rows)) + "\n"
+    if rows and ("\\" in text or "\r" in text or text.count("\n") != len(rows)
+                 or text.count("\t") != len(rows) * (len(rows[0]) - 1)):
+        text = "".join("\t".join(map(_escaped, row)) + "\n" for row in rows)
+    return text
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 class PostgresWriter:
-    """A chunk through COPY into ``import_rows`` and on to ``import_staging`` (``stage``), then one merge statement
+    """A chunk through COPY into ``import_rows`` (``stage``), then one merge statement
     (``merge``); ``write`` is both. Staging is client work and merging server work, so
     ``subscribers.csvio`` stages the next chunk on a second connection while this one merges."""
 
@@ -238,7 +251,7 @@ class PostgresWriter:
         ``attributes`` column); None writes each row's attributes as JSON."""
         self.conn, self.target, self._merge = conn, target, merge
         self.plain, self.columns = plain, columns
-        self._ready, self._fill = False, None
+        self._ready = False
 
     def _prepare(self, cur) -> None:
         from psycopg import sql
@@ -246,52 +259,51 @@ class PostgresWriter:
         if self._ready:
             return
         # Made afresh: an earlier import on this pooled connection may have had another header.
-        cur.execute("DROP TABLE IF EXISTS pg_temp.import_rows, pg_temp.import_staging")
+        cur.execute("DROP TABLE IF EXISTS pg_temp.import_rows CASCADE")  # and its view
         values = sql.SQL("").join(sql.SQL(", {} text").format(sql.Identifier(f"a{n}"))
                                   for n in range(len(self.columns or ())))
         cur.execute(sql.SQL(_ROWS).format(values=values))
-        cur.execute(_STAGING)
-        self._fill = sql.SQL(_FILL).format(attributes=_attributes_sql(self.columns))
+        cur.execute(sql.SQL(_VIEW).format(attributes=_attributes_sql(self.columns)))
         self._ready = True
 
     def stage(self, chunk: dict[str, Row]) -> None:
-        """COPY the chunk into ``import_rows``, in CSV built by the csv module (C) in one
-        piece: one write, where a ``write_row`` per row cost ~7 us each."""
+        """COPY the chunk into ``import_rows``, as COPY's text format built in one piece
+        (``_copy_text``) and sent in one write, where a ``write_row`` per row cost ~7 us."""
         from psycopg import sql
 
-        names = ["email", "email_key", "name"]
+        names = ["email", "email_key", "email_hash", "name"]
         names += [f"a{n}" for n in range(len(self.columns))] if self.columns is not None else ["attributes"]
-        buffer = io.StringIO()
-        out = csv.writer(buffer, lineterminator="\n")
+        sha256 = hashlib.sha256  # service.hash_key, inlined: it runs per row
         if self.columns is not None:
-            columns = self.columns
-            rows = ((r.email, key, r.name, *map(r.attributes.get, columns)) for key, r in chunk.items())
+            columns, empty = self.columns, itertools.repeat("")
+            rows = [(r.email, key, sha256(key.encode()).hexdigest(), r.name, *map(r.attributes.get, columns, empty))
+                    for key, r in chunk.items()]
         else:
             dumps = json.dumps
-            rows = ((r.email, key, r.name, dumps(r.attributes)) for key, r in chunk.items())
+            rows = [(r.email, key, sha256(key.encode()).hexdigest(), r.name, dumps(r.attributes))
+                    for key, r in chunk.items()]
         if not self.plain:
             names += ["tags", "status", "confirmed_at", "suppress"]
-            base = rows
-            rows = ((*values, json.dumps(r.tags) if r.tags else None, r.status,
-                     r.confirmed_at.isoformat() if r.confirmed_at else None, r.suppress)
-                    for values, r in zip(base, chunk.values(), strict=True))
-        out.writerows(rows)
-        statement = sql.SQL("COPY import_rows ({}) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (name))").format(
+            rows = [(*values, json.dumps(r.tags) if r.tags else "", r.status or "",
+                     r.confirmed_at.isoformat() if r.confirmed_at else "", r.suppress or "")
+                    for values, r in zip(rows, chunk.values(), strict=True)]
+        statement = sql.SQL("COPY import_rows ({}) FROM STDIN (FORMAT text, NULL '')").format(
             sql.SQL(", ").join(map(sql.Identifier, names)))
+        data = _copy_text(rows)
+        del rows
         raw = self.conn.connection.driver_connection
         with raw.cursor() as cur:
             self._prepare(cur)
-            cur.execute("TRUNCATE import_rows, import_staging")
+            cur.execute("TRUNCATE import_rows")
             with cur.copy(statement) as copy:
-                copy.write(buffer.getvalue())
-            cur.execute(self._fill)
+                copy.write(data)
             # A temporary table has no statistics until analysed; without them the
             # planner takes the chunk for a handful of rows and joins it by scanning.
             # Two columns are enough: the row count (each join is on a unique key of the
             # other table) and how many rows are suppressions (a few must not be taken for
             # all, or the planner hashes the whole subscriber table to update them). A
             # fifth of analysing every column.
-            cur.execute("ANALYZE import_staging (email_key, suppress)")
+            cur.execute("ANALYZE import_rows (email_key, suppress)")
 
     def merge(self) -> Counts:
         """Merge what ``stage`` put in (in the caller's transaction)."""

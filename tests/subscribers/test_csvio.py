@@ -269,15 +269,15 @@ def test_a_file_that_fails_part_way_stops_the_import_and_keeps_what_was_committe
 
 
 def test_odd_attribute_columns_and_values_arrive_exactly(engine, monkeypatch):
-    """On PostgreSQL the attribute values travel as CSV columns and the server builds the
-    JSON: column names that look like SQL, quotes, commas, line breaks, backslashes, a
-    line that is COPY's end marker, and more attribute columns than one
-    jsonb_build_object call takes must all arrive as the parser read them."""
+    """On PostgreSQL the attribute values travel as plain columns of COPY's text format and
+    the server builds the JSON: column names that look like SQL, quotes, commas, tabs,
+    line breaks, backslashes, a line that is COPY's end marker, and more attribute columns
+    than one jsonb_build_object call takes must all arrive as the parser read them."""
     monkeypatch.setattr(csvio, "COPY_CHUNK", 2)
     monkeypatch.setattr(csvio, "CHUNK", 2)
     many = [f"c{n}" for n in range(60)]
     header = ["email", "name", "city'); DROP TABLE subscriber; --", 'say "hi"', "ünï", *many]
-    odd = ['Paris, "the" city', "line one\nline two\n\\.\nthree", "back\\slash\\N", *[""] * 60]
+    odd = ['Paris, "the" city\tand a tab', "line one\r\nline two\n\\.\nthree", "back\\slash\\N", *[""] * 60]
     full = ["x", "y", "z", *[f"v{n}" for n in range(45)], *[""] * 15]
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
