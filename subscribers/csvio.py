@@ -376,14 +376,17 @@ def _start(conn: Connection, *, list_name: str, status: str, batch: int | None) 
 def _write(conn: Connection, writer: bulk.SqliteWriter | bulk.PostgresWriter, rows: Iterator[Row],
            report: ImportReport, *, commit_each: bool = False) -> None:
     size = COPY_CHUNK if isinstance(writer, bulk.PostgresWriter) else CHUNK
-    for chunk, read, errors in _read_ahead(_chunks(rows, size), report):
-        if not commit_each:
-            report.add(writer.write(chunk))
-            continue
-        with conn.begin():
-            report.add(writer.write(chunk))
-            # The batch's counts move with the chunks they count.
-            _update_batch(conn, report, finished=False, rows=read, errors=errors)
+    # Closed on the way out, error or not: its reader thread stops now, not when the
+    # generator is collected.
+    with contextlib.closing(_read_ahead(_chunks(rows, size), report)) as chunks:
+        for chunk, read, errors in chunks:
+            if not commit_each:
+                report.add(writer.write(chunk))
+                continue
+            with conn.begin():
+                report.add(writer.write(chunk))
+                # The batch's counts move with the chunks they count.
+                _update_batch(conn, report, finished=False, rows=read, errors=errors)
 
 
 def _write_overlapped(writers: tuple[bulk.PostgresWriter, bulk.PostgresWriter], rows: Iterator[Row],
@@ -395,8 +398,9 @@ def _write_overlapped(writers: tuple[bulk.PostgresWriter, bulk.PostgresWriter], 
     a crash loses at most the two chunks in flight (running the import again is harmless)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-merge") as pool:
         merging: Future | None = None
+        chunks = _read_ahead(_chunks(rows, COPY_CHUNK), report)
         try:
-            for n, (chunk, read, errors) in enumerate(_read_ahead(_chunks(rows, COPY_CHUNK), report)):
+            for n, (chunk, read, errors) in enumerate(chunks):
                 writer = writers[n % 2]  # the other one may still be merging
                 transaction = writer.conn.begin()
                 try:
@@ -411,6 +415,7 @@ def _write_overlapped(writers: tuple[bulk.PostgresWriter, bulk.PostgresWriter], 
             if merging is not None:
                 merging.result()
         finally:
+            chunks.close()  # its reader thread stops now, not when the generator is collected
             if merging is not None:
                 wait([merging])  # never leave a merge running behind an error
 

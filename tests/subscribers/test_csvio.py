@@ -348,6 +348,10 @@ def test_a_merge_that_fails_stops_the_import_and_keeps_what_was_committed(engine
         monkeypatch.setattr(bulk.SqliteWriter, "write", write)
     with pytest.raises(RuntimeError, match="the merge went wrong"):
         _import(engine, good, merge=merge)
+    import threading
+
+    # The file's reader thread stopped with the import, not whenever its generator is collected.
+    assert not [t for t in threading.enumerate() if t.name in ("import-reader", "import-merge_0")]
     assert len(_subscribers(engine)) == 4
     with transaction(engine) as s:
         batch = s.scalars(select(ImportBatch)).one()
