@@ -351,9 +351,11 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
         report.batch_id = batch_id
         writer = bulk.writer_for(conn, target, plain=plain, columns=columns, merge=merge)
         if isinstance(writer, bulk.PostgresWriter):
-            with engine.connect() as second:
-                pair = (writer, bulk.writer_for(second, target, plain=plain, columns=columns, merge=merge))
-                _write_overlapped(pair, rows, report)
+            with contextlib.ExitStack() as more:
+                others = [more.enter_context(engine.connect()) for _ in range(PIPELINE - 1)]
+                writers = (writer, *(bulk.writer_for(c, target, plain=plain, columns=columns, merge=merge)
+                                     for c in others))
+                _write_overlapped(writers, rows, report)
         else:
             _write(conn, writer, rows, report, commit_each=True)
         with conn.begin():
@@ -389,40 +391,58 @@ def _write(conn: Connection, writer: bulk.SqliteWriter | bulk.PostgresWriter, ro
                 _update_batch(conn, report, finished=False, rows=read, errors=errors)
 
 
-def _write_overlapped(writers: tuple[bulk.PostgresWriter, bulk.PostgresWriter], rows: Iterator[Row],
-                      report: ImportReport) -> None:
-    """PostgreSQL: chunk N+1 is staged (client work: CSV and COPY) on one connection while
-    chunk N merges (server work) on the other, in a thread (the driver lets go of the GIL
-    while it waits). Merges still go one at a time in file order, each committed before
-    the next begins, so a later row of an address sees what an earlier chunk made of it;
-    a crash loses at most the two chunks in flight (running the import again is harmless)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-merge") as pool:
-        merging: Future | None = None
+# Connections an import on PostgreSQL uses: one stages the next chunk while up to two merge.
+PIPELINE = 3
+
+
+def _write_overlapped(writers: tuple[bulk.PostgresWriter, ...], rows: Iterator[Row], report: ImportReport) -> None:
+    """PostgreSQL: chunk N+2 is staged (client work: text and COPY) on one connection
+    while chunks N and N+1 merge (server work) on the other two, each in a thread (the
+    driver lets go of the GIL while it waits). A chunk merges beside the one before only
+    when the two share no address; otherwise it waits for that one's commit, so a later
+    row of an address always sees what an earlier chunk made of it (chunks further back
+    have committed by then). Commits go in file order whatever order the merges finish
+    in, and each moves the batch's counts. A crash loses at most the chunks in flight
+    (running the import again is harmless)."""
+    with ThreadPoolExecutor(max_workers=len(writers) - 1, thread_name_prefix="import-merge") as pool:
+        before: Future | None = None  # the previous chunk's merge
+        before_that: Future | None = None
+        before_keys: set[str] = set()
         chunks = _read_ahead(_chunks(rows, COPY_CHUNK), report)
         try:
             for n, (chunk, read, errors) in enumerate(chunks):
-                writer = writers[n % 2]  # the other one may still be merging
+                # Its connection's last chunk (n - 3) has committed: it was ``before_that``
+                # one chunk ago, and waited for then.
+                writer = writers[n % len(writers)]
                 transaction = writer.conn.begin()
                 try:
                     writer.stage(chunk)
+                    keys = set(chunk)
                     del chunk
-                    if merging is not None:
-                        merging.result()  # the one before merged and committed (or raises here)
+                    if before_that is not None:
+                        before_that.result()  # at most two merges at once (or its error, raised here)
+                    if before is not None and not keys.isdisjoint(before_keys):
+                        before.result()  # an address of the previous chunk again: after its commit
                 except BaseException:
                     transaction.rollback()
                     raise
-                merging = pool.submit(_merge_and_commit, writer, transaction, report, read, errors)
-            if merging is not None:
-                merging.result()
+                merging = pool.submit(_merge_and_commit, writer, transaction, report, read, errors, before)
+                before_that, before, before_keys = before, merging, keys
+            for future in (before_that, before):
+                if future is not None:
+                    future.result()
         finally:
             chunks.close()  # its reader thread stops now, not when the generator is collected
-            if merging is not None:
-                wait([merging])  # never leave a merge running behind an error
+            wait([f for f in (before_that, before) if f is not None])  # no merge left running behind an error
 
 
-def _merge_and_commit(writer: bulk.PostgresWriter, transaction, report: ImportReport, read: int, errors: int) -> None:
+def _merge_and_commit(writer: bulk.PostgresWriter, transaction, report: ImportReport, read: int, errors: int,
+                      before: Future | None) -> None:
     try:
-        report.add(writer.merge())
+        counts = writer.merge()
+        if before is not None:
+            before.result()  # commits in file order; a failure before this one fails it too
+        report.add(counts)
         # The batch's counts move with the chunks they count.
         _update_batch(writer.conn, report, finished=False, rows=read, errors=errors)
     except BaseException:
