@@ -51,7 +51,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def parse_weekday(value: str | int) -> int:
-    if isinstance(value, int) or str(value).isdigit():
+    if isinstance(value, int) or (str(value).isascii() and str(value).isdigit()):
         day = int(value)
         if 0 <= day <= 6:
             return day

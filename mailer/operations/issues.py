@@ -145,7 +145,7 @@ WELCOME_PREFIX = "welcome."
 
 def find_issue(session: Session, ref: int | str) -> Issue:
     """An issue by id (a number) or by slug."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
         found = session.get(Issue, int(ref))
         if found is not None and not found.slug.startswith(WELCOME_PREFIX):
             return found

@@ -59,7 +59,7 @@ class EdgeGuard:
                  else self.public_limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             return await _refuse(send, 413, f"the request body is over {limit} bytes")
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         send = _with_headers(send, secure=not path.startswith(_NO_POLICY))

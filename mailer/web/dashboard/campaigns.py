@@ -34,7 +34,7 @@ def campaign_page(request: Request, settings: Settings, session: Session, who: S
     after = request.query_params.get("after", "0")
     try:
         found = delivery_ops.list_deliveries(session, campaign_id=campaign_id, status=query["status"], q=query["q"],
-                                             after=int(after) if after.isdigit() else 0)
+                                             after=int(after) if after.isascii() and after.isdigit() else 0)
     except InvalidInput as err:
         found, error, status = {"items": [], "next_after": None, "retryable": False}, str(err), status_of(err)
     return render(request, settings, "campaign.html", who=who, section="campaigns", title=f"Campaign {campaign_id}",

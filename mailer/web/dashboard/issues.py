@@ -209,7 +209,7 @@ def preview(who: CheckedHeaderDep, session: SessionDep, settings: SettingsDep,
         raise InvalidInput("send {\"source\": \"...\"}")
     issue_id = str(body.get("issue_id") or "")
     images = ops.image_refs(session, ops.get_issue(session, int(issue_id)), settings=settings) \
-        if issue_id.isdigit() else None
+        if issue_id.isascii() and issue_id.isdigit() else None
     session.rollback()  # rendering takes ~0.1 s: hold no database lock meanwhile
     shown = ops.preview(source, settings=settings, images=images)
     return JSONResponse({k: shown[k] for k in ("subject", "slug", "html", "warnings")})

@@ -33,7 +33,7 @@ def list_page(request: Request, settings: Settings, session: Session, who: Signe
     after = request.query_params.get("after", "0")
     try:
         found = ops.search(session, q=query["q"], status=query["status"] or None, list_name=query["list"] or None,
-                           after=int(after) if after.isdigit() else 0, limit=PAGE)
+                           after=int(after) if after.isascii() and after.isdigit() else 0, limit=PAGE)
     except InvalidInput as err:
         found, error, status = {"items": [], "next_after": None}, str(err), status_of(err)
     # The list being looked at: its welcome is the one the form shows, to change.

@@ -247,7 +247,7 @@ def build_feed(issues: list[Issue], *, session: Session, settings: Settings) -> 
 
 
 def _page_number(page: str) -> int:
-    if not page.isdigit() or not 0 < int(page) < 1_000_000:
+    if not (page.isascii() and page.isdigit()) or not 0 < int(page) < 1_000_000:
         raise InvalidInput(f"page must be a whole number from 1, not {page[:20]!r}")
     return int(page)
 

@@ -98,3 +98,10 @@ def test_public_signup_does_not_tell_which_lists_exist(anon, engine):
 def test_the_guard_runs_in_front_of_every_app(settings):
     with TestClient(create()) as client:
         assert client.get("/issues/%00").status_code == 400
+
+
+def test_digits_that_are_not_ascii_are_not_numbers(anon, api):
+    """'²'.isdigit() is true and int('²') fails: found by the fuzz test on /issues/?page=."""
+    page = anon.get("/issues/?page=%C2%B2")
+    assert page.status_code == 400 and "whole number" in page.json()["detail"], page.text
+    assert api.get("/dashboard/subscribers?after=%C2%B2").status_code != 500
