@@ -6,7 +6,7 @@ import pytest
 
 from mailer.core.db import transaction
 from mailer.models import Campaign, CampaignStatus, Issue
-from tests.support.cli import assert_one_line_error, cli, start_cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process, start_cli
 from tests.support.example import ROOT as REPO
 
 ISSUE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
@@ -70,6 +70,20 @@ def test_a_sent_issue_is_in_the_archive_under_its_own_date(ready):
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the error path, not the database
+@pytest.mark.parametrize("args", [
+    ["campaign", "pause", "abc"],  # a usage error (typer's), mapped by main
+    ["subscribers", "edit", "ann@example.com", "--attr", "country"],  # InvalidInput before the database
+    ["segments", "show", "missing"],  # NotFound after a query
+])
+def test_in_process_runs_take_the_same_error_path_as_a_real_process(settings, args):
+    """What lets the bad-input tests run most of their cases in this process
+    (``cli_in_process``): the same exit code, the same one line, the same stdout."""
+    real, here = cli(*args), cli_in_process(*args)
+    assert (here.returncode, here.stdout, here.stderr) == (real.returncode, real.stdout, real.stderr)
+    assert_one_line_error(here)
 
 
 def test_bad_worker_options_are_refused(settings):
