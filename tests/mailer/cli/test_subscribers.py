@@ -1,10 +1,11 @@
-"""``newsletter subscribers ...`` in a real process over the test's database."""
+"""``newsletter subscribers ...`` in a real process over the test's database (the
+many bad-input cases of one command in this process, ``cli_in_process``)."""
 
 from __future__ import annotations
 
 import json
 
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 
 
 def test_import_prints_counts_and_bad_rows_then_list_shows_them(settings, engine, tmp_path):
@@ -77,8 +78,8 @@ def test_edit_unsubscribe_and_bad_input(settings, engine):
     assert_one_line_error(cli("subscribers", "import", "/nonexistent.csv", "--list", "weekly"), "cannot read")
 
 
-def _one(email: str) -> dict:
-    listed = cli("subscribers", "list", "--json")
+def _one(email: str, run=cli) -> dict:
+    listed = run("subscribers", "list", "--json")
     return next(r for r in map(json.loads, listed.stdout.splitlines()) if r["email"] == email)
 
 
@@ -100,7 +101,7 @@ def test_tags_and_attributes_on_add_and_edit(settings, engine):
 
 def test_bad_tags_and_attributes_are_one_line_errors_and_change_nothing(settings, engine):
     assert cli("subscribers", "add", "ann@example.com", "--list", "weekly", "--tag", "founding").returncode == 0
-    before = _one("ann@example.com")
+    before = _one("ann@example.com", cli_in_process)
     cases = [
         (("--attr", "country"), "not key=value"),
         (("--tag", "two words"), "no spaces"),
@@ -111,8 +112,12 @@ def test_bad_tags_and_attributes_are_one_line_errors_and_change_nothing(settings
         (("--tag", "t" * 500), "at most 100"),
         (("--name", "Ann", "--tag", "ok", "--attr", "broken"), "not key=value"),
     ]
-    for args, fragment in cases:
-        assert_one_line_error(cli("subscribers", "edit", "ann@example.com", *args), fragment)
+    # The first case in a real process (the entry point, no traceback), the rest here.
+    for n, (args, fragment) in enumerate(cases):
+        run = cli if n == 0 else cli_in_process
+        assert_one_line_error(run("subscribers", "edit", "ann@example.com", *args), fragment)
     assert_one_line_error(cli("subscribers", "add", "bob@example.com", "--tag", "no good"), "no spaces")
-    assert _one("ann@example.com") == before
-    assert "bob@example.com" not in cli("subscribers", "list").stdout
+    assert_one_line_error(cli_in_process("subscribers", "add", "bob@example.com", "--attr", "1st=x"),
+                          "a letter or _ first")
+    assert _one("ann@example.com", cli_in_process) == before
+    assert "bob@example.com" not in cli_in_process("subscribers", "list").stdout
