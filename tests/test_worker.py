@@ -30,6 +30,9 @@ def stack(request, monkeypatch, tmp_path, smtp_sink):
         "NEWSLETTER_SWEEP_SECONDS": "1",
         "NEWSLETTER_RETRY_BASE_SECONDS": "1",
         "NEWSLETTER_BATCH_SIZE": "25",
+        # Pre-flight's SpamAssassin (~2.5 s a start, at `send` and at beat's dispatch) is
+        # on only where a test is about it, as in tests/conftest.py's settings.
+        "NEWSLETTER_SPAMASSASSIN": "off",
     }) as engine:
         yield engine
 
