@@ -21,7 +21,7 @@ from mailer.operations import subscribers as ops
 from mailer.operations import welcome
 from subscribers import service
 from subscribers.models import Subscriber
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.delivery import received
 from tests.support.workers import STACK_IDS, STACKS, worker_stack
 
@@ -179,7 +179,7 @@ def test_welcome_template_errors_are_one_line_and_change_nothing(stack, tmp_path
     bad = tmp_path / "bad.md"
     bad.write_text("## no front matter\n")
     assert_one_line_error(cli("subscribers", "welcome", "--list", "weekly", "--file", bad), "front matter")
-    assert_one_line_error(cli("subscribers", "welcome", "--list", "nope", "--file", bad), "nope")
+    assert_one_line_error(cli_in_process("subscribers", "welcome", "--list", "nope", "--file", bad), "nope")
     with transaction(engine) as s:
         assert s.scalar(select(Campaign.id)) is None
     # Removed: confirmations after it are not greeted.
