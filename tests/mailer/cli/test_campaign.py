@@ -215,7 +215,9 @@ def test_send_to_a_bad_segment_is_refused_in_one_line(engine):
 def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path):
     """Scheduled days ahead with a clean pre-flight, the issue then grew past Gmail's clip:
     at its time the dispatcher checks again and holds it with the failing checks. One
-    scheduled with the override starts (the editor decided); a clean one starts."""
+    scheduled with the override starts (the editor decided); a clean one starts. The
+    set-up (the sends, the update) runs in this process through the same ``main``; the
+    commands under test, dispatch and status, in real processes."""
     seed_list(engine, 2)
     files = {}
     for name, body in (("changed", "Short and clean."), ("clean", "Also short."), ("overridden", None)):
@@ -223,10 +225,10 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
         files[name].write_text(LONG_ISSUE if body is None else f"---\nsubject: {name}\n---\n\n{body}\n",
                                encoding="utf-8")
     for name in ("changed", "clean"):
-        scheduled = cli("send", files[name], "--list", "weekly", "--at", "2099-03-01T09:00Z")
+        scheduled = cli_in_process("send", files[name], "--list", "weekly", "--at", "2099-03-01T09:00Z")
         assert scheduled.returncode == 0, scheduled.stderr
-    assert cli("send", files["overridden"], "--list", "weekly", "--at", "2099-03-02T09:00Z",
-               "--override-preflight").returncode == 0
+    assert cli_in_process("send", files["overridden"], "--list", "weekly", "--at", "2099-03-02T09:00Z",
+                          "--override-preflight").returncode == 0
     with transaction(engine) as s:
         ids = {issue.slug: c.id for c, issue in s.query(Campaign, Issue).join(Issue, Issue.id == Campaign.issue_id)}
         changed_issue = s.get(Campaign, ids["changed"]).issue_id
@@ -234,7 +236,7 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
     overridden = next(cid for slug, cid in ids.items() if slug not in ("changed", "clean"))
 
     files["changed"].write_text(LONG_ISSUE.replace("Too long", "changed"), encoding="utf-8")
-    updated = cli("issue", "update", changed_issue, files["changed"])
+    updated = cli_in_process("issue", "update", changed_issue, files["changed"])
     assert updated.returncode == 0, updated.stderr
     with transaction(engine) as s:  # the days pass
         s.query(Campaign).update({Campaign.scheduled_at: Campaign.created_at})
@@ -255,6 +257,6 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
     first, *checks = shown.stdout.strip().splitlines()
     assert ": draft;" in first and "; held: pre-flight failed: size: the HTML is " in first
     assert checks and checks[0].startswith("fail  size: the HTML is ")
-    as_json = json.loads(cli("campaign", "status", ids["changed"], "--json").stdout)
+    as_json = json.loads(cli_in_process("campaign", "status", ids["changed"], "--json").stdout)
     assert {c["name"]: c["state"] for c in as_json["held_checks"]["checks"]}["size"] == "fail"
-    assert cli("dispatch").stdout.startswith("started none; held none")  # held once, not again
+    assert cli_in_process("dispatch").stdout.startswith("started none; held none")  # held once, not again
