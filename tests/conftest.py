@@ -99,10 +99,13 @@ def _sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    """Each test using this runs twice: on SQLite and on PostgreSQL, schema migrated."""
-    if request.param == "sqlite":
+@contextmanager
+def migrated_database(request, kind: str):
+    """The URL of a migrated database of ``kind`` ("sqlite" or "postgres") for the test
+    of ``request``: a copy of the session's migrated template (the test's var/ file, or
+    a new PostgreSQL database dropped on exit). What ``database_url`` and the worker
+    stacks (tests/support/workers.py) use."""
+    if kind == "sqlite":
         url = request.getfixturevalue("sqlite_url")
         target = Path(url.removeprefix("sqlite:///"))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,13 @@ def database_url(request):
     else:
         with _scratch_postgres(template=request.getfixturevalue("_postgres_template")) as name:
             yield _pg_url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    """Each test using this runs twice: on SQLite and on PostgreSQL, schema migrated."""
+    with migrated_database(request, request.param) as url:
+        yield url
 
 
 @pytest.fixture

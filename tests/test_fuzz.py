@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mailer.core.db import transaction
 from mailer.core.errors import InvalidInput, NewsletterError
 from mailer.issues import parse_issue
-from mailer.migrate import upgrade
+from tests.conftest import migrated_database
 from tests.support.web import create
 
 pytestmark = pytest.mark.timeout(600)
@@ -24,10 +24,11 @@ FEW = examples(max_examples=12, deadline=None, suppress_health_check=list(Health
 
 
 @pytest.fixture
-def database_url(sqlite_url):
-    """Fuzzing looks for crashes in our code, not in the database: SQLite is enough."""
-    upgrade(sqlite_url)
-    return sqlite_url
+def database_url(request):
+    """Fuzzing looks for crashes in our code, not in the database: SQLite is enough (a
+    copy of the session's migrated template)."""
+    with migrated_database(request, "sqlite") as url:
+        yield url
 
 
 @pytest.fixture

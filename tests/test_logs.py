@@ -5,19 +5,18 @@ default), the ids on each, and no recipient's address or the message's body at I
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 from sqlalchemy import select
 
-from mailer.core.config import get_settings
-from mailer.core.db import make_engine, transaction
+from mailer.core.db import transaction
 from mailer.dispatch import enqueue_campaign
 from mailer.models import Campaign, Delivery
 from subscribers.models import Subscriber
 from tests.support.delivery import received
 from tests.support.seed import seed_campaign
+from tests.support.workers import worker_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -26,31 +25,13 @@ BODY = "This week in AI"  # the seeded issue's text (tests/support/seed.py), and
 
 
 @pytest.fixture
-def stack(monkeypatch, tmp_path, smtp_sink, postgres_url, redis_url):
-    from mailer.migrate import upgrade
-
-    upgrade(postgres_url)
-    for key in list(os.environ):
-        if key.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(key)
-    env = {
-        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
-        "NEWSLETTER_DATABASE_URL": postgres_url,
-        "NEWSLETTER_BROKER_URL": redis_url,
-        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
+def stack(request, monkeypatch, tmp_path, smtp_sink):
+    with worker_stack(request, monkeypatch, tmp_path, smtp_sink, "postgres", "redis", {
         "NEWSLETTER_SMTP_TIMEOUT": "5",
-        "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
-        "NEWSLETTER_BASE_URL": "https://news.example.com",
         "NEWSLETTER_BATCH_SIZE": "10",
         "NEWSLETTER_MAX_ATTEMPTS": "1",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    engine = make_engine(postgres_url)
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
+    }) as engine:
+        yield engine
 
 
 def _send(engine, smtp_sink, start_worker, extra: dict[str, str]):

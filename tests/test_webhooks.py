@@ -15,8 +15,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from mailer import campaigns
-from mailer.core.config import get_settings
-from mailer.core.db import make_engine, transaction
+from mailer.core.db import transaction
 from mailer.dispatch import enqueue_campaign
 from mailer.hooks import EventType
 from mailer.models import Campaign, Delivery, WebhookDelivery
@@ -25,41 +24,23 @@ from mailer.operations import webhooks as ops
 from subscribers.models import Subscriber
 from tests.mailer.test_bounces import ARF, POSTFIX_DSN, SECRET, record, sample
 from tests.support.seed import seed_issue, seed_list
+from tests.support.workers import STACK_IDS, STACKS, worker_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(params=[("sqlite", "filesystem"), ("postgres", "redis")], ids=["embedded", "postgres+redis"])
+@pytest.fixture(params=STACKS, ids=STACK_IDS)
 def stack(request, monkeypatch, tmp_path, smtp_sink):
-    from mailer.migrate import upgrade
-
-    db_kind, broker_kind = request.param
-    url = request.getfixturevalue(f"{db_kind}_url")
-    upgrade(url)
-    broker = request.getfixturevalue("redis_url") if broker_kind == "redis" else "filesystem://"
-    for key in list(os.environ):
-        if key.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(key)
-    env = {
-        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
-        "NEWSLETTER_DATABASE_URL": url,
-        "NEWSLETTER_BROKER_URL": broker,
-        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
-        "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
-        "NEWSLETTER_BASE_URL": "https://news.example.com",
+    """Environment for the worker processes: database, broker, the SMTP sink as relay,
+    the signing secret of the bounce samples, fast webhook retries."""
+    with worker_stack(request, monkeypatch, tmp_path, smtp_sink, *request.param, {
         "NEWSLETTER_SECRET_KEY": SECRET,
         "NEWSLETTER_SPAMASSASSIN": "off",
         "NEWSLETTER_SWEEP_SECONDS": "1",
         "NEWSLETTER_WEBHOOK_RETRY_SECONDS": "1",
         "NEWSLETTER_WEBHOOK_TIMEOUT": "2",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
+    }) as engine:
+        yield engine
 
 
 def wait_for(predicate, timeout=90.0, what="condition"):

@@ -5,7 +5,6 @@ Redis."""
 from __future__ import annotations
 
 import email
-import os
 import threading
 import time
 from email import policy
@@ -16,14 +15,15 @@ from sqlalchemy import select, text
 
 from mailer.core import signing
 from mailer.core.config import get_settings
-from mailer.core.db import make_engine, transaction
+from mailer.core.db import transaction
 from mailer.models import Campaign, CampaignKind
 from mailer.operations import subscribers as ops
 from mailer.operations import welcome
 from subscribers import service
 from subscribers.models import Subscriber
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.delivery import received
+from tests.support.workers import STACK_IDS, STACKS, worker_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -37,39 +37,18 @@ Every Tuesday: what happened in AI in China, in five minutes.
 """
 
 
-@pytest.fixture(params=[("sqlite", "filesystem"), ("postgres", "redis")], ids=["embedded", "postgres+redis"])
+@pytest.fixture(params=STACKS, ids=STACK_IDS)
 def stack(request, monkeypatch, tmp_path, smtp_sink):
     """Environment for worker processes (and this process's web app and CLI runs):
     database, broker, and the SMTP sink as relay."""
-    from mailer.migrate import upgrade
-
-    db_kind, broker_kind = request.param
-    url = request.getfixturevalue(f"{db_kind}_url")
-    upgrade(url)
-    broker = request.getfixturevalue("redis_url") if broker_kind == "redis" else "filesystem://"
-    for key in list(os.environ):
-        if key.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(key)
-    env = {
-        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
-        "NEWSLETTER_DATABASE_URL": url,
-        "NEWSLETTER_BROKER_URL": broker,
-        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
+    with worker_stack(request, monkeypatch, tmp_path, smtp_sink, *request.param, {
         "NEWSLETTER_SMTP_TIMEOUT": "5",
-        "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
-        "NEWSLETTER_BASE_URL": "https://news.example.com",
         "NEWSLETTER_LEASE_SECONDS": "5",
         "NEWSLETTER_SWEEP_SECONDS": "1",
         "NEWSLETTER_RETRY_BASE_SECONDS": "1",
         "NEWSLETTER_SPAMASSASSIN": "off",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
+    }) as engine:
+        yield engine
 
 
 def wait_for(predicate, timeout=90.0, interval=0.2, what="condition"):
@@ -200,7 +179,7 @@ def test_welcome_template_errors_are_one_line_and_change_nothing(stack, tmp_path
     bad = tmp_path / "bad.md"
     bad.write_text("## no front matter\n")
     assert_one_line_error(cli("subscribers", "welcome", "--list", "weekly", "--file", bad), "front matter")
-    assert_one_line_error(cli("subscribers", "welcome", "--list", "nope", "--file", bad), "nope")
+    assert_one_line_error(cli_in_process("subscribers", "welcome", "--list", "nope", "--file", bad), "nope")
     with transaction(engine) as s:
         assert s.scalar(select(Campaign.id)) is None
     # Removed: confirmations after it are not greeted.

@@ -3,57 +3,38 @@ on the embedded default (SQLite + filesystem broker) and on PostgreSQL + Redis."
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from sqlalchemy import bindparam, text
 
 from mailer import campaigns
-from mailer.core.config import get_settings
-from mailer.core.db import make_engine, transaction
+from mailer.core.db import transaction
 from mailer.dispatch import enqueue_campaign
 from mailer.models import Campaign
 from tests.support.cli import assert_one_line_error, cli
 from tests.support.delivery import assert_counters_match, received
 from tests.support.example import EXAMPLE
 from tests.support.seed import seed_campaign, seed_list
+from tests.support.workers import STACK_IDS, STACKS, worker_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(params=[("sqlite", "filesystem"), ("postgres", "redis")], ids=["embedded", "postgres+redis"])
+@pytest.fixture(params=STACKS, ids=STACK_IDS)
 def stack(request, monkeypatch, tmp_path, smtp_sink):
     """Environment for worker processes: database, broker, and the SMTP sink as relay."""
-    from mailer.migrate import upgrade
-
-    db_kind, broker_kind = request.param
-    url = request.getfixturevalue(f"{db_kind}_url")
-    upgrade(url)
-    broker = request.getfixturevalue("redis_url") if broker_kind == "redis" else "filesystem://"
-    for key in list(os.environ):
-        if key.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(key)
-    env = {
-        "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
-        "NEWSLETTER_DATABASE_URL": url,
-        "NEWSLETTER_BROKER_URL": broker,
-        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
+    with worker_stack(request, monkeypatch, tmp_path, smtp_sink, *request.param, {
         "NEWSLETTER_SMTP_TIMEOUT": "5",
-        "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
-        "NEWSLETTER_BASE_URL": "https://news.example.com",
         "NEWSLETTER_LEASE_SECONDS": "5",
         "NEWSLETTER_SWEEP_SECONDS": "1",
         "NEWSLETTER_RETRY_BASE_SECONDS": "1",
         "NEWSLETTER_BATCH_SIZE": "25",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
+        # Pre-flight's SpamAssassin (~2.5 s a start, at `send` and at beat's dispatch) is
+        # on only where a test is about it, as in tests/conftest.py's settings.
+        "NEWSLETTER_SPAMASSASSIN": "off",
+    }) as engine:
+        yield engine
 
 
 def wait_for(predicate, timeout=90.0, interval=0.2, what="condition"):

@@ -270,14 +270,15 @@ def test_one_recovery_task_waits_per_campaign(engine):
 
 
 @pytest.fixture
-def pg_engine(postgres_url):
+def pg_engine(request):
+    """A migrated PostgreSQL database of the test's own (a copy of the session's template)."""
     from mailer.core.db import make_engine
-    from mailer.migrate import upgrade
+    from tests.conftest import migrated_database
 
-    upgrade(postgres_url)
-    eng = make_engine(postgres_url)
-    yield eng
-    eng.dispose()
+    with migrated_database(request, "postgres") as url:
+        eng = make_engine(url)
+        yield eng
+        eng.dispose()
 
 
 @pytest.mark.postgres

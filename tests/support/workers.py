@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,46 @@ def start_worker(tmp_path):
     yield _start
     for w in started:
         w.stop()
+
+
+# The two stacks worker tests run on: (database, broker), and their test ids.
+STACKS = [("sqlite", "filesystem"), ("postgres", "redis")]
+STACK_IDS = ["embedded", "postgres+redis"]
+
+
+@contextmanager
+def worker_stack(request, monkeypatch, tmp_path, smtp_sink, db_kind: str, broker_kind: str,
+                 extra: dict[str, str] | None = None) -> Iterator:
+    """The environment of a worker test, for the worker processes it starts (they inherit
+    it, ``start_worker``) and for this process (settings read afresh): only these
+    ``NEWSLETTER_*`` variables, a migrated database of ``db_kind`` of its own (a copy of
+    the session's template, as ``database_url``), the broker (``filesystem`` or a Redis
+    database of its own), the SMTP sink as relay, then ``extra`` (each test file's
+    timings and limits). Yields an engine on the database."""
+    from mailer.core.config import get_settings
+    from mailer.core.db import make_engine
+    from tests.conftest import migrated_database
+
+    with migrated_database(request, db_kind) as url:
+        broker = request.getfixturevalue("redis_url") if broker_kind == "redis" else "filesystem://"
+        for key in list(os.environ):
+            if key.startswith("NEWSLETTER_"):
+                monkeypatch.delenv(key)
+        env = {
+            "NEWSLETTER_VAR_DIR": str(tmp_path / "var"),
+            "NEWSLETTER_DATABASE_URL": url,
+            "NEWSLETTER_BROKER_URL": broker,
+            "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
+            "NEWSLETTER_FROM": "Weekly China AI <news@example.com>",
+            "NEWSLETTER_BASE_URL": "https://news.example.com",
+            **(extra or {}),
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            get_settings.cache_clear()

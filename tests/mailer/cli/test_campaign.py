@@ -1,5 +1,7 @@
 """``newsletter campaign ...`` as a script or an editor runs it: a real process, real
-database (SQLite and PostgreSQL), one line on error with exit code 2."""
+database (SQLite and PostgreSQL), one line on error with exit code 2. A refusal that
+looks something up runs in a real process on SQLite and, on PostgreSQL, through the same
+``main`` in this process (``run_on``): the database's part is what differs there."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from mailer.core.db import transaction
 from mailer.models import Campaign, Issue
 from mailer.sending import drain
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.delivery import assert_counters_match, config, transport_for
 from tests.support.example import EXAMPLE
 from tests.support.seed import count_rows, seed_campaign, seed_list
@@ -19,6 +21,12 @@ pytestmark = pytest.mark.timeout(120)
 REPORT_FIELDS = {"id", "issue", "list", "status", "total", "sent", "failed", "bounced", "skipped", "queued",
                  "repeated", "rate_per_minute", "eta_seconds", "pause_reason", "relay_down_since", "relay_error",
                  "scheduled_at", "started_at", "finished_at", "held_checks"}
+
+
+def run_on(engine):
+    """``cli`` (a real process: the entry point, no traceback) on SQLite; on PostgreSQL
+    ``cli_in_process`` (the same exit code and line, the same transaction rolled back)."""
+    return cli if engine.dialect.name == "sqlite" else cli_in_process
 
 
 @pytest.fixture
@@ -69,12 +77,13 @@ def test_list_json_reports_every_campaign(engine, half_sent):
 
 @pytest.mark.parametrize("action", ["status", "pause", "resume", "cancel", "retry"])
 def test_a_missing_campaign_is_one_line_and_exit_2(engine, action):
-    result = cli("campaign", action, "424242")
+    result = run_on(engine)("campaign", action, "424242")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: no campaign 424242"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a usage error: before the database
 def test_a_non_numeric_campaign_id_is_a_usage_error(engine):
     result = cli("campaign", "pause", "abc")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -109,17 +118,19 @@ def test_pause_resume_cancel_and_retry_change_state_once(engine, half_sent):
 
 def test_send_to_a_list_without_active_members_is_refused_in_one_line(engine):
     seed_list(engine, 3, list_name="empty", status="unsubscribed")
-    result = cli("send", str(EXAMPLE), "--list", "empty")
+    result = run_on(engine)("send", str(EXAMPLE), "--list", "empty")
     assert_one_line_error(result, "has no active subscribers")
     # Nothing half-done is left behind: the whole start was one transaction.
     assert count_rows(engine, "campaign") == 0 and count_rows(engine, "delivery") == 0
 
 
 def test_send_to_a_missing_list_is_refused_in_one_line(engine):
-    assert_one_line_error(cli("send", str(EXAMPLE), "--list", "no-such-list"), "no list named 'no-such-list'")
+    assert_one_line_error(run_on(engine)("send", str(EXAMPLE), "--list", "no-such-list"),
+                          "no list named 'no-such-list'")
     assert count_rows(engine, "campaign") == 0
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the file is read before the database
 def test_send_of_a_missing_issue_file_is_refused_in_one_line(engine, tmp_path):
     seed_list(engine, 3, list_name="weekly")
     assert_one_line_error(cli("send", str(tmp_path / "missing.md"), "--list", "weekly"), "no such file")
@@ -130,7 +141,7 @@ def test_a_subject_with_cr_lf_in_the_front_matter_is_refused_by_the_issue_parser
     seed_list(engine, 3, list_name="weekly")
     issue = tmp_path / "evil.md"
     issue.write_text('---\nsubject: "Hello\\r\\nBcc: victim@example.org"\nslug: evil\n---\n\nBody.\n', encoding="utf-8")
-    result = cli("send", str(issue), "--list", "weekly")
+    result = run_on(engine)("send", str(issue), "--list", "weekly")
     assert_one_line_error(result, "subject")
     assert count_rows(engine, "campaign") == 0 and count_rows(engine, "issue") == 0
 
@@ -138,7 +149,7 @@ def test_a_subject_with_cr_lf_in_the_front_matter_is_refused_by_the_issue_parser
 def test_issue_row_is_unchanged_by_a_refused_send(engine):
     """A refused send leaves no issue row half-written either (same transaction)."""
     seed_list(engine, 2, list_name="empty", status="unsubscribed")
-    cli("send", str(EXAMPLE), "--list", "empty")
+    assert run_on(engine)("send", str(EXAMPLE), "--list", "empty").returncode == 2
     with transaction(engine) as s:
         assert s.query(Issue).count() == 0
 
@@ -196,7 +207,7 @@ def test_send_to_a_segment_queues_exactly_its_members(engine):
 
 def test_send_to_a_bad_segment_is_refused_in_one_line(engine):
     seed_list(engine, 3, list_name="weekly")
-    assert_one_line_error(cli("send", str(EXAMPLE), "--list", "weekly", "--segment", 'plan = "x"'),
+    assert_one_line_error(run_on(engine)("send", str(EXAMPLE), "--list", "weekly", "--segment", 'plan = "x"'),
                           "unknown attribute 'plan' at position 1")
     assert count_rows(engine, "campaign") == 0 and count_rows(engine, "delivery") == 0
 
@@ -204,7 +215,9 @@ def test_send_to_a_bad_segment_is_refused_in_one_line(engine):
 def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path):
     """Scheduled days ahead with a clean pre-flight, the issue then grew past Gmail's clip:
     at its time the dispatcher checks again and holds it with the failing checks. One
-    scheduled with the override starts (the editor decided); a clean one starts."""
+    scheduled with the override starts (the editor decided); a clean one starts. The
+    set-up (the sends, the update) runs in this process through the same ``main``; the
+    commands under test, dispatch and status, in real processes."""
     seed_list(engine, 2)
     files = {}
     for name, body in (("changed", "Short and clean."), ("clean", "Also short."), ("overridden", None)):
@@ -212,10 +225,10 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
         files[name].write_text(LONG_ISSUE if body is None else f"---\nsubject: {name}\n---\n\n{body}\n",
                                encoding="utf-8")
     for name in ("changed", "clean"):
-        scheduled = cli("send", files[name], "--list", "weekly", "--at", "2099-03-01T09:00Z")
+        scheduled = cli_in_process("send", files[name], "--list", "weekly", "--at", "2099-03-01T09:00Z")
         assert scheduled.returncode == 0, scheduled.stderr
-    assert cli("send", files["overridden"], "--list", "weekly", "--at", "2099-03-02T09:00Z",
-               "--override-preflight").returncode == 0
+    assert cli_in_process("send", files["overridden"], "--list", "weekly", "--at", "2099-03-02T09:00Z",
+                          "--override-preflight").returncode == 0
     with transaction(engine) as s:
         ids = {issue.slug: c.id for c, issue in s.query(Campaign, Issue).join(Issue, Issue.id == Campaign.issue_id)}
         changed_issue = s.get(Campaign, ids["changed"]).issue_id
@@ -223,7 +236,7 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
     overridden = next(cid for slug, cid in ids.items() if slug not in ("changed", "clean"))
 
     files["changed"].write_text(LONG_ISSUE.replace("Too long", "changed"), encoding="utf-8")
-    updated = cli("issue", "update", changed_issue, files["changed"])
+    updated = cli_in_process("issue", "update", changed_issue, files["changed"])
     assert updated.returncode == 0, updated.stderr
     with transaction(engine) as s:  # the days pass
         s.query(Campaign).update({Campaign.scheduled_at: Campaign.created_at})
@@ -244,6 +257,6 @@ def test_dispatch_runs_preflight_again_and_holds_what_now_fails(engine, tmp_path
     first, *checks = shown.stdout.strip().splitlines()
     assert ": draft;" in first and "; held: pre-flight failed: size: the HTML is " in first
     assert checks and checks[0].startswith("fail  size: the HTML is ")
-    as_json = json.loads(cli("campaign", "status", ids["changed"], "--json").stdout)
+    as_json = json.loads(cli_in_process("campaign", "status", ids["changed"], "--json").stdout)
     assert {c["name"]: c["state"] for c in as_json["held_checks"]["checks"]}["size"] == "fail"
-    assert cli("dispatch").stdout.startswith("started none; held none")  # held once, not again
+    assert cli_in_process("dispatch").stdout.startswith("started none; held none")  # held once, not again

@@ -6,8 +6,9 @@ import pytest
 
 from mailer.core.db import transaction
 from mailer.models import Campaign, CampaignStatus, Issue
-from tests.support.cli import assert_one_line_error, cli, start_cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process, start_cli
 from tests.support.example import ROOT as REPO
+from tests.support.seed import count_rows
 
 ISSUE = REPO / "examples" / "china-ai-weekly-2022-06-14.md"
 
@@ -21,23 +22,34 @@ def test_help_lists_the_commands():
 
 @pytest.fixture
 def ready(settings):
-    assert cli("db", "upgrade").returncode == 0
-    assert cli("subscribers", "add", "ana@example.com", "--name", "Ana", "--list", "weekly", "--confirmed").returncode == 0
+    # Set-up, in this process through the same ``main`` (two real processes here cost
+    # ~3 s per test; ``db upgrade`` and ``subscribers add`` have real ones of their own).
+    assert cli_in_process("db", "upgrade").returncode == 0
+    assert cli_in_process("subscribers", "add", "ana@example.com", "--name", "Ana", "--list", "weekly",
+                          "--confirmed").returncode == 0
     return settings
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # refused before the database is read
 def test_send_bad_inputs_are_one_line_errors(ready, tmp_path):
-    assert_one_line_error(cli("send", ISSUE, "--list", "nope"), "nope")
-    assert_one_line_error(cli("send", tmp_path / "missing.md", "--list", "weekly"), "missing.md")
+    # One real process (the entry point, no traceback); the other cases in this one.
     assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "2001-01-01T09:00Z"), "past")
-    assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "next tuesday"), "not a time")
-    assert_one_line_error(cli("send", ISSUE, "--list", "weekly", "--at", "2099-01-01T09:00", "--tz", "Mars/Olympus"),
-                          "time zone")
+    assert_one_line_error(cli_in_process("send", tmp_path / "missing.md", "--list", "weekly"), "missing.md")
+    assert_one_line_error(cli_in_process("send", ISSUE, "--list", "weekly", "--at", "next tuesday"), "not a time")
+    assert_one_line_error(cli_in_process("send", ISSUE, "--list", "weekly", "--at", "2099-01-01T09:00",
+                                         "--tz", "Mars/Olympus"), "time zone")
     broken = tmp_path / "broken.md"
     broken.write_text("no front matter here\n")
-    assert_one_line_error(cli("send", broken, "--list", "weekly"))
-    assert_one_line_error(cli("campaign", "status"), "no campaigns")
-    assert_one_line_error(cli("campaign", "pause", "999"), "999")
+    assert_one_line_error(cli_in_process("send", broken, "--list", "weekly"))
+
+
+def test_bad_references_are_one_line_errors(ready, engine):
+    """What is looked up in the database (both): a list, the latest campaign, a campaign.
+    Each command has a real-process case of its own in tests/mailer/cli/test_campaign.py."""
+    assert_one_line_error(cli_in_process("send", ISSUE, "--list", "nope"), "nope")
+    assert_one_line_error(cli_in_process("campaign", "status"), "no campaigns")
+    assert_one_line_error(cli_in_process("campaign", "pause", "999"), "999")
+    assert count_rows(engine, "campaign") == 0 and count_rows(engine, "issue") == 0
 
 
 def test_send_at_schedules_and_twice_is_the_same_campaign(ready):
@@ -72,7 +84,23 @@ def test_usage_errors_are_one_line_with_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the error path, not the database
+@pytest.mark.parametrize("args", [
+    ["campaign", "pause", "abc"],  # a usage error (typer's), mapped by main
+    ["subscribers", "edit", "ann@example.com", "--attr", "country"],  # InvalidInput before the database
+    ["segments", "show", "missing"],  # NotFound after a query
+])
+def test_in_process_runs_take_the_same_error_path_as_a_real_process(settings, args):
+    """What lets the bad-input tests run most of their cases in this process
+    (``cli_in_process``): the same exit code, the same one line, the same stdout."""
+    real, here = cli(*args), cli_in_process(*args)
+    assert (here.returncode, here.stdout, here.stderr) == (real.returncode, real.stdout, real.stderr)
+    assert_one_line_error(here)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # refused before the database is read
 def test_bad_worker_options_are_refused(settings):
+    # Both real processes: in this one, a check that went missing would start a worker.
     assert_one_line_error(cli("worker", "--concurrency", "0"), "--concurrency")
     assert_one_line_error(cli("worker", "-c", "-3"), "--concurrency")
 
@@ -88,6 +116,7 @@ def test_send_with_the_broker_down_says_so_in_one_line(ready, engine, monkeypatc
         assert s.get(Campaign, 1).status == CampaignStatus.sending
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the command is pointed at no database
 def test_the_database_gone_is_one_line(ready, monkeypatch):
     from tests.support.services import free_port
 

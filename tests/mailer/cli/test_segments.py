@@ -1,5 +1,6 @@
 """``newsletter segments ...`` and ``send --segment NAME`` in real processes over the
-test's database (SQLite and PostgreSQL)."""
+test's database (SQLite and PostgreSQL); the bad-input cases of a command after its
+first in this process (``cli_in_process``: the same ``main``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import update
 from mailer.core.db import transaction
 from mailer.models import Campaign
 from subscribers.models import Subscriber
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.example import EXAMPLE
 from tests.support.seed import count_rows, seed_list
 
@@ -43,18 +44,21 @@ def test_save_list_show_and_send_to_a_named_segment(engine):
 
 
 def test_segment_mistakes_are_one_line_errors_naming_the_position(engine):
+    # Both databases: an expression is parsed for the database's dialect, and an unknown
+    # attribute is one no subscriber has (a JSON query). One real process per command.
     seed_list(engine, 2, list_name="weekly")
     seed_list(engine, 1, list_name="other", start=10)
     assert_one_line_error(cli("segments", "add", "bad", "tag:x AND (", "--list", "weekly"), "ends too soon")
-    assert_one_line_error(cli("segments", "add", "bad", 'tag:x AND = "y"', "--list", "weekly"), "at position 11")
-    assert_one_line_error(cli("segments", "add", "bad", 'plan = "x"', "--list", "weekly"),
+    assert_one_line_error(cli_in_process("segments", "add", "bad", 'tag:x AND = "y"', "--list", "weekly"),
+                          "at position 11")
+    assert_one_line_error(cli_in_process("segments", "add", "bad", 'plan = "x"', "--list", "weekly"),
                           "unknown attribute 'plan' at position 1")
-    assert_one_line_error(cli("segments", "add", "Bad Name", "tag:x", "--list", "weekly"), "segment name")
-    assert_one_line_error(cli("segments", "add", "size", "tag:x", "--list", "weekly"), "taken by the API")
-    assert_one_line_error(cli("segments", "add", "ok", "tag:x", "--list", "nope"), "nope")
+    assert_one_line_error(cli_in_process("segments", "add", "Bad Name", "tag:x", "--list", "weekly"), "segment name")
+    assert_one_line_error(cli_in_process("segments", "add", "size", "tag:x", "--list", "weekly"), "taken by the API")
+    assert_one_line_error(cli_in_process("segments", "add", "ok", "tag:x", "--list", "nope"), "nope")
     assert_one_line_error(cli("segments", "show", "missing"), "no segment 'missing'")
     assert count_rows(engine, "segment") == 0
-    assert cli("segments", "add", "others", "tag:x", "--list", "other").returncode == 0
+    assert cli_in_process("segments", "add", "others", "tag:x", "--list", "other").returncode == 0
     # A saved segment of another list is not this list's.
     assert_one_line_error(cli("send", str(EXAMPLE), "--list", "weekly", "--segment", "others"), "another list")
     assert count_rows(engine, "campaign") == 0

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from mailer import hooks
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.seed import count_rows
 
 
@@ -51,15 +51,27 @@ def test_add_list_rotate_disable_remove_and_the_log(engine, database):
     assert count_rows(engine, "webhook_endpoint") == 0 and count_rows(engine, "webhook_delivery") == 0
 
 
+# Refused before anything is read or written (the URL, the event types, a status name
+# are checked first): one database. One real process per command, the rest in this
+# process (``cli_in_process``: the same ``main``).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("run, args, fragment", [
+    (cli, ["add", "ftp://crm.example.com/x", "--event", "subscribed"], "http:// or https://"),
+    (cli_in_process, ["add", "crm.example.com/x", "--event", "subscribed"], "http:// or https://"),
+    (cli_in_process, ["add", "https://crm.example.com/x", "--event", "opened"], "unknown event type 'opened'"),
+    (cli_in_process, ["add", "https://crm.example.com/x"], "--event"),
+    (cli, ["deliveries", "--status", "lost"], "unknown status 'lost'"),
+], ids=["ftp-url", "no-scheme", "unknown-event", "no-event", "unknown-status"])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(engine, database, run, args, fragment):
+    assert_one_line_error(run("webhooks", *args), fragment)
+    assert count_rows(engine, "webhook_endpoint") == 0
+
+
+# A missing endpoint is a lookup: both databases, real processes.
 @pytest.mark.parametrize("args, fragment", [
-    (["add", "ftp://crm.example.com/x", "--event", "subscribed"], "http:// or https://"),
-    (["add", "crm.example.com/x", "--event", "subscribed"], "http:// or https://"),
-    (["add", "https://crm.example.com/x", "--event", "opened"], "unknown event type 'opened'"),
-    (["add", "https://crm.example.com/x"], "--event"),
     (["remove", "7"], "no webhook endpoint 7"),
     (["rotate-secret", "7"], "no webhook endpoint 7"),
-    (["deliveries", "--status", "lost"], "unknown status 'lost'"),
 ])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(engine, database, args, fragment):
+def test_a_missing_endpoint_is_one_line_exit_2_and_changes_nothing(engine, database, args, fragment):
     assert_one_line_error(cli("webhooks", *args), fragment)
     assert count_rows(engine, "webhook_endpoint") == 0

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mailer.core.db import transaction
-from mailer.migrate import upgrade
 from mailer.models import (
     Batch,
     BatchStatus,
@@ -27,6 +26,7 @@ from mailer.models import (
 from mailer.operations import campaigns as campaign_ops
 from mailer.operations import issues as issue_ops
 from subscribers.models import MailingList, Subscriber, SubscriberStatus
+from tests.conftest import migrated_database
 from tests.support.adapters import (
     ADAPTERS,
     Adapters,
@@ -43,11 +43,11 @@ LATER = FUTURE + timedelta(days=7)
 
 
 @pytest.fixture
-def database_url(sqlite_url):
+def database_url(request):
     """These compare adapters, not databases: SQLite only (every operation also runs on
-    PostgreSQL in its own tests)."""
-    upgrade(sqlite_url)
-    return sqlite_url
+    PostgreSQL in its own tests); a copy of the session's migrated template."""
+    with migrated_database(request, "sqlite") as url:
+        yield url
 
 
 @pytest.fixture

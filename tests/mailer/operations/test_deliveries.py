@@ -17,7 +17,7 @@ from mailer.core.errors import InvalidInput, NotFound
 from mailer.models import Delivery, DeliveryStatus
 from mailer.operations import deliveries as ops
 from subscribers import service
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, cli_in_process
 from tests.support.delivery import FORCED, REFUSED, assert_counters_match, force_campaign
 from tests.support.seed import seed_campaign
 from tests.support.web import csrf_of
@@ -147,7 +147,7 @@ def test_the_cli_refuses_bad_input_in_one_line(engine, campaign, args, message):
 
 def test_the_cli_refuses_a_missing_campaign(engine):
     assert_one_line_error(cli("campaign", "deliveries", "424242"), "no campaign 424242")
-    assert_one_line_error(cli("campaign", "deliveries", "424242", "--csv"), "no campaign 424242")
+    assert_one_line_error(cli_in_process("campaign", "deliveries", "424242", "--csv"), "no campaign 424242")
 
 
 def test_the_api_lists_them_and_its_csv_has_the_same_rows(engine, forced, api):
