@@ -18,6 +18,7 @@ inside the SQL text.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -1002,8 +1003,9 @@ _ROW_STATUS = "coalesce(i.status, :status)"
 # data-modifying CTE to completion whether or not the final SELECT reads it. Nothing here
 # comes from the file but the staged values; the enum values spelled into the SQL are ours.
 _MERGE_IMPORT_SQL = f"""
-WITH staged AS NOT MATERIALIZED (
-    SELECT * FROM import_staging  -- a view (``subscribers.bulk``)
+WITH staged AS NOT MATERIALIZED (  -- ``import_rows`` as ``subscribers.bulk`` staged it
+    SELECT email, email_key, email_hash, coalesce(name, '') AS name, {{attributes}} AS attributes,
+           coalesce(tags, '[]') AS tags, status, confirmed_at, suppress FROM import_rows
 ), new_suppressions AS (
     INSERT INTO suppression (email_hash, reason, created_at)
     SELECT email_hash, suppress, :now FROM staged WHERE suppress IS NOT NULL
@@ -1060,16 +1062,35 @@ WITH staged AS NOT MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM inserted), f.kept, g.rows - f.matched, f.gone, g.suppressions FROM found f, given g
 """
-_MERGE_IMPORT = text(_MERGE_IMPORT_SQL.format(conflict=""))
-_MERGE_IMPORT_TOLERANT = text(_MERGE_IMPORT_SQL.format(conflict="ON CONFLICT (email_key) DO NOTHING"))
+# jsonb_build_object takes at most 100 arguments: 50 attributes per call, joined with ||.
+_PAIRS_PER_CALL = 50
+
+
+@functools.lru_cache(maxsize=64)
+def _merge_import(columns: int | None, *, tolerant: bool):
+    """The merge for a chunk whose attributes arrive as ``columns`` plain columns (their
+    names bound as :k0, :k1, ...; empty cells arrive as NULL and are left out, as the
+    parser leaves out an empty attribute), or as JSON (None)."""
+    if columns is None:
+        attributes = "coalesce(attributes, '{}')"
+    else:
+        calls = [", ".join(f"CAST(:k{n} AS text), a{n}" for n in range(start, min(columns, start + _PAIRS_PER_CALL)))
+                 for start in range(0, columns, _PAIRS_PER_CALL)]
+        attributes = " || ".join(f"jsonb_strip_nulls(jsonb_build_object({c}))" for c in calls) or "'{}'::jsonb"
+    conflict = "ON CONFLICT (email_key) DO NOTHING" if tolerant else ""
+    return text(_MERGE_IMPORT_SQL.format(conflict=conflict, attributes=attributes))
+
+
 _UNIQUE_VIOLATION = "23505"
 
 
 def merge_import_chunk(conn: Connection, target: Target) -> Counts:
-    """Merge the chunk staged in ``import_staging`` (``subscribers.bulk.PostgresWriter``)
+    """Merge the chunk staged in ``import_rows`` (``subscribers.bulk.PostgresWriter``)
     into subscribers, memberships and suppressions in one statement (see ``_MERGE_IMPORT_SQL``
     for why it is safe beside signups and other imports); returns what it did."""
-    params = {"now": target.now, "status": target.status, "batch": target.batch_id, "list_id": target.list_id}
+    params = {"now": target.now, "status": target.status, "batch": target.batch_id, "list_id": target.list_id,
+              **{f"k{n}": name for n, name in enumerate(target.columns or ())}}
+    columns = None if target.columns is None else len(target.columns)
     # Each staged row finds its subscriber (and suppression) by an index probe. Past a few
     # hundred thousand subscribers the cost model prefers hashing the whole subscriber
     # table for the chunk's 20,000 probes: a full scan per chunk, measured 0.4 s of the
@@ -1078,12 +1099,12 @@ def merge_import_chunk(conn: Connection, target: Target) -> Counts:
     conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
     try:
         with conn.begin_nested():
-            row = conn.execute(_MERGE_IMPORT, params).one()
+            row = conn.execute(_merge_import(columns, tolerant=False), params).one()
     except IntegrityError as err:
         if getattr(err.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
             raise
         # Someone added one of these addresses since the statement's snapshot.
-        row = conn.execute(_MERGE_IMPORT_TOLERANT, params).one()
+        row = conn.execute(_merge_import(columns, tolerant=True), params).one()
     imported, updated, suppressed, gone, suppressions = row
     return Counts(imported=imported, updated=updated, skipped_suppressed=suppressed,
                   skipped_existing_status=gone, suppressions=suppressions)

@@ -78,6 +78,11 @@ class Target:
     status: str  # for rows that bring none of their own
     batch_id: int | None  # None in a dry run
     now: datetime
+    # The header's attribute columns, when each row's attributes are exactly its
+    # non-empty cells of them (a plain CSV without a JSON ``attributes`` column): on
+    # PostgreSQL they travel as plain columns ``a0``, ``a1``, ... and the merge builds
+    # the JSON. None: each row's attributes travel as JSON.
+    columns: tuple[str, ...] | None = None
 
 
 def _status_for(reason: str) -> str:
@@ -180,47 +185,24 @@ class SqliteWriter:
 
 
 # The staging of an import, per database session (TEMP: not WAL-logged, gone with the
-# connection), emptied before each chunk: ``import_rows`` takes the COPY, and the view
-# ``import_staging`` is what the merge statement reads. With ``columns`` the rows carry
-# their attribute values as plain columns (``a0``, ``a1``, ...) and the view builds the
-# JSON from them on the server (json.dumps per row was a fifth of the client's time),
-# once per row, where the merge reads it. ``email_hash`` (the suppression key) comes
+# connection), emptied before each chunk: ``import_rows`` takes the COPY, and the merge
+# statement reads it (``mailer.queries.merge_import_chunk``, which also builds the
+# attributes' JSON from the plain columns ``a0``, ``a1``, ... on the server: json.dumps
+# per row was a fifth of the client's time). ``email_hash`` (the suppression key) comes
 # from the client: hashlib costs it less than the server's sha256 costs the merge.
 # ``email_key`` compares bytes, as ``subscriber.email_key`` does (migration 0018). An
 # empty string is NULL in the COPY (its ``NULL ''``): no value of a row is empty but a
-# name, which the view turns back into ''.
+# name, which the merge turns back into ''.
 _ROWS = """
 CREATE TEMP TABLE import_rows (
     email text NOT NULL, email_key text COLLATE "C" NOT NULL, email_hash text NOT NULL, name text,
     attributes jsonb, tags jsonb, status text, confirmed_at timestamptz, suppress text{values}
 )
 """
-_VIEW = """
-CREATE TEMP VIEW import_staging AS SELECT email, email_key, email_hash, coalesce(name, '') AS name,
-    {attributes} AS attributes,
-    coalesce(tags, '[]') AS tags, status, confirmed_at, suppress FROM import_rows
-"""
-# jsonb_build_object takes at most 100 arguments: 50 attributes per call, joined with ||.
-_PAIRS_PER_CALL = 50
 
 # ``mailer.queries.merge_import_chunk``: where the statement lives (the SQL of the
 # project is all there), handed down by ``mailer.operations.subscribers``.
 Merge = Callable[[Connection, Target], Counts]
-
-
-def _attributes_sql(columns: list[str] | None):
-    from psycopg import sql  # only PostgreSQL imports need it (and a CLI start does not)
-
-    if columns is None:
-        return sql.SQL("coalesce(attributes, '{}')")
-    calls = []
-    for start in range(0, len(columns), _PAIRS_PER_CALL):
-        pairs = [sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(f"a{start + n}"))
-                 for n, name in enumerate(columns[start:start + _PAIRS_PER_CALL])]
-        # Empty cells arrive as NULL (CSV's unquoted empty field) and are left out, as the
-        # parser leaves out an empty attribute.
-        calls.append(sql.SQL("jsonb_strip_nulls(jsonb_build_object({}))").format(sql.SQL(", ").join(pairs)))
-    return sql.SQL(" || ").join(calls) if calls else sql.SQL("'{}'::jsonb")
 
 
 def _copy_text(rows: list[tuple[str, ...]]) -> str:
@@ -244,13 +226,11 @@ class PostgresWriter:
     (``merge``); ``write`` is both. Staging is client work and merging server work, so
     ``subscribers.csvio`` stages the next chunk on a second connection while this one merges."""
 
-    def __init__(self, conn: Connection, target: Target, *, plain: bool, columns: list[str] | None, merge: Merge):
+    def __init__(self, conn: Connection, target: Target, *, plain: bool, merge: Merge):
         """``plain``: the rows bring no tags, statuses, opt-in times or suppressions (fewer
-        columns to copy). ``columns``: the header's attribute columns, when each row's
-        attributes are exactly its non-empty cells of them (a plain CSV without a JSON
-        ``attributes`` column); None writes each row's attributes as JSON."""
+        columns to copy); ``target.columns``: see ``Target``."""
         self.conn, self.target, self._merge = conn, target, merge
-        self.plain, self.columns = plain, columns
+        self.plain, self.columns = plain, target.columns
         self._ready = False
 
     def _prepare(self, cur) -> None:
@@ -259,11 +239,10 @@ class PostgresWriter:
         if self._ready:
             return
         # Made afresh: an earlier import on this pooled connection may have had another header.
-        cur.execute("DROP TABLE IF EXISTS pg_temp.import_rows CASCADE")  # and its view
+        cur.execute("DROP TABLE IF EXISTS pg_temp.import_rows")
         values = sql.SQL("").join(sql.SQL(", {} text").format(sql.Identifier(f"a{n}"))
                                   for n in range(len(self.columns or ())))
         cur.execute(sql.SQL(_ROWS).format(values=values))
-        cur.execute(sql.SQL(_VIEW).format(attributes=_attributes_sql(self.columns)))
         self._ready = True
 
     def stage(self, chunk: dict[str, Row]) -> None:
@@ -314,10 +293,10 @@ class PostgresWriter:
         return self.merge()
 
 
-def writer_for(conn: Connection, target: Target, *, plain: bool, columns: list[str] | None, merge: Merge | None
+def writer_for(conn: Connection, target: Target, *, plain: bool, merge: Merge | None
                ) -> SqliteWriter | PostgresWriter:
     """COPY and ``merge`` on PostgreSQL; the batched statements on SQLite, or when no
     ``merge`` is given (they work on PostgreSQL too, at a tenth of the speed)."""
     if conn.dialect.name == "postgresql" and merge is not None:
-        return PostgresWriter(conn, target, plain=plain, columns=columns, merge=merge)
+        return PostgresWriter(conn, target, plain=plain, merge=merge)
     return SqliteWriter(conn, target)

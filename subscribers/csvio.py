@@ -331,7 +331,7 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
     plain = preset is None
     # Every row's attributes are its non-empty cells of these columns: PostgreSQL builds
     # the JSON (``bulk.PostgresWriter``). A JSON ``attributes`` column or a preset can bring others.
-    columns = (list(dict.fromkeys(name for _, name in header.attributes))
+    columns = (tuple(dict.fromkeys(name for _, name in header.attributes))
                if plain and header.json_attributes is None else None)
     rows = _counted(_rows(reader, header, report), report)
 
@@ -340,20 +340,20 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
             # One transaction for everything, rolled back: the counts are the real ones,
             # duplicates across chunks included, and nothing stays.
             with conn.begin() as whole:
-                target = _start(conn, list_name=list_name, status=status, batch=None)
-                _write(conn, bulk.writer_for(conn, target, plain=plain, columns=columns, merge=merge), rows, report)
+                target = _start(conn, list_name=list_name, status=status, batch=None, columns=columns)
+                _write(conn, bulk.writer_for(conn, target, plain=plain, merge=merge), rows, report)
                 whole.rollback()
             return report
         with conn.begin():
             batch_id = _record_batch(conn, list_name=list_name, file_name=file_name,
                                      source=preset.name if preset else "csv", origin=origin, status=status)
-            target = _start(conn, list_name=list_name, status=status, batch=batch_id)
+            target = _start(conn, list_name=list_name, status=status, batch=batch_id, columns=columns)
         report.batch_id = batch_id
-        writer = bulk.writer_for(conn, target, plain=plain, columns=columns, merge=merge)
+        writer = bulk.writer_for(conn, target, plain=plain, merge=merge)
         if isinstance(writer, bulk.PostgresWriter):
             with contextlib.ExitStack() as more:
                 others = [more.enter_context(engine.connect()) for _ in range(PIPELINE - 1)]
-                writers = (writer, *(bulk.writer_for(c, target, plain=plain, columns=columns, merge=merge)
+                writers = (writer, *(bulk.writer_for(c, target, plain=plain, merge=merge)
                                      for c in others))
                 _write_overlapped(writers, rows, report)
         else:
@@ -369,10 +369,11 @@ def _counted(rows: Iterator[Row], report: ImportReport) -> Iterator[Row]:
         yield row
 
 
-def _start(conn: Connection, *, list_name: str, status: str, batch: int | None) -> bulk.Target:
+def _start(conn: Connection, *, list_name: str, status: str, batch: int | None,
+           columns: tuple[str, ...] | None) -> bulk.Target:
     with Session(bind=conn) as session:
         list_id = service.ensure_list(session, list_name).id
-    return bulk.Target(list_id=list_id, status=status, batch_id=batch, now=utcnow())
+    return bulk.Target(list_id=list_id, status=status, batch_id=batch, now=utcnow(), columns=columns)
 
 
 def _write(conn: Connection, writer: bulk.SqliteWriter | bulk.PostgresWriter, rows: Iterator[Row],

@@ -27,7 +27,7 @@ from mailer.core.clock import utcnow
 from mailer.core.config import Settings
 from mailer.core.db import engine_for, transaction
 from mailer.core.errors import NotFound
-from mailer.models import COUNTED
+from mailer.models import COUNTED, WebhookStatus
 from mailer.operations import webhooks
 from mailer.web.deps import SettingsDep
 
@@ -97,7 +97,7 @@ class _InFlight:
     def _webhooks(hooks: webhooks.Backlog):
         yield metrics.gauge_family("newsletter_webhook_deliveries", "Outbound webhook deliveries waiting to go out "
                                    "and given up (every attempt failed)", ["state"],
-                                   [(["waiting"], hooks.waiting), (["failed"], hooks.failed)])
+                                   [(["waiting"], hooks.waiting), ([str(WebhookStatus.failed)], hooks.failed)])
         age = (utcnow() - hooks.oldest_waiting).total_seconds() if hooks.oldest_waiting else 0
         yield metrics.gauge_family("newsletter_webhook_oldest_waiting_seconds", "Age of the oldest webhook delivery "
                                    "still waiting (0 when none waits): an endpoint that is down makes it grow", [],

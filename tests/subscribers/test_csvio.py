@@ -424,7 +424,7 @@ def test_a_signup_during_the_merge_is_updated_not_lost(engine):
             while time.monotonic() < deadline:
                 waiting = watch.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%import_staging%'")).scalar()
+                    "AND query LIKE '%FROM import_rows%'")).scalar()
                 watch.rollback()  # pg_stat_activity is read once per transaction
                 if waiting:
                     break
