@@ -1,7 +1,7 @@
 """Writing an import's rows, a chunk at a time, at the database's speed.
 
 Two writers behind one interface (``writer_for``): on PostgreSQL a chunk goes through
-the COPY protocol (CSV) into a temporary staging table and ONE statement
+the COPY protocol (text format) into a temporary staging table and ONE statement
 (``mailer.queries.merge_import_chunk``) merges it into ``subscriber``, ``membership``
 and ``suppression``, so no Python loop or per-row statement touches the rows; on SQLite (the embedded default) a chunk is a few batched
 statements. Both give a chunk the same meaning:
@@ -224,7 +224,7 @@ def _escaped(value: str) -> str:
 class PostgresWriter:
     """A chunk through COPY into ``import_rows`` (``stage``), then one merge statement
     (``merge``); ``write`` is both. Staging is client work and merging server work, so
-    ``subscribers.csvio`` stages the next chunk on a second connection while this one merges."""
+    ``subscribers.csvio`` stages the next chunk on one connection while up to two others merge."""
 
     def __init__(self, conn: Connection, target: Target, *, plain: bool, merge: Merge):
         """``plain``: the rows bring no tags, statuses, opt-in times or suppressions (fewer

@@ -329,8 +329,9 @@ def _import(engine: Engine, text: IO[str], *, list_name: str, confirmed: bool, o
     header = _Header(first, preset)
     status = S.active if confirmed else S.pending
     plain = preset is None
-    # Every row's attributes are its non-empty cells of these columns: PostgreSQL builds
-    # the JSON (``bulk.PostgresWriter``). A JSON ``attributes`` column or a preset can bring others.
+    # Every row's attributes are its non-empty cells of these columns: on PostgreSQL the
+    # merge builds the JSON (``bulk.Target.columns``). A JSON ``attributes`` column or a
+    # preset can bring others.
     columns = (tuple(dict.fromkeys(name for _, name in header.attributes))
                if plain and header.json_attributes is None else None)
     rows = _counted(_rows(reader, header, report), report)
