@@ -48,7 +48,12 @@ class WorkerProcess:
         raise RuntimeError(f"worker {self.name} not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        """The log's last 5,000 characters: enough to explain a failure in its message."""
+        return self.full_log()[-5000:]
+
+    def full_log(self) -> str:
+        """The whole log, for assertions on what the worker did at any point of its life."""
+        return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: the worker dies mid-whatever, as in a crash."""

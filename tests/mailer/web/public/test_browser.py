@@ -23,7 +23,7 @@ from mailer.models import Issue
 from mailer.operations import issues as issue_ops
 from mailer.render import RenderedIssue, preview_html
 from subscribers.models import Event, Membership, Subscriber
-from tests.support.browser import ARTIFACTS, live_app
+from tests.support.browser import live_app
 from tests.support.example import EXAMPLE
 from tests.support.reader import SCHEMES, WIDTHS, contrast, horizontal_overflow, screenshot, serious_violations
 from tests.support.seed import seed_list
@@ -214,8 +214,9 @@ def test_local_images_show_in_the_email_and_the_archive_from_their_published_url
     published = re.findall(rf'<img src="({re.escape(server)}/issues/assets/[0-9a-f]{{64}}\.png)"', issue.html)
     assert len(published) == 2 and "chart.png" not in issue.html and "map.png" not in issue.html
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    mail = ARTIFACTS / "two-pictures-email.html"
+    # The page the browser opens is this test's own: the SQLite and PostgreSQL runs go side by side
+    # (pytest -n), each with its own server's URLs in it.
+    mail = tmp_path / "two-pictures-email.html"
     mail.write_text(preview_html(RenderedIssue(slug=issue.slug, subject=issue.subject, preheader="", html=issue.html,
                                                text=issue.text, mjml="", base_url=server)), encoding="utf-8")
     page = browser.new_page(viewport={"width": 375, "height": 900})
