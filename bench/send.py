@@ -14,7 +14,9 @@ Embedded default: SQLite and the filesystem broker in a temporary folder. Withou
 unless ``--dkim``. Each run uses its own list and issue, so a PostgreSQL database can be
 reused. Three senders in the same run, the same message, the same sink:
 
-- the ceiling: Postfix's ``smtp-source`` (C), as many sessions as the engine opens;
+- the ceiling: Postfix's ``smtp-source`` (C), as many sessions as the engine opens,
+  measured before and after the engine (this shared machine's speed drifts within a
+  minute; the mean of the two is the ceiling, both are printed);
 - naive Python: one ``EmailMessage`` built per recipient, dkimpy signing,
   ``smtplib.sendmail`` over one kept connection per process, nothing recorded (timed
   over the first ``--naive-messages`` recipients: it is slow, and its rate is flat);
@@ -278,6 +280,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat):
+    whether a run had idle cores left, or the machine itself was the limit."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:8]) - idle) / hz, sum(ticks[:8]) / hz
+
+
+class CpuWatch:
+    """The machine's busy share and the sink's CPU seconds over a stretch of the run."""
+
+    def __init__(self, sink: subprocess.Popen):
+        self.sink = sink
+        self.busy0, self.total0 = machine_cpu()
+        self.sink0 = cpu_seconds(sink.pid)
+
+    def done(self, messages: int) -> str:
+        busy, total = machine_cpu()
+        share = (busy - self.busy0) / max(1e-9, total - self.total0)
+        sink_ms = (cpu_seconds(self.sink.pid) - self.sink0) / max(1, messages) * 1000
+        return f"machine {share:.0%} busy ({os.cpu_count()} cores), smtp-sink {sink_ms:.2f} ms CPU per message"
+
+
 def peak_rss_mb(proc: subprocess.Popen) -> float:
     """VmHWM: the peak resident set size of the process over its life."""
     return _kb(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
@@ -393,14 +419,22 @@ def main() -> None:
             profile(engine, settings, cid, args.top)
             return
         sessions = args.workers * args.connections
+        watch = CpuWatch(sink)
         ceiling = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
                                    sessions=sessions)
+        print(f"smtp-source: {watch.done(min(args.subscribers, args.ceiling_messages))}")
         naive = None if args.no_naive else naive_rate(
             port, html=rendered.html, text=rendered.text, subject=rendered.subject,
             messages=min(args.subscribers, args.naive_messages),
             processes=args.workers, dkim_key=rsa_pem)
+        watch = CpuWatch(sink)
         elapsed, peaks, counts, cpu = run_workers(args, env, folder, engine, settings, cid, batches)
         rate = counts.get("sent", 0) / elapsed
+        print(f"engine: {watch.done(counts.get('sent', 0))}")
+        after = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
+                                 sessions=sessions)
+        print(f"smtp-source: {ceiling:.0f} msg/s before the engine, {after:.0f} msg/s after")
+        ceiling = (ceiling + after) / 2
         print(f"the workers used {cpu:.1f} CPU seconds: {cpu / max(1, counts.get('sent', 0)) * 1000:.2f} ms "
               "per message sent")
         print()
