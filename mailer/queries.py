@@ -609,8 +609,8 @@ class DeliveryRow:
     at: datetime | None  # its last change: the outcome's record, the skip, or the freeze
 
 
-# ix_delivery_attention's condition as the migration wrote it (mailer.models.ATTENTION, in order).
-_ATTENTION_INDEXED = "d.status IN (" + ", ".join(f"'{v}'" for v in ATTENTION) + ")"
+# ix_delivery_attention's condition (SQLite uses a partial index only for a query with that very term).
+_ATTENTION_INDEXED = "d.attention"
 
 
 def campaign_deliveries(session: Session, *, campaign_id: int, statuses: Iterable[DeliveryStatus],
@@ -623,8 +623,9 @@ def campaign_deliveries(session: Session, *, campaign_id: int, statuses: Iterabl
     A read only, safe beside running workers: each row is read as last committed. The
     statuses are enum members written into the SQL (never input). A filter on failed,
     bounced or skipped also repeats the partial index's own condition word for word
-    (SQLite uses a partial index only for a query that has its WHERE term exactly), so
-    both databases read those few rows of a million from ``ix_delivery_attention``;
+    (``d.attention``: SQLite uses a partial index only for a query that has its WHERE
+    term exactly), so both databases read those few rows of a million from
+    ``ix_delivery_attention``, in id order;
     queued ones read the campaign's ``ix_delivery_batch`` range. Keyset pagination on
     the primary key: the last page costs what the first does."""
     statuses = set(statuses)
