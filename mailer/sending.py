@@ -270,17 +270,19 @@ class _CircuitBreaker:
         return self.in_a_row >= self.limit
 
 
-def _throttle(limiter: RateLimiter, backoff: Backoff) -> None:
+def _throttle(limiter: RateLimiter, backoff: Backoff, tally: metrics.Tally) -> None:
     """Wait for the shared send-rate budget, then for the backoff after 4xx replies."""
-    with metrics.timed("rate_wait"):
+    with tally.timed("rate_wait"):
         limiter.wait()
         backoff.pause()
 
 
-def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig) -> tuple[str, bytes, str]:
+def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig, *,
+             envelope_from: str | None = None) -> tuple[str, bytes, str]:
     """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
     when the address or name cannot go into a message (a non-ASCII address needs
-    SMTPUTF8): that recipient fails alone, with the reason recorded."""
+    SMTPUTF8): that recipient fails alone, with the reason recorded. ``envelope_from``:
+    the recipient's return path when the caller has it already (``envelope_sender``)."""
     recipient = recipient_for(r, prepared.campaign_id, cfg, prepared)
     if cfg.signers:
         message, body_hash = prepared.template.assemble_for_signing(recipient)
@@ -288,7 +290,7 @@ def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig
             message = signer.sign(message, body_hash=body_hash)
     else:
         message = prepared.template.assemble(recipient)
-    return envelope_sender(r, cfg), message, recipient.message_id
+    return envelope_from or envelope_sender(r, cfg), message, recipient.message_id
 
 
 def envelope_sender(r: queries.Recipient, cfg: EngineConfig) -> str:
@@ -297,8 +299,8 @@ def envelope_sender(r: queries.Recipient, cfg: EngineConfig) -> str:
 
 
 def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes,
-             then: tuple[str, str] | None) -> SendResult:
-    with slots.hold(email.rpartition("@")[2]), metrics.timed("smtp"):
+             then: tuple[str, str] | None, tally: metrics.Tally) -> SendResult:
+    with slots.hold(email.rpartition("@")[2]), tally.timed("smtp"):
         if then is None:
             return transport.send(envelope_from, email, message)
         return transport.send(envelope_from, email, message, then=then)
@@ -383,6 +385,7 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
     # One connection for the whole batch, one short transaction per window on it: a
     # Session per message cost more than the SQL it ran (bench/send.py --profile).
     db = _Database(engine, deadline=lambda: lease.until, clock=clock)
+    tally = metrics.Tally()  # written once per window (mailer.core.metrics)
     try:
         for start in range(0, len(recipients), cfg.window):
             window = recipients[start:start + cfg.window]
@@ -399,7 +402,9 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
             out.skipped += len(window) - len(marked)
             ended = _send_window([r for r in window if r.delivery_id in marked], prepared, cfg, out,
                                  transport=transport, limiter=limiter, backoff=backoff, slots=slots, breaker=breaker,
-                                 marked_at=marked_at, clock=clock)
+                                 marked_at=marked_at, clock=clock, tally=tally,
+                                 after=recipients[start + cfg.window] if start + cfg.window < len(recipients) else None)
+            tally.flush()
             pending, unsent = ended.outcomes, ended.unsent
             if ended.pause_reason:
                 db.run(lambda conn, fast: _pause_after(conn, pending, unsent, marked_at=marked_at,
@@ -413,6 +418,7 @@ def send_batch(engine: Engine, campaign_id: int, *, transport: Transport, cfg: E
                                            worker=cfg.worker, now=clock(), relay_down_until=ended.relay_down_until,
                                            relay_error=ended.relay_error))
     finally:
+        tally.flush()
         db.close()
     event(log, "batch released", campaign_id=campaign_id, batch_id=out.batch_id, batch_status=out.batch_status,
           sent=out.sent, failed=out.failed, bounced=out.bounced, skipped=out.skipped, retry_later=out.retry_later,
@@ -434,26 +440,34 @@ def _logged(r: queries.Recipient, out: BatchOutcome, what: str, *, level: int = 
 def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cfg: EngineConfig,
                  out: BatchOutcome, *, transport: Transport, limiter: RateLimiter, backoff: Backoff,
                  slots: DomainSlots, breaker: _CircuitBreaker, marked_at: datetime,
-                 clock: Callable[[], datetime]) -> _Window:
+                 clock: Callable[[], datetime], tally: metrics.Tally,
+                 after: queries.Recipient | None = None) -> _Window:
     """Hand each marked message of a window to the relay and decide what its reply
     means. Stops early when the relay cannot be reached or the circuit breaker trips;
-    the rest of the window's marks are then given back."""
+    the rest of the window's marks are then given back. ``after``: the recipient the
+    batch goes on with after this window (its envelope may follow the last message)."""
     done = _Window([], [])
-    # Within a window every message is marked already, so the next one's envelope may go
-    # to the relay behind this one's content (one round trip a message, not two); the
-    # window's last one waits for the next window's marks.
+    # Only envelopes go early, never content: the next message's envelope goes to the
+    # relay behind this one's content and end of data, so each message costs one round
+    # trip, not two. The window's last message takes the envelope of the next window's
+    # first recipient, whose mark comes before its content does; when that one is not
+    # marked after all (they left the list), the transport drops the envelope with the
+    # connection and connects again.
     ahead = getattr(transport, "pipelines_ahead", False)
+    envelope_from = None  # this message's return path, when it went early as the one before's ``then``
     for i, r in enumerate(window):
         try:
-            envelope_from, message, message_id = assemble(prepared, r, cfg)
-            _throttle(limiter, backoff)
-            then = ((envelope_sender(window[i + 1], cfg), window[i + 1].email)
-                    if ahead and i + 1 < len(window) else None)
-            result = _deliver(transport, slots, envelope_from, r.email, message, then)
+            envelope_from, message, message_id = assemble(prepared, r, cfg, envelope_from=envelope_from)
+            _throttle(limiter, backoff, tally)
+            following = (window[i + 1] if i + 1 < len(window) else after) if ahead else None
+            then = (envelope_sender(following, cfg), following.email) if following is not None else None
+            result = _deliver(transport, slots, envelope_from, r.email, message, then, tally)
+            envelope_from = then[0] if then is not None else None
         except InvalidInput as err:  # nothing to retry: this one recipient fails
+            envelope_from = None
             done.outcomes.append(_failed(r, err, marked_at=marked_at, now=clock()))
             out.failed += 1
-            metrics.message(D.failed, "invalid_message")
+            tally.message(D.failed, "invalid_message")
             _logged(r, out, "message failed", status=D.failed.value, reply_class="invalid_message",
                     attempt=r.attempts + 1)
             continue
@@ -467,7 +481,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
             done.relay_error = err.reply
             done.stopped = f"relay unreachable: {err.reply}"
             out.retry_later += 1 + len(done.unsent)
-            metrics.message(RETRY, "unreachable")
+            tally.message(RETRY, "unreachable")
             _logged(r, out, "message deferred", status=D.queued.value, reply_class="unreachable",
                     attempt=r.attempts + 1, level=logging.WARNING)
             return done
@@ -479,7 +493,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
         now = clock()
         decision = decide(verdict, r.attempts + 1, cfg, now)
         out.count(decision.status)
-        metrics.message(RETRY if decision.retry else decision.status, verdict.reply_class)
+        tally.message(RETRY if decision.retry else decision.status, verdict.reply_class)
         _logged(r, out, _WHAT[decision.status], status=decision.status.value, reply_class=verdict.reply_class,
                 code=result.code, attempt=r.attempts + 1,
                 **({"next_attempt_at": decision.next_attempt_at.isoformat()} if decision.next_attempt_at else {}))

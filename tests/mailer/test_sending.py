@@ -114,6 +114,53 @@ def test_unsubscribe_after_freeze_is_skipped_not_mailed(window, engine, smtp_sin
     assert assert_counters_match(engine, cid) == {"sent": 19, "skipped": 1}
 
 
+class _Recording(SmtpTransport):
+    """The real transport, noting which envelope each send put behind its message."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ahead: list[tuple[str, str | None]] = []
+
+    def send(self, envelope_from, recipient, message, *, then=None):
+        self.ahead.append((recipient, then[1] if then else None))
+        return super().send(envelope_from, recipient, message, then=then)
+
+
+def _recording(sink) -> _Recording:
+    return _Recording("127.0.0.1", sink.port, timeout=10)
+
+
+def test_the_next_windows_first_envelope_goes_behind_the_last_message(engine, smtp_sink):
+    """Window 4, a batch of 10: every message but the batch's last carries the next
+    recipient's envelope, across windows too (the next window is marked before its
+    content goes); one connection for all of it."""
+    cid = seed_campaign(engine, 10, batch_size=10)
+    transport = _recording(smtp_sink)
+    drain(engine, cid, transport=transport, cfg=config(window=4))
+    order = [recipient for recipient, _ in transport.ahead]
+    assert [then for _, then in transport.ahead] == order[1:] + [None]
+    assert len(received(smtp_sink)) == 10 and set(received(smtp_sink).values()) == {1}
+    assert smtp_sink.sessions == 1
+
+
+def test_an_envelope_sent_ahead_for_someone_who_left_is_dropped_with_the_connection(engine, smtp_sink):
+    """The next window's first recipient unsubscribed after the freeze: the envelope that
+    went ahead for them is abandoned (a server waiting for content cannot be told
+    otherwise), the transport connects again, they get nothing and the rest get one copy."""
+    cid = seed_campaign(engine, 10, batch_size=10)
+    transport = _recording(smtp_sink)
+    with transaction(engine) as s:
+        rows = s.execute(text("SELECT s.email FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+                              "WHERE d.campaign_id = :c ORDER BY d.id"), {"c": cid}).scalars().all()
+        s.execute(text("UPDATE subscriber SET status = 'unsubscribed' WHERE email = :e"), {"e": rows[4]})
+    drain(engine, cid, transport=transport, cfg=config(window=4))
+    got = received(smtp_sink)
+    assert rows[4] not in got and len(got) == 9 and set(got.values()) == {1}
+    assert (rows[3], rows[4]) in transport.ahead  # it did go ahead
+    assert smtp_sink.sessions == 2
+    assert assert_counters_match(engine, cid) == {"sent": 9, "skipped": 1}
+
+
 def test_smtp_replies_are_classified_and_recorded(window, engine, smtp_sink):
     smtp_sink.reject["reader000001@example.com"] = (550, "5.1.1 No such user")
     smtp_sink.reject["reader000002@example.com"] = (550, "5.7.1 Message rejected as spam")
