@@ -92,3 +92,15 @@ def test_cli_refuses_a_bad_log_setting_in_one_line(settings, monkeypatch, env, s
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert_one_line_error(cli("issue", "list"), setting)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_time_formatted_once_per_second_reads_as_loggings_own(fmt):
+    """The formatters keep the date and time of the last second: each record's time still
+    reads exactly as ``logging.Formatter`` writes it, milliseconds included, across
+    seconds and back again."""
+    ours, plain = logs.formatter(fmt), logging.Formatter()
+    for created in (1764676800.0, 1764676800.999, 1764676801.0005, 1764676801.25, 1764676799.5, 1764676862.125):
+        record = logging.LogRecord("x", logging.INFO, "", 0, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert ours.formatTime(record) == plain.formatTime(record), created
