@@ -180,6 +180,11 @@ def _qp_static(segment: str, *, ends_value_slot: bool) -> bytes:
     return encoded.encode("ascii")
 
 
+def _dot_free(piece: bytes) -> bool:
+    """No line of ``piece`` starts with "." (counting its own start as a line's)."""
+    return not piece.startswith(b".") and b"\n." not in piece
+
+
 def _qp_value(value: str) -> bytes:
     """QP-encode a per-recipient value (no control characters) on lines of its own, ending
     with a soft break. ``binascii.b2a_qp`` is C: about 1 µs for a URL."""
@@ -266,7 +271,7 @@ class MessageTemplate:
     own, static stretches end on a line break before a value: ``_compile_body``), so the
     canonical body is the pieces' canonical forms joined."""
 
-    __slots__ = ("_plan", "_fields", "_canon", "_body_at", "_body_canon")
+    __slots__ = ("_plan", "_fields", "_canon", "_body_at", "_body_canon", "_slots", "_static_dot_free")
 
     def __init__(self, plan: list[bytes | str | tuple[str, bool]], *, body_canon: BodyCanon | None = None):
         # Merge adjacent static chunks so assembly joins as few pieces as possible.
@@ -278,6 +283,11 @@ class MessageTemplate:
                 merged.append(piece)
         self._plan = tuple(merged)
         self._fields = frozenset(p for p in merged if isinstance(p, tuple))
+        # Where the per-recipient pieces go, and whether the static ones are free of lines
+        # starting with "." (``_qp_static`` sees to it): then a copy needs SMTP's
+        # transparency pass (RFC 5321 §4.5.2) only when one of its own values has one.
+        self._slots = tuple(i for i, p in enumerate(merged) if not isinstance(p, bytes))
+        self._static_dot_free = all(_dot_free(p) for p in merged if isinstance(p, bytes))
         self._body_canon = body_canon
         self._canon: tuple[bytes | None, ...] = ()
         self._body_at = 0
@@ -304,16 +314,29 @@ class MessageTemplate:
         """The complete RFC 5322 message for ``r``, CRLF line endings, ready for DATA."""
         return b"".join(self._pieces(r))
 
+    def assemble_for_relay(self, r: Recipient, *, signing: bool = False) -> tuple[bytes, bytes | None, bool]:
+        """(the message, the SHA-256 of its canonical body when ``signing``, whether no
+        line of it starts with "."). The last is checked on the few per-recipient pieces
+        only (the static ones were checked once): with it the SMTP transport skips its
+        transparency scan of the whole 50 KB message."""
+        pieces = self._pieces(r)
+        body_hash = self._body_hash(pieces) if signing else None
+        dot_free = self._static_dot_free and all(_dot_free(pieces[i]) for i in self._slots)
+        return b"".join(pieces), body_hash, dot_free
+
     def assemble_for_signing(self, r: Recipient) -> tuple[bytes, bytes]:
         """(the message, the SHA-256 of its canonical body) for a DKIM signature."""
+        pieces = self._pieces(r)
+        return b"".join(pieces), self._body_hash(pieces)
+
+    def _body_hash(self, pieces: list[bytes]) -> bytes:
         if self._body_canon is None:
             raise ValueError("compiled without a body canonicalisation")
-        pieces = self._pieces(r)
         digest = hashlib.sha256()
         for i in range(self._body_at, len(pieces)):
             static = self._canon[i]
             digest.update(static if static is not None else self._body_canon(pieces[i], False))
-        return b"".join(pieces), digest.digest()
+        return digest.digest()
 
     def _pieces(self, r: Recipient) -> list[bytes]:
         email = _check_addr_spec(_strip_controls(r.email).strip(), "recipient address")

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.headerregistry import Address
+from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -277,20 +278,26 @@ def _throttle(limiter: RateLimiter, backoff: Backoff, tally: metrics.Tally) -> N
         backoff.pause()
 
 
+class Assembled(NamedTuple):
+    envelope_from: str
+    message: bytes
+    message_id: str
+    # No line starts with "." (MessageTemplate.assemble_for_relay; a DKIM-Signature
+    # header's folded lines start with a space): SMTP needs no transparency pass.
+    dot_free: bool
+
+
 def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig, *,
-             envelope_from: str | None = None) -> tuple[str, bytes, str]:
-    """(envelope sender, message bytes, Message-ID) for one recipient. ``InvalidInput``
-    when the address or name cannot go into a message (a non-ASCII address needs
-    SMTPUTF8): that recipient fails alone, with the reason recorded. ``envelope_from``:
-    the recipient's return path when the caller has it already (``envelope_sender``)."""
+             envelope_from: str | None = None) -> Assembled:
+    """One recipient's message, ready for the relay. ``InvalidInput`` when the address
+    or name cannot go into a message (a non-ASCII address needs SMTPUTF8): that
+    recipient fails alone, with the reason recorded. ``envelope_from``: the recipient's
+    return path when the caller has it already (``envelope_sender``)."""
     recipient = recipient_for(r, prepared.campaign_id, cfg, prepared)
-    if cfg.signers:
-        message, body_hash = prepared.template.assemble_for_signing(recipient)
-        for signer in cfg.signers:
-            message = signer.sign(message, body_hash=body_hash)
-    else:
-        message = prepared.template.assemble(recipient)
-    return envelope_from or envelope_sender(r, cfg), message, recipient.message_id
+    message, body_hash, dot_free = prepared.template.assemble_for_relay(recipient, signing=bool(cfg.signers))
+    for signer in cfg.signers:
+        message = signer.sign(message, body_hash=body_hash)
+    return Assembled(envelope_from or envelope_sender(r, cfg), message, recipient.message_id, dot_free)
 
 
 def envelope_sender(r: queries.Recipient, cfg: EngineConfig) -> str:
@@ -298,12 +305,12 @@ def envelope_sender(r: queries.Recipient, cfg: EngineConfig) -> str:
     return verp_address(signing.verp_token(cfg.secret_key, r.delivery_id), cfg.sending_domain)
 
 
-def _deliver(transport: Transport, slots: DomainSlots, envelope_from: str, email: str, message: bytes,
+def _deliver(transport: Transport, slots: DomainSlots, built: Assembled, email: str, *, ahead: bool,
              then: tuple[str, str] | None, tally: metrics.Tally) -> SendResult:
     with slots.hold(email.rpartition("@")[2]), tally.timed("smtp"):
-        if then is None:
-            return transport.send(envelope_from, email, message)
-        return transport.send(envelope_from, email, message, then=then)
+        if not ahead:
+            return transport.send(built.envelope_from, email, built.message)
+        return transport.send(built.envelope_from, email, built.message, then=then, dot_free=built.dot_free)
 
 
 def _mark(conn, fast, pending: list[Outcome], window: list[int], *, campaign_id: int,
@@ -457,11 +464,11 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
     envelope_from = None  # this message's return path, when it went early as the one before's ``then``
     for i, r in enumerate(window):
         try:
-            envelope_from, message, message_id = assemble(prepared, r, cfg, envelope_from=envelope_from)
+            built = assemble(prepared, r, cfg, envelope_from=envelope_from)
             _throttle(limiter, backoff, tally)
             following = (window[i + 1] if i + 1 < len(window) else after) if ahead else None
             then = (envelope_sender(following, cfg), following.email) if following is not None else None
-            result = _deliver(transport, slots, envelope_from, r.email, message, then, tally)
+            result = _deliver(transport, slots, built, r.email, ahead=ahead, then=then, tally=tally)
             envelope_from = then[0] if then is not None else None
         except InvalidInput as err:  # nothing to retry: this one recipient fails
             envelope_from = None
@@ -498,7 +505,7 @@ def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cf
                 code=result.code, attempt=r.attempts + 1,
                 **({"next_attempt_at": decision.next_attempt_at.isoformat()} if decision.next_attempt_at else {}))
         done.outcomes.append(Outcome(
-            r.delivery_id, decision.status, code=result.code, message_id=message_id, at=now,
+            r.delivery_id, decision.status, code=result.code, message_id=built.message_id, at=now,
             marked_at=marked_at, reply=f"{result.code} {result.reply}".strip() if result.code else result.reply,
             next_attempt_at=decision.next_attempt_at,
             suppress_subscriber=r.subscriber_id if decision.status == D.bounced else None,

@@ -255,7 +255,7 @@ def check(session: Session, *, issue: Issue, mlist: MailingList, settings: Setti
     """Every check on the issue as this list would get it."""
     cfg = dispatch.engine_config(settings)
     prepared = compile_campaign(issue, mlist, 0, cfg)
-    _, message, _ = assemble(prepared, SAMPLE, cfg)
+    message = assemble(prepared, SAMPLE, cfg).message
     parsed = email.message_from_bytes(message, policy=email.policy.default)
     html_part = parsed.get_body(("html",))
     html = html_part.get_content() if html_part is not None else ""

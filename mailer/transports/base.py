@@ -35,8 +35,9 @@ class Transport(Protocol):
         could not be talked to at all, even after one reconnect.
 
         A transport with ``pipelines_ahead = True`` also takes ``then=(envelope sender,
-        recipient)``, the message the caller sends next, to write its envelope early
-        (``SmtpTransport``); the others are never given it."""
+        recipient)``, the message the caller sends next, to write its envelope early, and
+        ``dot_free``, the caller's word that no line of the message starts with "."
+        (``SmtpTransport``); the others are never given them."""
 
     def close(self) -> None:
         """Let go of the connection; safe to call twice, and ``send`` may follow."""

@@ -182,12 +182,14 @@ class SmtpTransport:
     # --- sending ---------------------------------------------------------------------
 
     def send(self, envelope_from: str, recipient: str, message: bytes, *,
-             then: tuple[str, str] | None = None) -> SendResult:
+             then: tuple[str, str] | None = None, dot_free: bool = False) -> SendResult:
         """``then``: the (envelope sender, recipient) of the message the caller sends next
         on this transport, written behind this message's end of data when the relay
         pipelines. A next ``send`` for another envelope, or ``close``, drops the connection
         (a server waiting for content cannot be told otherwise), so name only the one that
-        follows."""
+        follows. ``dot_free``: the caller knows no line of ``message`` starts with "."
+        (``MessageTemplate.assemble_for_relay``), so the transparency pass (a scan of the
+        whole message, RFC 5321 §4.5.2) is skipped."""
         _check_address(envelope_from, recipient)
         if then is not None and not _safe(*then):
             then = None  # its own send refuses it with the reason
@@ -197,7 +199,7 @@ class SmtpTransport:
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                return self._transaction(self._conn, envelope_from, recipient, message, then)
+                return self._transaction(self._conn, envelope_from, recipient, message, then, dot_free)
             except _Retry as retry:
                 self._drop()
                 if attempt == 2:
@@ -209,7 +211,7 @@ class SmtpTransport:
         raise AssertionError("unreachable")
 
     def _transaction(self, conn: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes,
-                     then: tuple[str, str] | None) -> SendResult:
+                     then: tuple[str, str] | None, dot_free: bool = False) -> SendResult:
         pipelining = conn.has_extn("pipelining")
         if self._presented is not None:
             refused = self._presented_envelope(conn)
@@ -222,7 +224,7 @@ class SmtpTransport:
             return refused
         # From here on the server may end up with the message: no retry.
         data = message if message.endswith(b"\r\n") else message + b"\r\n"
-        if data.startswith(b".") or _DOT_AFTER_BREAK.search(data):
+        if data.startswith(b".") or (not dot_free and _DOT_AFTER_BREAK.search(data)):
             data = _LEADING_DOT.sub(b"..", data)  # RFC 5321 §4.5.2 transparency
         following = b""
         if then is not None and pipelining:

@@ -121,9 +121,10 @@ class _Recording(SmtpTransport):
         super().__init__(*args, **kwargs)
         self.ahead: list[tuple[str, str | None]] = []
 
-    def send(self, envelope_from, recipient, message, *, then=None):
+    def send(self, envelope_from, recipient, message, **kwargs):
+        then = kwargs.get("then")
         self.ahead.append((recipient, then[1] if then else None))
-        return super().send(envelope_from, recipient, message, then=then)
+        return super().send(envelope_from, recipient, message, **kwargs)
 
 
 def _recording(sink) -> _Recording:
@@ -469,15 +470,39 @@ def test_static_body_lines_never_start_with_a_dot():
     text_part = "Hi " + MARKERS["name"] + "\n.\n..\n" + "x. " * 400 + "\n"
     template = compile_message(subject="s", from_=Address("N", addr_spec="news@example.com"), html=html,
                                text=text_part, list_id="l.example.com", list_name="L", feedback_id="1:1:n:x")
-    raw = template.assemble(Recipient(email="a@example.org", name="Ann", message_id="<1@example.com>",
-                                      unsubscribe_url="https://x.example/u/t"))
+    ann = Recipient(email="a@example.org", name="Ann", message_id="<1@example.com>",
+                    unsubscribe_url="https://x.example/u/t")
+    raw = template.assemble(ann)
     assert b"\n." not in raw
+    # So the transport may skip its own pass; a value of the recipient's own on a line
+    # that starts with "." takes that back.
+    assert template.assemble_for_relay(ann) == (raw, None, True)
+    dotted = template.assemble_for_relay(Recipient(email="a@example.org", name=".ann", message_id="<1@example.com>",
+                                                   unsubscribe_url="https://x.example/u/t"))
+    assert b"\n.ann" in dotted[0] and dotted[2] is False
     assert all(len(line) <= 76 for line in raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n"))
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     plain, rich = [p.get_content() for p in msg.iter_parts()]
     values = {"name": "Ann", "email": "a@example.org", "unsubscribe_url": "https://x.example/u/t", "preferences_url": ""}
     assert plain.replace("\r\n", "\n") == personalise(text_part, values, html=False)
     assert rich.replace("\r\n", "\n") == personalise(html, values, html=True)
+
+
+def test_a_name_starting_with_a_dot_arrives_whole(engine, smtp_sink):
+    """The one message whose own value puts a "." at the start of a line is dot-stuffed
+    by the transport (RFC 5321 §4.5.2); the others skip that pass. Both arrive intact."""
+    cid = seed_campaign(engine, 3, batch_size=10)
+    with transaction(engine) as s:
+        s.execute(text("UPDATE subscriber SET name = '.Dot' WHERE email = 'reader000001@example.com'"))
+        s.execute(text("UPDATE subscriber SET name = '.' WHERE email = 'reader000002@example.com'"))
+    drain(engine, cid, transport=transport_for(smtp_sink), cfg=config(window=4))
+    assert assert_counters_match(engine, cid) == {"sent": 3}
+    by_rcpt = {m.rcpt_tos[0]: email.message_from_bytes(m.content, policy=email.policy.default)
+               for m in smtp_sink.messages}
+    for address, name in (("reader000001@example.com", ".Dot"), ("reader000002@example.com", ".")):
+        plain = by_rcpt[address].get_body(("plain",)).get_content()
+        assert f"Hi {name}," in plain, plain[:300]
+    assert "reader000000@example.com" in by_rcpt
 
 
 # --- bad input: an address the relay rejects or that cannot go into a message, CR/LF in a name
