@@ -13,9 +13,10 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import text
 
 from mailer.core.config import get_settings
-from mailer.core.db import make_engine
+from mailer.core.db import make_engine, transaction
 from mailer.dispatch import engine_config
 from mailer.sending import drain
 from mailer.transports.smtp import SmtpTransport
@@ -63,19 +64,29 @@ def signed_header_names(message: bytes) -> set[str]:
 
 
 def test_engine_messages_pass_dkim_verify_and_sign_the_list_headers(dkim_settings, smtp_sink, key):
+    """Every message verifies and goes to its own recipient; one that cannot be built (a
+    non-ASCII address, in the middle of a window) fails alone."""
     cfg = engine_config(dkim_settings)
     assert cfg.signers, "the DKIM settings build a signer"
     engine = make_engine(dkim_settings.database)
     try:
-        cid = seed_campaign(engine, 12, batch_size=5)
+        cid = seed_campaign(engine, 13, batch_size=5)
+        with transaction(engine) as s:
+            s.execute(text("UPDATE subscriber SET email = 'josé@example.com' WHERE email = 'reader000007@example.com'"))
         drain(engine, cid, transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{smtp_sink.port}", timeout=10),
               cfg=cfg)
+        with transaction(engine) as s:
+            failed = s.execute(text("SELECT d.last_reply FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+                                    "WHERE d.status = 'failed'")).scalars().all()
     finally:
         engine.dispose()
+    assert len(failed) == 1 and "not a plain ASCII address" in failed[0]
     assert len(smtp_sink.messages) == 12
     lookup = dns_for(key)
     for received in smtp_sink.messages:
         assert dkim.verify(received.content, dnsfunc=lookup), received.rcpt_tos
+        to = email.message_from_bytes(received.content, policy=email.policy.default)["To"].addresses[0].addr_spec
+        assert [to] == list(received.rcpt_tos)
         assert MUST_BE_SIGNED <= signed_header_names(received.content)
     # A changed List-Unsubscribe (the header RFC 8058 §4 needs covered) breaks the signature.
     tampered = smtp_sink.messages[0].content.replace(b"List-Unsubscribe: <https://", b"List-Unsubscribe: <http://", 1)
