@@ -130,6 +130,8 @@ class DkimSigner:
         self._key = _load_key(private_key_pem)
         self.algorithm = "ed25519-sha256" if isinstance(self._key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
         self._signed = tuple(h.lower().encode("ascii") for h in signed_headers)
+        if b"dkim-signature" in self._signed:  # the signatures of a message are made independently
+            raise ConfigurationError("a DKIM signature cannot sign another one's DKIM-Signature header")
 
     @property
     def record_name(self) -> str:
@@ -150,11 +152,18 @@ class DkimSigner:
         """``message`` (CRLF line endings) with a ``DKIM-Signature:`` header prepended.
         ``body_hash``: the SHA-256 of the canonical body, when the caller has it already
         (``MessageTemplate.assemble_for_signing``)."""
-        head, sep, body = message.partition(b"\r\n\r\n")
-        if not sep:
+        end = message.find(b"\r\n\r\n")
+        if end < 0:
             raise InvalidInput("cannot DKIM-sign a message without a header/body separator")
-        digest = body_hash if body_hash is not None else hashlib.sha256(_relaxed_body(body)).digest()
-        body_hash_b64 = base64.b64encode(digest).decode("ascii")
+        digest = body_hash if body_hash is not None else hashlib.sha256(_relaxed_body(message[end + 4:])).digest()
+        return self.header(message[:end], digest, timestamp=timestamp) + message
+
+    def header(self, head: bytes, body_hash: bytes, *, timestamp: int | None = None) -> bytes:
+        """The ``DKIM-Signature:`` header field (CRLF included) for a message whose header
+        section is ``head`` (without the blank line) and whose canonical body hashes to
+        ``body_hash``: what ``sign`` prepends, for a caller that puts the message together
+        itself and so copies its body once however many signatures it carries."""
+        body_hash_b64 = base64.b64encode(body_hash).decode("ascii")
 
         # RFC 6376 §5.4.2: with several instances of a header, sign from the bottom up.
         fields = _split_headers(head)
@@ -186,4 +195,4 @@ class DkimSigner:
         else:
             signature = self._key.sign(b"".join(canon), padding.PKCS1v15(), hashes.SHA256())
         b64 = _fold(base64.b64encode(signature).decode("ascii"))
-        return b"DKIM-Signature:" + value + b64.encode("ascii") + b"\r\n" + message
+        return b"DKIM-Signature:" + value + b64.encode("ascii") + b"\r\n"

@@ -295,8 +295,12 @@ def assemble(prepared: PreparedCampaign, r: queries.Recipient, cfg: EngineConfig
     return path when the caller has it already (``envelope_sender``)."""
     recipient = recipient_for(r, prepared.campaign_id, cfg, prepared)
     message, body_hash, dot_free = prepared.template.assemble_for_relay(recipient, signing=bool(cfg.signers))
-    for signer in cfg.signers:
-        message = signer.sign(message, body_hash=body_hash)
+    if cfg.signers:
+        # Each signature covers the header section without the others (none signs a
+        # DKIM-Signature field), so all are made from it and the 50 KB body is copied
+        # once; the last signer's field goes on top, as signing one after the other would.
+        head = message[:message.find(b"\r\n\r\n")]
+        message = b"".join([*(signer.header(head, body_hash) for signer in reversed(cfg.signers)), message])
     return Assembled(envelope_from or envelope_sender(r, cfg), message, recipient.message_id, dot_free)
 
 

@@ -187,6 +187,30 @@ def test_ed25519_next_to_rsa_both_verify(pem, key):
     assert verifier.verify(idx=0, dnsfunc=lookup) and verifier.verify(idx=1, dnsfunc=lookup)
 
 
+def test_signatures_made_from_the_header_section_equal_signing_one_after_the_other(pem):
+    """What the engine does (``DkimSigner.header`` per signer, the body copied once)
+    gives the bytes of signing the whole message with each signer in turn."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed_pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    signers = (DkimSigner("s2026", "example.com", pem), DkimSigner("ed2026", "example.com", ed_pem))
+    message, body_hash = _template().assemble_for_signing(Recipient(
+        email="ana@example.org", name="Ann", message_id="<1.c1@example.com>",
+        unsubscribe_url="https://example.com/u/tok"))
+    one_by_one = message
+    for signer in signers:
+        one_by_one = signer.sign(one_by_one, body_hash=body_hash, timestamp=1)
+    head = message[:message.find(b"\r\n\r\n")]
+    together = b"".join([*(s.header(head, body_hash, timestamp=1) for s in reversed(signers)), message])
+    assert together == one_by_one and together.count(b"DKIM-Signature:") == 2
+
+
+def test_a_signer_cannot_sign_dkim_signature_headers(pem):
+    with pytest.raises(ConfigurationError, match="DKIM-Signature"):
+        DkimSigner("s2026", "example.com", pem, signed_headers=("from", "DKIM-Signature"))
+
+
 def test_an_ed25519_key_where_rsa_is_expected_is_one_line(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 

@@ -94,6 +94,45 @@ def test_engine_messages_pass_dkim_verify_and_sign_the_list_headers(dkim_setting
     assert not dkim.verify(tampered, dnsfunc=lookup)
 
 
+def test_engine_messages_with_ed25519_next_to_rsa_carry_two_signatures_that_verify(dkim_settings, smtp_sink, key,
+                                                                                   monkeypatch, tmp_path):
+    """RFC 8463 dual signing through the engine: each message gets an Ed25519 signature
+    on top of the RSA one (both made from the same header section), and dkimpy checks
+    each."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "ed.pem").write_bytes(ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    monkeypatch.setenv("NEWSLETTER_DKIM_ED25519_SELECTOR", "ed2026")
+    monkeypatch.setenv("NEWSLETTER_DKIM_ED25519_PRIVATE_KEY", str(tmp_path / "ed.pem"))
+    get_settings.cache_clear()
+    cfg = engine_config(get_settings())
+    assert len(cfg.signers) == 2
+    engine = make_engine(dkim_settings.database)
+    try:
+        cid = seed_campaign(engine, 6, batch_size=4)
+        drain(engine, cid, transport=SmtpTransport.from_url(f"smtp://127.0.0.1:{smtp_sink.port}", timeout=10),
+              cfg=cfg)
+    finally:
+        engine.dispose()
+    raw = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    rsa_lookup = dns_for(key)
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        if name == f"ed2026._domainkey.{DOMAIN}.".encode():
+            return b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)
+        return rsa_lookup(name, timeout)
+
+    assert len(smtp_sink.messages) == 6
+    for received in smtp_sink.messages:
+        content = received.content
+        assert content.count(b"DKIM-Signature:") == 2
+        assert content.index(b"a=ed25519-sha256") < content.index(b"a=rsa-sha256")
+        verifier = dkim.DKIM(content)
+        assert verifier.verify(idx=0, dnsfunc=lookup) and verifier.verify(idx=1, dnsfunc=lookup), received.rcpt_tos
+
+
 def test_without_dkim_settings_nothing_is_signed(settings, smtp_sink):
     cfg = engine_config(settings)
     assert cfg.signers == ()
