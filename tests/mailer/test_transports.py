@@ -373,3 +373,34 @@ def test_an_unsafe_next_envelope_is_not_written_early(smtp_sink):
     finally:
         transport.close()
     assert smtp_sink.count_by_rcpt() == {"a@example.org": 1, "b@example.org": 1} and smtp_sink.sessions == 1
+
+
+def test_a_message_and_its_end_of_data_written_without_joining_arrive_whole():
+    """``_send_all`` writes the pieces with scatter-gather writes; through a socket with
+    a small send buffer and a timeout (as smtplib sets one) those come back partial, and
+    every byte still arrives once, in order."""
+    import smtplib
+
+    from mailer.transports.smtp import _send_all
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.settimeout(10)
+    conn = smtplib.SMTP()
+    conn.sock = ours
+    pieces = [bytes(range(256)) * 4000, b".\r\n", b"", b"MAIL FROM:<a@example.com>\r\n" * 50]
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < sum(map(len, pieces)):
+            received.extend(theirs.recv(1500))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _send_all(conn, *pieces)
+        reader.join(10)
+    finally:
+        ours.close()
+        theirs.close()
+    assert bytes(received) == b"".join(pieces)
