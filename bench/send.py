@@ -9,6 +9,7 @@ memory of each worker. Prints a small table; asserts nothing.
                                    --broker-url redis://127.0.0.1:6379/5
     .venv/bin/python bench/send.py --dkim rsa            # RSA-2048 signatures (both: RSA and Ed25519)
     .venv/bin/python bench/send.py --profile --subscribers 5000   # cProfile of drain(), in process
+    .venv/bin/python bench/send.py --cpu --dkim rsa      # drain() in process: CPU per message
 
 Embedded default: SQLite and the filesystem broker in a temporary folder. Without DKIM
 unless ``--dkim``. Each run uses its own list and issue, so a PostgreSQL database can be
@@ -297,11 +298,18 @@ class CpuWatch:
         self.busy0, self.total0 = machine_cpu()
         self.sink0 = cpu_seconds(sink.pid)
 
-    def done(self, messages: int) -> str:
+    def done(self, messages: int, sender_cpu: float | None = None) -> str:
+        """``sender_cpu``: the CPU seconds the senders used, when known, to say what the
+        rest of the machine (the database, the broker, the kernel) used per message."""
         busy, total = machine_cpu()
         share = (busy - self.busy0) / max(1e-9, total - self.total0)
-        sink_ms = (cpu_seconds(self.sink.pid) - self.sink0) / max(1, messages) * 1000
-        return f"machine {share:.0%} busy ({os.cpu_count()} cores), smtp-sink {sink_ms:.2f} ms CPU per message"
+        sink = cpu_seconds(self.sink.pid) - self.sink0
+        line = (f"machine {share:.0%} busy ({os.cpu_count()} cores), smtp-sink {sink / max(1, messages) * 1000:.2f} "
+                "ms CPU per message")
+        if sender_cpu is not None:
+            rest = (busy - self.busy0) - sink - sender_cpu
+            line += f", everything else {rest / max(1, messages) * 1000:.2f} ms"
+        return line
 
 
 def peak_rss_mb(proc: subprocess.Popen) -> float:
@@ -309,8 +317,11 @@ def peak_rss_mb(proc: subprocess.Popen) -> float:
     return _kb(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
 
 
-def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, extra: tuple[str, ...] = ()):
-    """(seconds, peak RSS per worker, delivery counts, CPU seconds the workers used)."""
+def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, extra: tuple[str, ...] = (),
+                sink: subprocess.Popen | None = None):
+    """(seconds, peak RSS per worker, delivery counts, CPU seconds the workers used, and
+    with ``sink`` what the machine did meanwhile: ``CpuWatch.done``), over the sending
+    alone (the workers' start and stop left out)."""
     from mailer import queries
     from mailer.core.db import transaction
     from mailer.dispatch import enqueue_campaign
@@ -318,6 +329,7 @@ def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, 
     procs = start_workers(env, args.workers, folder, extra=extra)
     try:
         started_cpu = [cpu_seconds(p.pid) for p in procs]
+        watch = CpuWatch(sink) if sink is not None else None
         t0 = time.perf_counter()
         enqueue_campaign(cid, batches)
         while True:
@@ -333,7 +345,8 @@ def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, 
         cpu = sum(cpu_seconds(p.pid) - cpu0 for p, cpu0 in zip(procs, started_cpu))
         with transaction(engine) as s:
             counts = queries.delivery_counts(s, campaign_id=cid)
-        return elapsed, peaks, counts, cpu
+        machine = watch.done(counts.get("sent", 0), cpu) if watch is not None else ""
+        return elapsed, peaks, counts, cpu, machine
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -344,13 +357,26 @@ def run_workers(args, env, folder, engine, settings, cid: int, batches: int, *, 
                 p.kill()
 
 
-def profile(engine, settings, cid: int, top: int) -> None:
-    """cProfile of the engine's own loop in this process against smtp-sink."""
+def profile(engine, settings, cid: int, top: int, folder: Path, *, cprofile: bool = True) -> None:
+    """The engine's own loop in this process against smtp-sink, one connection: under
+    cProfile, or (``cprofile=False``) plainly, to print its CPU time per message, with
+    log lines written to a file as a worker writes them."""
+    from mailer.core import logs
     from mailer.dispatch import engine_config
     from mailer.sending import drain
     from mailer.transports import transport_from_settings
 
     transport = transport_from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+    if not cprofile:
+        with open(folder / "drain.log", "w") as log:
+            logs.configure(fmt=settings.log_format, level=settings.log_level, stream=log)
+            t0, c0 = time.perf_counter(), time.process_time()
+            outcomes = drain(engine, cid, transport=transport, cfg=engine_config(settings), time_budget=3600)
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        sent = sum(o.sent for o in outcomes)
+        print(f"in-process drain(), one connection: {sent} messages in {elapsed:.2f} s = {sent / elapsed:.0f} msg/s; "
+              f"CPU {cpu / max(1, sent) * 1000:.3f} ms per message (this process, signing included)")
+        return
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
@@ -388,6 +414,8 @@ def main() -> None:
     parser.add_argument("--naive-messages", type=int, default=4000,
                         help="messages the naive sender times (it is slow; its rate is flat, so a sample does)")
     parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
+    parser.add_argument("--cpu", action="store_true",
+                        help="run drain() in this process without a profiler; print its CPU time per message")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -415,8 +443,8 @@ def main() -> None:
                  f"{settings.broker.split(':')[0]}")
         print(f"seeded {args.subscribers} subscribers and froze the audience in {time.perf_counter() - t0:.1f} s; "
               f"message size {size / 1000:.1f} KB; {setup}; DKIM {args.dkim}")
-        if args.profile:
-            profile(engine, settings, cid, args.top)
+        if args.profile or args.cpu:
+            profile(engine, settings, cid, args.top, folder, cprofile=not args.cpu)
             return
         sessions = args.workers * args.connections
         watch = CpuWatch(sink)
@@ -427,10 +455,9 @@ def main() -> None:
             port, html=rendered.html, text=rendered.text, subject=rendered.subject,
             messages=min(args.subscribers, args.naive_messages),
             processes=args.workers, dkim_key=rsa_pem)
-        watch = CpuWatch(sink)
-        elapsed, peaks, counts, cpu = run_workers(args, env, folder, engine, settings, cid, batches)
+        elapsed, peaks, counts, cpu, machine = run_workers(args, env, folder, engine, settings, cid, batches, sink=sink)
         rate = counts.get("sent", 0) / elapsed
-        print(f"engine: {watch.done(counts.get('sent', 0))}")
+        print(f"engine: {machine}")
         after = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
                                  sessions=sessions)
         print(f"smtp-source: {ceiling:.0f} msg/s before the engine, {after:.0f} msg/s after")

@@ -95,7 +95,7 @@ def main() -> None:
 
         def campaign(label: str, extra: tuple[str, ...] = ()) -> None:
             cid, batches, _, _ = send.prepare(engine, settings, args.subscribers, uuid.uuid4().hex[:8])
-            elapsed, _, counts, _ = send.run_workers(args, env, folder, engine, settings, cid, batches, extra=extra)
+            elapsed, _, counts, _, _ = send.run_workers(args, env, folder, engine, settings, cid, batches, extra=extra)
             rows.append((label, counts.get("sent", 0), elapsed, counts.get("sent", 0) / elapsed))
             print(f"{label}: {counts.get('sent', 0)} sent in {elapsed:.1f} s", flush=True)
 
