@@ -1286,6 +1286,20 @@ _RECORD_AND_MARK_WINDOW = text(
 )
 
 
+def plan_window_once(conn) -> None:
+    """On the connection that runs ``record_and_mark_window`` and nothing else: plan it
+    once and keep the plan. PostgreSQL otherwise plans it again at every window (its
+    cost estimate favours a fresh plan each time): 1.6 ms of server CPU, five times what
+    running it costs, and as much as a worker spends on a window's messages. The kept
+    (generic) plan is the same one: both UPDATEs go through primary keys given as
+    arrays. ``unplan_window`` puts the default back before the connection is pooled."""
+    conn.execute(_text("SET plan_cache_mode = force_generic_plan"))
+
+
+def unplan_window(conn) -> None:
+    conn.execute(_text("RESET plan_cache_mode"))
+
+
 def _iso(at: datetime | None) -> str | None:
     return None if at is None else as_utc(at).isoformat()
 

@@ -34,7 +34,7 @@ from email.headerregistry import Address
 from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mailer import queries, tracking
@@ -241,8 +241,15 @@ class _Database:
         # cannot modify data inside a WITH, so it keeps the explicit transaction.
         if self.engine.dialect.name == "postgresql":
             self.fast = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            queries.plan_window_once(self.fast)
 
     def close(self) -> None:
+        if self.fast is not None:
+            try:
+                queries.unplan_window(self.fast)
+            except SQLAlchemyError:  # gone (a restart) or unusable: never pooled with the setting
+                with contextlib.suppress(SQLAlchemyError):
+                    self.fast.invalidate()
         for conn in (self.conn, self.fast):
             if conn is not None:
                 with contextlib.suppress(DBAPIError):
