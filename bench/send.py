@@ -290,6 +290,20 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(ticks[:8]) - idle) / hz, sum(ticks[:8]) / hz
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL processes alive now (0 without any):
+    a backend that starts in a stretch counts from zero, so a difference over the
+    stretch is what the server did for it, as long as the backends outlive it."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                total += cpu_seconds(int(comm.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile
+    return total
+
+
 class CpuWatch:
     """The machine's busy share and the sink's CPU seconds over a stretch of the run."""
 
@@ -297,6 +311,7 @@ class CpuWatch:
         self.sink = sink
         self.busy0, self.total0 = machine_cpu()
         self.sink0 = cpu_seconds(sink.pid)
+        self.pg0 = postgres_cpu()
 
     def done(self, messages: int, sender_cpu: float | None = None) -> str:
         """``sender_cpu``: the CPU seconds the senders used, when known, to say what the
@@ -307,8 +322,11 @@ class CpuWatch:
         line = (f"machine {share:.0%} busy ({os.cpu_count()} cores), smtp-sink {sink / max(1, messages) * 1000:.2f} "
                 "ms CPU per message")
         if sender_cpu is not None:
-            rest = (busy - self.busy0) - sink - sender_cpu
-            line += f", everything else {rest / max(1, messages) * 1000:.2f} ms"
+            pg = postgres_cpu() - self.pg0
+            rest = (busy - self.busy0) - sink - sender_cpu - pg
+            if pg > 0:
+                line += f", PostgreSQL {pg / max(1, messages) * 1000:.2f} ms"
+            line += f", everything else (broker, kernel) {rest / max(1, messages) * 1000:.2f} ms"
         return line
 
 
