@@ -324,7 +324,7 @@ class CpuWatch:
         if sender_cpu is not None:
             pg = postgres_cpu() - self.pg0
             rest = (busy - self.busy0) - sink - sender_cpu - pg
-            if pg > 0:
+            if pg / max(1, messages) >= 5e-6:  # a server that did anything for the run
                 line += f", PostgreSQL {pg / max(1, messages) * 1000:.2f} ms"
             line += f", everything else (broker, kernel) {rest / max(1, messages) * 1000:.2f} ms"
         return line
