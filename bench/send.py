@@ -10,6 +10,7 @@ memory of each worker. Prints a small table; asserts nothing.
     .venv/bin/python bench/send.py --dkim rsa            # RSA-2048 signatures (both: RSA and Ed25519)
     .venv/bin/python bench/send.py --profile --subscribers 5000   # cProfile of drain(), in process
     .venv/bin/python bench/send.py --cpu --dkim rsa      # drain() in process: CPU per message
+    .venv/bin/python bench/send.py --runs 5 --no-naive   # five campaigns, a row each, and the median
 
 Embedded default: SQLite and the filesystem broker in a temporary folder. Without DKIM
 unless ``--dkim``. Each run uses its own list and issue, so a PostgreSQL database can be
@@ -35,6 +36,7 @@ import pstats
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -411,6 +413,47 @@ def profile(engine, settings, cid: int, top: int, folder: Path, *, cprofile: boo
     print(out.getvalue())
 
 
+def one_run(args, env, folder, engine, settings, sink, port: int, setup: str, rsa_pem, *, naive: bool):
+    """One campaign of its own: the ceiling before, the naive sender (``naive``), the
+    engine, the ceiling after. Returns (its row of the closing table, engine / ceiling),
+    or (None, 0) after ``--profile`` or ``--cpu``."""
+    run = uuid.uuid4().hex[:8]
+    t0 = time.perf_counter()
+    cid, batches, size, rendered = prepare(engine, settings, args.subscribers, run)
+    print(f"seeded {args.subscribers} subscribers and froze the audience in {time.perf_counter() - t0:.1f} s; "
+          f"message size {size / 1000:.1f} KB; {setup}; DKIM {args.dkim}")
+    if args.profile or args.cpu:
+        profile(engine, settings, cid, args.top, folder, cprofile=not args.cpu)
+        return None, 0.0
+    sessions = args.workers * args.connections
+    watch = CpuWatch(sink)
+    ceiling = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
+                               sessions=sessions)
+    print(f"smtp-source: {watch.done(min(args.subscribers, args.ceiling_messages))}")
+    naive_msgs = naive_rate(
+        port, html=rendered.html, text=rendered.text, subject=rendered.subject,
+        messages=min(args.subscribers, args.naive_messages),
+        processes=args.workers, dkim_key=rsa_pem) if naive else None
+    elapsed, peaks, counts, cpu, machine = run_workers(args, env, folder, engine, settings, cid, batches, sink=sink)
+    rate = counts.get("sent", 0) / elapsed
+    print(f"engine: {machine}")
+    after = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
+                             sessions=sessions)
+    print(f"smtp-source: {ceiling:.0f} msg/s before the engine, {after:.0f} msg/s after")
+    ceiling = (ceiling + after) / 2
+    print(f"the workers used {cpu:.1f} CPU seconds: {cpu / max(1, counts.get('sent', 0)) * 1000:.2f} ms "
+          "per message sent")
+    other = {k: v for k, v in counts.items() if k != "sent"}
+    if other:
+        print(f"not sent: {other}")
+    row = (f"| {setup} | {args.dkim} | {args.subscribers:,} | {args.workers} x {args.connections} | {args.window} "
+           f"| {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} "
+           f"| {'—' if naive_msgs is None else f'{naive_msgs:.0f}'} | {ceiling:.0f} "
+           f"| {'—' if naive_msgs is None else f'{naive_msgs / ceiling:.0%}'} | {rate / ceiling:.0%} "
+           f"| {', '.join(f'{p:.0f}' for p in peaks)} |")
+    return row, rate / ceiling
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=20_000)
@@ -434,6 +477,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile drain() in this process instead")
     parser.add_argument("--cpu", action="store_true",
                         help="run drain() in this process without a profiler; print its CPU time per message")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="campaigns one after the other, each between two ceilings (this machine drifts): "
+                             "a row each, and the median engine/ceiling")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -454,44 +500,27 @@ def main() -> None:
         settings = get_settings()
         upgrade(settings.database)
         engine = make_engine(settings.database)
-        run = uuid.uuid4().hex[:8]
-        t0 = time.perf_counter()
-        cid, batches, size, rendered = prepare(engine, settings, args.subscribers, run)
         setup = (f"{'PostgreSQL' if engine.url.get_backend_name() == 'postgresql' else 'SQLite'} + "
                  f"{settings.broker.split(':')[0]}")
-        print(f"seeded {args.subscribers} subscribers and froze the audience in {time.perf_counter() - t0:.1f} s; "
-              f"message size {size / 1000:.1f} KB; {setup}; DKIM {args.dkim}")
-        if args.profile or args.cpu:
-            profile(engine, settings, cid, args.top, folder, cprofile=not args.cpu)
-            return
-        sessions = args.workers * args.connections
-        watch = CpuWatch(sink)
-        ceiling = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
-                                   sessions=sessions)
-        print(f"smtp-source: {watch.done(min(args.subscribers, args.ceiling_messages))}")
-        naive = None if args.no_naive else naive_rate(
-            port, html=rendered.html, text=rendered.text, subject=rendered.subject,
-            messages=min(args.subscribers, args.naive_messages),
-            processes=args.workers, dkim_key=rsa_pem)
-        elapsed, peaks, counts, cpu, machine = run_workers(args, env, folder, engine, settings, cid, batches, sink=sink)
-        rate = counts.get("sent", 0) / elapsed
-        print(f"engine: {machine}")
-        after = smtp_source_rate(port, messages=min(args.subscribers, args.ceiling_messages), size=size,
-                                 sessions=sessions)
-        print(f"smtp-source: {ceiling:.0f} msg/s before the engine, {after:.0f} msg/s after")
-        ceiling = (ceiling + after) / 2
-        print(f"the workers used {cpu:.1f} CPU seconds: {cpu / max(1, counts.get('sent', 0)) * 1000:.2f} ms "
-              "per message sent")
+        rows, ratios = [], []
+        for n in range(1, args.runs + 1):
+            if args.runs > 1:
+                print(f"--- run {n} of {args.runs}")
+            row, ratio = one_run(args, env, folder, engine, settings, sink, port, setup, rsa_pem,
+                                 naive=not args.no_naive and n == 1)
+            if row is None:  # --profile, --cpu
+                return
+            rows.append(row)
+            ratios.append(ratio)
         print()
         print("| setup | DKIM | subscribers | workers x connections | window | sent | seconds | engine msg/s "
               "| naive msg/s | smtp-source msg/s | naive/ceiling | engine/ceiling | peak RSS per worker (MB) |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        print(f"| {setup} | {args.dkim} | {args.subscribers:,} | {args.workers} x {args.connections} | {args.window} "
-              f"| {counts.get('sent', 0):,} | {elapsed:.1f} | {rate:.0f} | {naive or 0:.0f} | {ceiling:.0f} "
-              f"| {(naive or 0) / ceiling:.0%} | {rate / ceiling:.0%} | {', '.join(f'{p:.0f}' for p in peaks)} |")
-        other = {k: v for k, v in counts.items() if k != "sent"}
-        if other:
-            print(f"not sent: {other}")
+        for row in rows:
+            print(row)
+        if len(ratios) > 1:
+            print(f"engine/ceiling over {len(ratios)} runs: median {statistics.median(ratios):.0%}, "
+                  f"lowest {min(ratios):.0%}, highest {max(ratios):.0%}")
         engine.dispose()
     finally:
         sink.send_signal(signal.SIGTERM)
