@@ -1258,9 +1258,9 @@ def mark_bounced(conn, *, subscriber_id: int, campaign_id: int, delivery_id: int
 # the record only touches this try's mark, the mark only takes a queued delivery of an
 # active subscriber while the campaign is sending. Both UPDATEs see the snapshot from
 # before the statement and touch different rows (the previous window's and the next
-# one's), as PostgreSQL requires. The outcomes come as one JSON
-# array of rows: a single text parameter, where ten typed arrays cost a send worker
-# twice the CPU to adapt (psycopg's array dumpers run in Python, per element).
+# one's), as PostgreSQL requires. The outcomes come as one JSON array of rows: a single
+# text parameter, where ten typed arrays cost a send worker twice the CPU to adapt
+# (psycopg's array dumpers run in Python, per element).
 # ``d.id = ANY(...)`` next to the join keeps the plan on the primary key: a prepared
 # (generic) plan otherwise joins the rows to a scan of the whole table.
 _RECORD_AND_MARK_WINDOW = text(
@@ -1297,6 +1297,7 @@ def plan_window_once(conn) -> None:
 
 
 def unplan_window(conn) -> None:
+    """PostgreSQL's default plan choice again (``plan_window_once``'s undo)."""
     conn.execute(_text("RESET plan_cache_mode"))
 
 
@@ -1310,12 +1311,11 @@ def record_and_mark_window(conn, *, outcomes: Sequence[Outcome], delivery_ids: S
     one statement on a connection in autocommit mode. Returns the ids marked; when some
     were not, the caller settles them (``settle_unmarked``) in a transaction. Outcomes
     that suppress their subscriber go through ``record_results`` instead."""
-    # The same values as ``_record_params``; times in ISO 8601 with their offset and
-    # microseconds, so the guard on the mark's time compares equal.
-    rows = [{"id": o.delivery_id, "status": str(o.status), "code": o.code, "reply": o.reply[:2000],
-             "mid": o.message_id, "inc": 0 if o.counts_attempt else -1, "at": _iso(o.at),
-             "marked": _iso(o.marked_at), "sent_at": _iso(o.at) if o.status == D.sent else None,
-             "next": _iso(o.next_attempt_at)} for o in outcomes]
+    # ``_record_params``' values; times in ISO 8601 with their offset and microseconds,
+    # so the guard on the mark's time compares equal.
+    rows = [{"id": p["prev"], "status": str(p["status"]), "code": p["code"], "reply": p["reply"], "mid": p["mid"],
+             "inc": p["inc"], "at": _iso(p["rnow"]), "marked": _iso(p["marked"]), "sent_at": _iso(p["sent_at"]),
+             "next": _iso(p["next"])} for p in map(_record_params, outcomes)]
     return set(conn.execute(_RECORD_AND_MARK_WINDOW, {
         "rows": json.dumps(rows), "r_id": [o.delivery_id for o in outcomes], "ids": list(delivery_ids),
         "cid": campaign_id, "now": now}).scalars())
