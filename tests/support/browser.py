@@ -14,9 +14,14 @@ import pytest
 from tests.support.services import chromium_path, free_port, need
 
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts,
-# which this machine's closed network refuses.
+# which this machine's closed network refuses. IsolateSandboxedIframes off: Chromium 156
+# puts a sandbox="" iframe (the editor's preview) in a process of its own, which learns
+# its size from the page asynchronously. On CI (not reproduced here) the preview's text
+# stayed "hidden" to Playwright for 15 s, most likely that frame without its size yet.
+# In the page's process the frame is laid out with the page.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+                 "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--disable-features=IsolateSandboxedIframes"]
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -36,6 +36,22 @@ def admin_server(settings, monkeypatch, smtp_sink, editor_user):
         get_settings.cache_clear()
 
 
+def see_in_preview(page, text: str) -> None:
+    """Wait until ``text`` shows in the preview frame; when it does not, the failure says
+    whether the frame has it at all and how large the frame and the text's box are."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    found = page.frame_locator("#preview").locator(f"text={text}")
+    try:
+        found.wait_for(timeout=15_000)
+    except PlaywrightTimeout:
+        frame = page.eval_on_selector("#preview", "el => JSON.stringify(el.getBoundingClientRect())")
+        inside = [found.first.evaluate("el => JSON.stringify([el.getBoundingClientRect(), innerWidth, innerHeight])")
+                  ] if found.count() else "not in the frame's document"
+        pytest.fail(f"{text!r} not visible in the preview: iframe box {frame}; text box, frame viewport {inside}; "
+                    f"status {page.inner_text('#preview-status')!r}")
+
+
 def sign_in(page) -> None:
     """Fill in the sign-in page the browser shows, and wait for the dashboard."""
     page.fill("#email", EDITOR_EMAIL)
@@ -60,12 +76,11 @@ def test_write_preview_test_send_schedule_in_a_browser(admin_server, browser, en
 
     # Write: the preview follows the typing.
     page.goto(f"{admin_server}/admin/issues/new")
-    preview = page.frame_locator("#preview")
     page.fill("#source", issue_source(subject="Browser issue", body="Written in Chromium."))
-    preview.locator("text=Written in Chromium.").wait_for(timeout=15_000)
+    see_in_preview(page, "Written in Chromium.")
     page.locator("#source").press("End")
     page.locator("#source").type(" One more line typed live.")
-    preview.locator("text=One more line typed live.").wait_for(timeout=15_000)
+    see_in_preview(page, "One more line typed live.")
     assert page.get_attribute("#preview", "data-subject") == "Browser issue"
     page.screenshot(path=str(ARTIFACTS / f"dashboard-editor-desktop-{engine}.png"), full_page=True)
     page.click("button[data-width='375']")
