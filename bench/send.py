@@ -321,8 +321,10 @@ class CpuWatch:
         busy, total = machine_cpu()
         share = (busy - self.busy0) / max(1e-9, total - self.total0)
         sink = cpu_seconds(self.sink.pid) - self.sink0
+        # The sink is one process: near one core busy, it is what bounds the ceiling.
+        of_a_core = sink / max(1e-9, (total - self.total0) / (os.cpu_count() or 1))
         line = (f"machine {share:.0%} busy ({os.cpu_count()} cores), smtp-sink {sink / max(1, messages) * 1000:.2f} "
-                "ms CPU per message")
+                f"ms CPU per message ({of_a_core:.2f} of one core)")
         if sender_cpu is not None:
             pg = postgres_cpu() - self.pg0
             rest = (busy - self.busy0) - sink - sender_cpu - pg
