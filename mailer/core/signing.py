@@ -77,11 +77,17 @@ def _siv_keys(secret: str, purpose: bytes) -> tuple[bytes, bytes]:
     return tag_key, mask_key
 
 
+def _xor(data: bytes, mask: bytes) -> bytes:
+    """``data`` XOR the start of ``mask`` (as long as ``mask``), as integers: a third of
+    the cost of a byte at a time, and a seal is made for every message sent."""
+    return (int.from_bytes(data, "big") ^ int.from_bytes(mask[:len(data)], "big")).to_bytes(len(data), "big")
+
+
 def seal(secret: str, purpose: bytes, payload: bytes) -> str:
     tag_key, mask_key = _siv_keys(secret, purpose)
     tag = hmac.digest(tag_key, payload, "sha256")[:TAG_BYTES]
     mask = hmac.digest(mask_key, tag, "sha256")
-    sealed = bytes(a ^ b for a, b in zip(payload, mask))
+    sealed = _xor(payload, mask)
     return base64.b32encode(tag + sealed).decode("ascii").rstrip("=").lower()
 
 
@@ -102,7 +108,7 @@ def unseal(keys: Sequence[str], purpose: bytes, token: str, size: int) -> bytes:
             continue
         tag_key, mask_key = _siv_keys(secret, purpose)
         mask = hmac.digest(mask_key, tag, "sha256")
-        payload = bytes(a ^ b for a, b in zip(sealed, mask))
+        payload = _xor(sealed, mask)
         if hmac.compare_digest(hmac.digest(tag_key, payload, "sha256")[:TAG_BYTES], tag):
             return payload
     raise InvalidToken("this link is not valid")
