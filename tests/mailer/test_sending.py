@@ -366,6 +366,27 @@ def test_an_outcome_survives_the_database_dropping_every_connection(pg_engine, s
 
 
 @pytest.mark.postgres
+def test_the_window_statement_on_a_connection_the_server_dropped_raises_sqlalchemys_error(pg_engine):
+    """The window statement runs on the driver's connection; when the server ends that
+    connection (a restart), the error is SQLAlchemy's OperationalError, as from
+    ``conn.execute``: what the send loop takes for "the database went away, reconnect"."""
+    from sqlalchemy.exc import OperationalError
+
+    cid = seed_campaign(pg_engine, 2, batch_size=2)
+    now = datetime.now(timezone.utc)
+    with pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        ids = [d for d, in conn.execute(text("SELECT id FROM delivery WHERE campaign_id = :c"), {"c": cid})]
+        assert queries.record_and_mark_window(conn, outcomes=[], delivery_ids=ids, campaign_id=cid,
+                                              now=now) == set(ids)
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg_engine.connect() as other:
+            assert other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+        with pytest.raises(OperationalError):
+            queries.record_and_mark_window(conn, outcomes=[], delivery_ids=ids, campaign_id=cid, now=now)
+        conn.invalidate()
+
+
+@pytest.mark.postgres
 def test_the_window_statement_is_planned_once_per_connection_and_the_pool_gets_the_default_back(pg_engine,
                                                                                               smtp_sink):
     """PostgreSQL planned the record-and-mark statement afresh at every window (1.6 ms of
