@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from email.headerregistry import Address
 from typing import NamedTuple
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -116,16 +117,27 @@ class PreparedCampaign:
 _prepared: dict[tuple[int, str], PreparedCampaign] = {}
 
 
+def _cache_key(campaign_id: int, cfg: EngineConfig, updated_at, links: list[str] | None, track_clicks: bool,
+               track_opens: bool) -> tuple:
+    return (campaign_id, str(updated_at), bool(cfg.signers), len(links or ()) if track_clicks else 0, track_opens)
+
+
 def prepare_campaign(session, campaign_id: int, cfg: EngineConfig) -> PreparedCampaign:
-    """Compile the campaign's issue once per process (cached by issue update time)."""
-    campaign = session.get(Campaign, campaign_id)
-    issue = session.get(Issue, campaign.issue_id)
-    mlist = session.get(MailingList, campaign.list_id)
-    links = len(issue.links or ()) if mlist.track_clicks else 0
-    key = (campaign_id, str(issue.updated_at), bool(cfg.signers), links, mlist.track_opens)
-    prepared = _prepared.get(key)
+    """Compile the campaign's issue once per process (cached by issue update time). A
+    batch reads only what the cache is keyed on, not the issue's 50 KB of HTML and its
+    source, unless it compiles."""
+    row = session.execute(
+        select(Issue.updated_at, Issue.links, MailingList.track_clicks, MailingList.track_opens)
+        .join(Campaign, Campaign.issue_id == Issue.id).join(MailingList, MailingList.id == Campaign.list_id)
+        .where(Campaign.id == campaign_id)
+    ).one()
+    prepared = _prepared.get(_cache_key(campaign_id, cfg, *row))
     if prepared is None:
-        prepared = compile_campaign(issue, mlist, campaign_id, cfg, links=links)
+        campaign = session.get(Campaign, campaign_id)
+        issue = session.get(Issue, campaign.issue_id)
+        mlist = session.get(MailingList, campaign.list_id)
+        key = _cache_key(campaign_id, cfg, issue.updated_at, issue.links, mlist.track_clicks, mlist.track_opens)
+        prepared = compile_campaign(issue, mlist, campaign_id, cfg, links=key[3])
         # One campaign at a time is the common case; keep memory flat. A send task's
         # threads may compile it at once: each keeps its own result, the cache keeps one.
         _prepared.clear()

@@ -673,3 +673,30 @@ def test_an_unreachable_relay_is_recorded_in_one_line_and_nothing_is_lost(window
     got = received(smtp_sink)
     assert len(got) == 6 and set(got.values()) == {1}
     assert assert_counters_match(engine, cid) == {"sent": 6}
+
+
+def test_a_campaign_is_compiled_once_and_again_when_its_issue_or_tracking_changes(engine):
+    """``prepare_campaign`` keeps the compiled issue while nothing it depends on changed
+    (a batch reads only the cache's key), and compiles again after an edit of the issue
+    or a change of the list's tracking."""
+    from mailer.models import Issue
+    from mailer.sending import prepare_campaign
+    from subscribers.models import MailingList
+
+    cid = seed_campaign(engine, 2)
+    cfg = config()
+    with transaction(engine) as s:
+        first = prepare_campaign(s, cid, cfg)
+        assert prepare_campaign(s, cid, cfg) is first
+    with transaction(engine) as s:
+        campaign = s.get(Campaign, cid)
+        s.get(Issue, campaign.issue_id).updated_at = datetime.now(timezone.utc) + timedelta(seconds=5)
+    with transaction(engine) as s:
+        edited = prepare_campaign(s, cid, cfg)
+        assert edited is not first and prepare_campaign(s, cid, cfg) is edited
+    with transaction(engine) as s:
+        mlist = s.get(MailingList, s.get(Campaign, cid).list_id)
+        mlist.track_opens = not mlist.track_opens
+    with transaction(engine) as s:
+        tracked = prepare_campaign(s, cid, cfg)
+        assert tracked is not edited and tracked.pixel != edited.pixel
