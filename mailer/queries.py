@@ -385,33 +385,33 @@ def batch_recipients(session: Session, *, campaign_id: int, seq: int, now: datet
     return [Recipient(*row) for row in rows]
 
 
+# Once per batch: built once, not at every call.
+_BATCH_PENDING = text(
+    f"""
+    SELECT MIN(COALESCE(next_attempt_at, :now)) AS due, COUNT(*) AS n
+    FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq AND status IN {_in(UNSENT)}
+    """
+)
+_RELEASE_BATCH = text(
+    "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
+    f"WHERE campaign_id = :cid AND seq = :seq AND status = '{B.claimed}' AND worker = :w"
+)
+
+
 def release_batch(session, *, campaign_id: int, seq: int, worker: str, now: datetime,
                   available_at: datetime | None = None) -> BatchStatus | None:
     """End a worker's hold on a batch: 'done' when nothing in it is left to send,
     otherwise back to 'pending' until the earliest retry time (or ``available_at``, when
     the relay is down). Returns the new status, or None when ``worker`` no longer holds
     the batch (its lease ran out and another worker claimed it: that one releases it)."""
-    pending = session.execute(
-        text(
-            f"""
-            SELECT MIN(COALESCE(next_attempt_at, :now)) AS due, COUNT(*) AS n
-            FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq AND status IN {_in(UNSENT)}
-            """
-        ),
-        {"cid": campaign_id, "seq": seq, "now": now},
-    ).one()
+    pending = session.execute(_BATCH_PENDING, {"cid": campaign_id, "seq": seq, "now": now}).one()
     if pending.n == 0:
         status, due = B.done, None
     else:
         status = B.pending
         due = max(filter(None, [as_utc(pending.due), available_at]), default=now)
-    held = session.execute(
-        text(
-            "UPDATE batch SET status = :st, available_at = :due, lease_until = NULL, worker = '' "
-            f"WHERE campaign_id = :cid AND seq = :seq AND status = '{B.claimed}' AND worker = :w"
-        ),
-        {"st": status, "due": due, "cid": campaign_id, "seq": seq, "w": worker},
-    ).rowcount
+    held = session.execute(_RELEASE_BATCH, {"st": status, "due": due, "cid": campaign_id, "seq": seq,
+                                            "w": worker}).rowcount
     if not held:
         return None
     count_batch(session, campaign_id=campaign_id, seq=seq)
@@ -421,31 +421,30 @@ def release_batch(session, *, campaign_id: int, seq: int, worker: str, now: date
 _OUTCOMES = tuple(s.value for s in (D.sent, D.failed, D.bounced, D.skipped))
 
 
+_BATCH_COUNT_COLUMNS = f"SELECT {', '.join(_OUTCOMES)} FROM batch WHERE campaign_id = :cid AND seq = :seq"
+# By "is it SQLite": its write lock does what FOR UPDATE does elsewhere.
+_BATCH_COUNTS = {False: text(_BATCH_COUNT_COLUMNS + " FOR UPDATE"), True: text(_BATCH_COUNT_COLUMNS)}
+_COUNT_BATCH_DELIVERIES = text(
+    "SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq GROUP BY status")
+_SET_BATCH_COUNTS = text(
+    f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} WHERE campaign_id = :cid AND seq = :seq")
+_ADD_CAMPAIGN_COUNTS = text(
+    f"UPDATE campaign SET {', '.join(f'{s} = {s} + :{s}' for s in _OUTCOMES)} WHERE id = :cid")
+
+
 def count_batch(session, *, campaign_id: int, seq: int) -> None:
     """Count a batch's outcomes from its deliveries (one index range of a few hundred
     rows) and move the campaign's counters by the difference from the last count. The
     batch row is locked first (``FOR UPDATE``; SQLite's write lock does the same), so two
     counts of one batch cannot both add the same difference."""
-    lock = "" if dialect_name(session) == "sqlite" else "FOR UPDATE"
-    before = session.execute(
-        text(f"SELECT {', '.join(_OUTCOMES)} FROM batch WHERE campaign_id = :cid AND seq = :seq {lock}"),
-        {"cid": campaign_id, "seq": seq},
-    ).one()
-    now = dict(session.execute(
-        text("SELECT status, COUNT(*) FROM delivery WHERE campaign_id = :cid AND batch_seq = :seq GROUP BY status"),
-        {"cid": campaign_id, "seq": seq},
-    ).all())
+    before = session.execute(_BATCH_COUNTS[dialect_name(session) == "sqlite"], {"cid": campaign_id, "seq": seq}).one()
+    now = dict(session.execute(_COUNT_BATCH_DELIVERIES, {"cid": campaign_id, "seq": seq}).all())
     after = [now.get(s, 0) for s in _OUTCOMES]
     if list(before) == after:
         return
-    session.execute(
-        text(f"UPDATE batch SET {', '.join(f'{s} = :{s}' for s in _OUTCOMES)} WHERE campaign_id = :cid AND seq = :seq"),
-        {"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, after))},
-    )
-    session.execute(
-        text(f"UPDATE campaign SET {', '.join(f'{s} = {s} + :{s}' for s in _OUTCOMES)} WHERE id = :cid"),
-        {"cid": campaign_id, **{s: a - b for s, a, b in zip(_OUTCOMES, after, before)}},
-    )
+    session.execute(_SET_BATCH_COUNTS, {"cid": campaign_id, "seq": seq, **dict(zip(_OUTCOMES, after))})
+    session.execute(_ADD_CAMPAIGN_COUNTS,
+                    {"cid": campaign_id, **{s: a - b for s, a, b in zip(_OUTCOMES, after, before)}})
 
 
 def count_campaign(session, *, campaign_id: int) -> None:
