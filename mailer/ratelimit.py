@@ -169,9 +169,11 @@ class DomainSlots(Protocol):
 
 
 class NoDomainCap:
-    @contextlib.contextmanager
-    def hold(self, domain: str) -> Iterator[None]:
-        yield
+    # A nullcontext can be entered again and again: no generator made per message.
+    _NOTHING = contextlib.nullcontext()
+
+    def hold(self, domain: str) -> contextlib.AbstractContextManager[None]:
+        return self._NOTHING
 
 
 # KEYS[1] the domain's sorted set (member: holder, score: expiry in ms).

@@ -464,7 +464,8 @@ def _logged(r: queries.Recipient, out: BatchOutcome, what: str, *, level: int = 
     code and class say what happened, and the delivery record keeps the text."""
     ids = {"campaign_id": out.campaign_id, "batch_id": out.batch_id, "delivery_id": r.delivery_id}
     event(log, what, level=level, **ids, recipient=mask_address(r.email), **fields)
-    event(log, what, level=logging.DEBUG, **ids, address=r.email)
+    if log.isEnabledFor(logging.DEBUG):
+        event(log, what, level=logging.DEBUG, **ids, address=r.email)
 
 
 def _send_window(window: list[queries.Recipient], prepared: PreparedCampaign, cfg: EngineConfig,

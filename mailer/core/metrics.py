@@ -130,13 +130,8 @@ class Tally:
     def message(self, outcome: str, reply_class: str) -> None:
         self.messages[(str(outcome), reply_class)] += 1
 
-    @contextmanager
-    def timed(self, which: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observed.setdefault(which, []).append(time.perf_counter() - started)
+    def timed(self, which: str) -> "_Timed":
+        return _Timed(self.observed.setdefault(which, []))
 
     def flush(self) -> None:
         if not self.messages and not self.observed:
@@ -148,6 +143,21 @@ class Tally:
             observe_many(getattr(made, which), amounts)
         self.messages.clear()
         self.observed.clear()
+
+
+class _Timed:
+    """``Tally.timed``'s block: a class, not a generator, as it runs twice per message."""
+
+    __slots__ = ("amounts", "started")
+
+    def __init__(self, amounts: list[float]):
+        self.amounts = amounts
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.amounts.append(time.perf_counter() - self.started)
 
 
 def observe_many(histogram, amounts: list[float]) -> None:
