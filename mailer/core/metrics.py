@@ -148,16 +148,16 @@ class Tally:
 class _Timed:
     """``Tally.timed``'s block: a class, not a generator, as it runs twice per message."""
 
-    __slots__ = ("amounts", "started")
+    __slots__ = ("amounts", "since")
 
     def __init__(self, amounts: list[float]):
         self.amounts = amounts
 
     def __enter__(self) -> None:
-        self.started = time.perf_counter()
+        self.since = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
-        self.amounts.append(time.perf_counter() - self.started)
+        self.amounts.append(time.perf_counter() - self.since)
 
 
 def observe_many(histogram, amounts: list[float]) -> None:
