@@ -1304,6 +1304,11 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else as_utc(at).isoformat()
 
 
+def _array_literal(ids: Iterable[int]) -> str:
+    """``{1,2,3}``: PostgreSQL's text form of an array of integers."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
 @functools.lru_cache(maxsize=8)
 def _driver_sql(dialect) -> str:
     """The window statement as the driver takes it (``%(name)s`` placeholders)."""
@@ -1333,8 +1338,10 @@ def record_and_mark_window(conn, *, outcomes: Sequence[Outcome], delivery_ids: S
         rows.append({"id": p["prev"], "status": str(p["status"]), "code": p["code"], "reply": p["reply"],
                      "mid": p["mid"], "inc": p["inc"], "at": at, "marked": marked[p["marked"]],
                      "sent_at": None if p["sent_at"] is None else at, "next": _iso(p["next"])})
-    params = {"rows": json.dumps(rows), "r_id": [o.delivery_id for o in outcomes], "ids": list(delivery_ids),
-              "cid": campaign_id, "now": now}
+    # The two id lists as array literals: text to the driver, where a list goes through
+    # its array dumpers in Python, element by element.
+    params = {"rows": json.dumps(rows), "r_id": _array_literal(o.delivery_id for o in outcomes),
+              "ids": _array_literal(delivery_ids), "cid": campaign_id, "now": now}
     sql = _driver_sql(conn.dialect)
     dbapi = conn.dialect.loaded_dbapi
     try:
