@@ -373,11 +373,19 @@ class MessageTemplate:
             "list_unsubscribe": unsubscribe_header.encode("ascii"),
         }
         values.update(r.extra)
+        by_text: dict[str, bytes] = {}  # a value in both parts, unchanged by escaping, is encoded once
         for key in self._fields:
             name, is_html = key
             value = values.get(name, "")
-            encoded[key] = _qp_value(_html.escape(value, quote=True) if is_html else value)
-        return [p if isinstance(p, bytes) else encoded[p] for p in self._plan]
+            if is_html:
+                value = _html.escape(value, quote=True)
+            if value not in by_text:
+                by_text[value] = _qp_value(value)
+            encoded[key] = by_text[value]
+        pieces = list(self._plan)
+        for i in self._slots:
+            pieces[i] = encoded[pieces[i]]
+        return pieces
 
 
 def compile_message(
