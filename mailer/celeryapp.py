@@ -4,12 +4,19 @@ slow part of any broker)."""
 
 from __future__ import annotations
 
-from celery import Celery, signals
-import celery.apps.worker as celery_worker
-from kombu import Exchange, Queue
+import functools
+from typing import TYPE_CHECKING
 
 from mailer.core import logs
 from mailer.core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# Celery and kombu are imported where an app is made, not here: every command and the
+# web app import this module (for the queue names, through the code that queues tasks),
+# and importing them took ~130 ms of each ``newsletter`` command's start, most of which
+# never queue anything.
 
 
 QUEUE = "newsletter"  # sending, the sweep, the dispatcher: every task but the webhooks'
@@ -21,6 +28,8 @@ QUEUES = {"send": QUEUE, "webhooks": HOOKS_QUEUE}
 
 
 def celery_config(settings: Settings) -> dict:
+    from kombu import Exchange, Queue
+
     conf: dict = {
         "broker_url": settings.broker,
         "task_ignore_result": True,
@@ -78,22 +87,44 @@ ROLL_UP_SECONDS = 3600.0
 
 
 def make_celery(settings: Settings) -> Celery:
+    from celery import Celery
+
+    _connect_signals()
     app = Celery("newsletter")
     app.conf.update(celery_config(settings))
     return app
+
+
+def preload() -> None:
+    """Import Celery and kombu now: for a long-running process that queues tasks (the web
+    app), so that its first request that queues one does not wait for the import."""
+    import kombu.exceptions  # noqa: F401
+    from celery import Celery  # noqa: F401
+    from kombu import Queue  # noqa: F401
+
+
+@functools.cache
+def _connect_signals() -> None:
+    """Once per process, with the first app (``worker.py`` makes it when a worker or
+    beat loads it, before either sets up logging). In a process that only sends tasks
+    the receivers are never called."""
+    from celery import signals
+
+    signals.setup_logging.connect(_setup_logging, weak=False)
+    signals.celeryd_init.connect(_worker_init, weak=False)
 
 
 # A receiver of setup_logging means Celery configures no logging of its own (and, with
 # worker_hijack_root_logger off, never touches the root logger): workers and beat log in
 # the format the settings say, like the CLI and the web app. Celery's --loglevel is
 # ignored; NEWSLETTER_LOG_LEVEL decides.
-@signals.setup_logging.connect
 def _setup_logging(**_kwargs) -> None:
     logs.configure_from(get_settings())
 
 
-@signals.celeryd_init.connect
 def _worker_init(instance=None, **_kwargs) -> None:
+    import celery.apps.worker as celery_worker
+
     # Before Celery's own start: its warning about running as root comes next, and would
     # otherwise be printed raw. The startup banner is printed, not logged: in JSON it
     # would be the only lines of the worker's output a log collector cannot parse.

@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from kombu.exceptions import KombuError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer import engagement, hookdelivery, outbox, queries
@@ -188,6 +187,8 @@ def _producer(broker: str, var_dir: str):
 def enqueue(campaign_id: int, settings: Settings | None = None) -> None:
     """Put one send task of the campaign on the broker; ``ServiceUnavailable`` (one line
     naming the setting) when the broker does not take it, after Celery's own retries."""
+    from kombu.exceptions import KombuError  # with the producer (mailer.celeryapp: not at import)
+
     settings = settings or get_settings()
     try:
         _producer(settings.broker, str(settings.var_dir.resolve())).send_task("newsletter.send_batch",

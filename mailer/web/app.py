@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 
+from mailer import celeryapp
 from mailer.core import logs
 from mailer.core.config import get_settings
 from mailer.core.db import database_error, schema_missing
@@ -32,6 +33,9 @@ def create_app() -> FastAPI:
     # Also when uvicorn runs the factory itself (not through newsletter web): its own
     # loggers then lose their handlers and come out in our format.
     logs.configure_from(settings)
+    # Requests queue tasks (a welcome, webhooks): Celery is imported at start, not by the
+    # first of them.
+    celeryapp.preload()
     # One per process: the links of campaigns clicked lately, and the queue of clicks
     # and opens to record (written by its own thread; what is left is written at exit).
     tracker = Tracker(engine_for(settings.database), settings.signing_keys, strict=settings.tracking_strict)

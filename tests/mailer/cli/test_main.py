@@ -20,6 +20,19 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+def test_the_command_starts_without_celery():
+    """A command that queues nothing does not pay for importing Celery and kombu (~0.1 s
+    of every start): ``mailer.celeryapp`` imports them where an app is made."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, mailer.cli; "
+             "print(sorted(m for m in ('celery', 'kombu', 'amqp') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.fixture
 def ready(settings):
     # Set-up, in this process through the same ``main`` (two real processes here cost
