@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # Celery and kombu are imported where an app is made, not here: every command and the
 # web app import this module (for the queue names, through the code that queues tasks),
-# and importing them took ~130 ms of each ``newsletter`` command's start, most of which
+# and importing them took ~75 ms of each ``newsletter`` command's start, most of which
 # never queue anything.
 
 
